@@ -1,0 +1,101 @@
+"""The trusted exception dispatcher, as the Intel SDK's trts runs it.
+
+Phase 1 (on the nested entry the untrusted handler makes) reads the SSA's exit
+info and EXINFO into an `ExceptionRecord`; phase 2 (after ERESUME, back on the
+interrupted thread) runs the handlers: for a #PF the manager's handler first, then
+every handler registered with `register`, in order. CONTINUE_EXECUTION resumes the
+faulting access; if nobody handles the exception the enclave crashes for good, as
+the SDK does when it finds no handler.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sgx_emm.emm.rt import PfHandler, PfInfo
+from sgx_emm.errors import EnclaveCrashed
+from sgx_emm.flags import EXCEPTION_CONTINUE_EXECUTION
+from sgx_emm.trace import HANDLER, Trace
+
+VECTOR_GP = 13
+VECTOR_PF = 14
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionRecord:
+    """What phase 1 learns from the SSA: the vector and, for #PF/#GP, EXINFO."""
+
+    vector: int
+    maddr: int = 0
+    errcd: int = 0
+
+    @property
+    def pfinfo(self) -> PfInfo:
+        return PfInfo(self.maddr, self.errcd)
+
+
+#: A registered (non-EMM) handler: sees every exception, returns a handler result.
+ExceptionHandler = Callable[[ExceptionRecord], int]
+
+
+class ExceptionDispatcher:
+    """Holds the handler chain and decides the fate of each enclave exception."""
+
+    def __init__(self, trace: Trace) -> None:
+        self._trace = trace
+        self._pfhandler: PfHandler | None = None
+        self._handlers: list[ExceptionHandler] = []
+        self._lock = threading.Lock()
+        self.crashed: EnclaveCrashed | None = None
+
+    def register_pfhandler(self, handler: PfHandler) -> bool:
+        """The manager's handler; there is one slot and it always runs first."""
+        with self._lock:
+            if self._pfhandler is not None and self._pfhandler != handler:
+                return False
+            self._pfhandler = handler
+        return True
+
+    def register(self, handler: ExceptionHandler, *, first: bool = False) -> None:
+        """`sgx_register_exception_handler`: add to the end (or the front) of the chain."""
+        with self._lock:
+            if first:
+                self._handlers.insert(0, handler)
+            else:
+                self._handlers.append(handler)
+
+    def unregister(self, handler: ExceptionHandler) -> bool:
+        with self._lock:
+            try:
+                self._handlers.remove(handler)
+            except ValueError:
+                return False
+        return True
+
+    def dispatch(self, record: ExceptionRecord) -> None:
+        """Phase 2. Returns to resume the faulting access; raises otherwise.
+
+        An exception raised by a handler (the Python form of longjmp) passes
+        through untouched; an unhandled exception crashes the enclave.
+        """
+        if self.crashed is not None:
+            raise self.crashed
+        pfhandler = self._pfhandler
+        if (record.vector == VECTOR_PF and pfhandler is not None
+                and pfhandler(record.pfinfo) == EXCEPTION_CONTINUE_EXECUTION):
+            self._trace.emit(HANDLER, "emm", maddr=record.maddr, errcd=record.errcd)
+            return
+        for handler in tuple(self._handlers):
+            if handler(record) == EXCEPTION_CONTINUE_EXECUTION:
+                self._trace.emit(HANDLER, "custom", vector=record.vector)
+                return
+        self._trace.emit(HANDLER, "unhandled", vector=record.vector, maddr=record.maddr,
+                         errcd=record.errcd)
+        crash = EnclaveCrashed(
+            f"unhandled enclave exception: vector {record.vector}, "
+            f"address {record.maddr:#x}, error code {record.errcd:#x}",
+            vector=record.vector, errcd=record.errcd, addr=record.maddr)
+        self.crashed = crash
+        raise crash

@@ -1,0 +1,97 @@
+"""The trusted runtime's side of the manager's two interfaces.
+
+`TrustedRuntime` implements `RuntimeAbstraction` the way the Intel SDK's trts does:
+ocalls leave the enclave and reach the untrusted runtime's services, whose answer
+is only ever 0 or EFAULT (the trusted side trusts nothing else it says);
+registration goes to the exception dispatcher; the mutex is recursive; the
+within-enclave check is ELRANGE arithmetic. `TrustedPrimitives` issues EACCEPT,
+EACCEPTCOPY and EMODPE on the enclave thread the calling Python thread is running.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from sgx_emm.emm.rt import Mutex, PfHandler
+from sgx_emm.runtime.dispatcher import ExceptionDispatcher
+from sgx_emm.trace import OCALL, Trace
+
+
+class OcallTarget(Protocol):
+    """The untrusted runtime's services for the manager's two ocalls."""
+
+    def alloc_ocall(self, addr: int, length: int, page_type: int, alloc_flags: int) -> int: ...
+
+    def modify_ocall(self, addr: int, length: int, flags_from: int, flags_to: int) -> int: ...
+
+
+class LeafIssuer(Protocol):
+    """An in-enclave thread that can execute the manager's ENCLU leaves."""
+
+    def eaccept(self, secinfo: int, addr: int) -> int: ...
+
+    def eacceptcopy(self, secinfo: int, dest: int, src: int) -> int: ...
+
+    def emodpe(self, secinfo: int, addr: int) -> int: ...
+
+
+class TrustedRuntime:
+    """RuntimeAbstraction for a manager linked into the simulated enclave."""
+
+    def __init__(self, base: int, size: int, untrusted: OcallTarget,
+                 dispatcher: ExceptionDispatcher, trace: Trace) -> None:
+        self._base = base
+        self._end = base + size
+        self._untrusted = untrusted
+        self._dispatcher = dispatcher
+        self._trace = trace
+
+    def alloc_ocall(self, addr: int, length: int, page_type: int, alloc_flags: int) -> int:
+        self._trace.emit(OCALL, "alloc_ocall", addr=addr, length=length,
+                         page_type=page_type, flags=alloc_flags)
+        ret = self._untrusted.alloc_ocall(addr, length, page_type, alloc_flags)
+        return 0 if ret == 0 else errno.EFAULT
+
+    def modify_ocall(self, addr: int, length: int, flags_from: int, flags_to: int) -> int:
+        self._trace.emit(OCALL, "modify_ocall", addr=addr, length=length,
+                         flags_from=flags_from, flags_to=flags_to)
+        ret = self._untrusted.modify_ocall(addr, length, flags_from, flags_to)
+        return 0 if ret == 0 else errno.EFAULT
+
+    def register_pfhandler(self, handler: PfHandler) -> bool:
+        return self._dispatcher.register_pfhandler(handler)
+
+    def mutex_create(self) -> Mutex:
+        return threading.RLock()
+
+    def is_within_enclave(self, addr: int, size: int) -> bool:
+        """`sgx_is_within_enclave`: size 0 checks the one address; wrap is outside."""
+        if addr < 0 or size < 0:
+            return False
+        last = addr + size - 1 if size else addr
+        if last >= 1 << 64:
+            return False
+        return self._base <= addr and last < self._end
+
+
+class TrustedPrimitives:
+    """Primitives that run on the enclave thread of the calling Python thread.
+
+    `current` returns that thread; when the caller is not inside the enclave it
+    provides a temporary entry (see `Enclave`), because a leaf can only run inside.
+    """
+
+    def __init__(self, current: Callable[[], LeafIssuer]) -> None:
+        self._current = current
+
+    def eaccept(self, secinfo: int, addr: int) -> int:
+        return self._current().eaccept(secinfo, addr)
+
+    def eacceptcopy(self, secinfo: int, dest: int, src: int) -> int:
+        return self._current().eacceptcopy(secinfo, dest, src)
+
+    def emodpe(self, secinfo: int, addr: int) -> int:
+        return self._current().emodpe(secinfo, addr)
