@@ -1,17 +1,206 @@
-"""The `sgx-emm` command line (placeholder until the replay runner lands)."""
+"""The `sgx-emm` command line: `replay` a call sequence, draw the region `map`.
+
+Follows spec/replay-format.md; docs/cli.md is the user's guide. Exit status: 0
+when the replay ran (failing calls included), 1 for an input that cannot be
+read or a bad line under --strict, 2 for bad options, 3 when the simulator
+itself raised something unexpected (a bug, reported per line).
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sgx_emm import render, replay
+from sgx_emm.errors import EmmError
+
+#: Replays shorter than this finish before a progress bar would be worth drawing.
+PROGRESS_MIN_LINES = 200
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Number(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.2
+    """An unsigned integer written in decimal or hex (0x...)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return replay.parse_number(str(value), "value")
+        except replay.LineError:
+            self.fail(f"{value!r} is not a decimal or hex (0x...) number", param, ctx)
+
+
+NUMBER = Number()
+
+ENCLAVE_OPTIONS = ("base", "size", "user_base", "user_size", "epc_pages", "emalloc_initial",
+                   "threads")
+
+
+def enclave_options(f: F) -> F:
+    """The options of `sgx_emm.Enclave.create`, each defaulting to create's own default."""
+    helps = {
+        "base": "ELRANGE start (page aligned).",
+        "size": "ELRANGE size (a power of two).",
+        "user_base": "Start of the user range (default: upper half of ELRANGE).",
+        "user_size": "Size of the user range (default: the rest of ELRANGE).",
+        "epc_pages": "EPC capacity in pages (default: large enough).",
+        "emalloc_initial": "Size of the manager's first metadata reserve.",
+        "threads": "TCSes created at load time (thread K of a line = TCS K).",
+    }
+    for name in reversed(ENCLAVE_OPTIONS):
+        f = click.option("--" + name.replace("_", "-"), name, type=NUMBER, default=None,
+                         help=helps[name])(f)
+    return f
+
+
+def common_options(f: F) -> F:
+    f = click.option("--strict", is_flag=True,
+                     help="Stop at the first line that cannot run (exit status 1).")(f)
+    f = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+                     show_default=True, help="Output format.")(f)
+    f = click.argument("file", required=False)(f)
+    return enclave_options(f)
 
 
 @click.group()
+@click.version_option(package_name="sgx-emm")
 def main() -> None:
     """Enclave Memory Manager on a simulated SGX2 platform."""
 
 
-@main.command()
-@click.argument("file", required=False)
-def replay(file: str | None) -> None:
-    """Replay a JSON Lines call sequence (bundled example without FILE)."""
-    click.echo("replay: not implemented yet")
+def load_lines(file: str | None) -> tuple[str, list[str]]:
+    """(name, lines) of FILE, of stdin for '-', or of the bundled example."""
+    if file is None:
+        return f"bundled example {replay.EXAMPLE_NAME}", replay.example_lines()
+    try:
+        if file == "-":
+            data = sys.stdin.buffer.read()
+            name = "<stdin>"
+        else:
+            with open(file, "rb") as fh:
+                data = fh.read()
+            name = file
+        text = data.decode("utf-8")
+    except OSError as e:
+        raise click.ClickException(f"cannot read {file}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise click.ClickException(f"cannot read {file}: not UTF-8 text ({e.reason} at byte "
+                                   f"{e.start})") from None
+    return name, replay.read_lines(text)
+
+
+def create_enclave(options: dict[str, Any]) -> Any:
+    from sgx_emm.enclave import Enclave  # type: ignore[import-not-found, unused-ignore]
+
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        return Enclave.create(**given)
+    except (ValueError, EmmError) as e:
+        raise click.UsageError(f"cannot create the enclave: {e}") from None
+
+
+def make_console() -> Console:
+    """Colours and live progress on a terminal; plain, wide, unwrapped text otherwise."""
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(highlight=False, width=160, color_system=None)
+
+
+@contextmanager
+def progress_for(console: Console, total: int, label: str) -> Iterator[Callable[[], None]]:
+    """A progress bar for long replays; quiet when stdout is not a terminal."""
+    if not console.is_terminal or total < PROGRESS_MIN_LINES:
+        yield lambda: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda: progress.advance(task)
+
+
+def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any],
+               per_call: bool) -> replay.Report:
+    """Replay FILE, streaming per-call output when `per_call`; exits on --strict stops."""
+    console = make_console()
+    name, lines = load_lines(file)
+    enclave = create_enclave(options)
+    addr = render.AddressFormat(enclave.user_base, enclave.user_end)
+    write_json = fmt == "json"
+
+    with progress_for(console, len(lines), f"replaying {name}") as advance:
+        def on_result(result: replay.CallResult) -> None:
+            advance()
+            if not per_call:
+                return
+            if write_json:
+                console.out(json.dumps(render.call_json(result, addr)), highlight=False)
+            else:
+                console.print(render.call_text(result, addr), soft_wrap=True)
+
+        report = replay.run(lines, strict=strict, enclave=enclave, on_result=on_result,
+                            keep_results=False)
+    if report.stopped is not None:
+        raise click.ClickException(
+            f"{name}: line {report.stopped.line}: {report.stopped.error} (stopped: --strict)")
+    return report
+
+
+def finish(report: replay.Report) -> None:
+    """Exit status 3 when the simulator raised something unexpected along the way."""
+    if report.internal_errors:
+        click.echo(f"error: {report.internal_errors} line(s) hit an internal error of the "
+                   "simulator (see their output)", err=True)
+        sys.exit(3)
+
+
+@main.command("replay")
+@common_options
+def replay_cmd(file: str | None, fmt: str, strict: bool, **options: Any) -> None:
+    """Replay a JSON Lines call sequence FILE ('-' = stdin; bundled example without FILE).
+
+    Prints one line (or JSON object) per call with its result, the address it
+    returned and what it caused, then the region map of both roots and totals.
+    """
+    report = run_replay(file, fmt, strict, options, per_call=True)
+    console = make_console()
+    if fmt == "json":
+        console.out(json.dumps(render.final_json(report)), highlight=False)
+    else:
+        render.print_final_text(console, report)
+    finish(report)
+
+
+@main.command("map")
+@common_options
+def map_cmd(file: str | None, fmt: str, strict: bool, **options: Any) -> None:
+    """Replay FILE (or the bundled example) quietly, then draw the region map.
+
+    Both roots, one region per row: address, size, commit mode, prot, type,
+    committed pages as a bar, flags; the manager's metadata reserves are marked.
+    """
+    report = run_replay(file, fmt, strict, options, per_call=False)
+    console = make_console()
+    addr = render.address_format(report)
+    if fmt == "json":
+        console.out(json.dumps({"layout": render.layout_json(report.layout(), addr),
+                                "summary": render.summary(report)}), highlight=False)
+    else:
+        console.print(render.map_table(report.layout(), addr))
+        console.print(render.summary_text(report), highlight=False)
+    finish(report)
+
+
+if __name__ == "__main__":
+    main()

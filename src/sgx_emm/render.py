@@ -1,0 +1,307 @@
+"""How replay results, region maps and counts look, as text and as JSON.
+
+Follows spec/replay-format.md (Output). The JSON shapes here are the contract;
+the text forms are for people: one line per call, then the region map of both
+roots as a table (committed pages drawn as a bar, metadata reserves marked) and
+the totals of the trace by kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from sgx_emm import flags as F
+from sgx_emm.replay import CallResult, RegionInfo, Report
+
+#: Categories of the trace in the order totals are shown, with their titles.
+CATEGORY_TITLES = {
+    "leaf": "leaves",
+    "ocall": "ocalls",
+    "syscall": "syscalls",
+    "ioctl": "ioctls",
+    "pf": "page faults (error code)",
+    "aex": "AEX",
+    "entry": "enclave entries",
+    "handler": "exception handling",
+}
+
+#: Entry events every call causes (the runner's own EENTER/EEXIT); the per-call
+#: text leaves them out so that what the call itself caused stands out.
+ROUTINE_ENTRY_EVENTS = frozenset({"EENTER", "EEXIT"})
+
+
+class AddressFormat:
+    """Writes addresses as the input reads them: `u+OFF` in the user range, else hex."""
+
+    def __init__(self, user_base: int, user_end: int) -> None:
+        self.user_base = user_base
+        self.user_end = user_end
+
+    def __call__(self, addr: int | None) -> str | None:
+        if addr is None:
+            return None
+        if self.user_base <= addr < self.user_end:
+            return f"u+{addr - self.user_base:#x}"
+        return f"{addr:#x}"
+
+
+def address_format(report: Report) -> AddressFormat:
+    return AddressFormat(report.enclave.user_base, report.enclave.user_end)
+
+
+# --------------------------------------------------------------------------
+# JSON
+
+
+def committed_string(runs: Iterable[tuple[bool, int]]) -> str:
+    """Run-length string of a commit bitmap: 3 committed then 5 not = "3c5u"."""
+    return "".join(f"{n}{'c' if committed else 'u'}" for committed, n in runs)
+
+
+def call_json(result: CallResult, fmt: AddressFormat) -> dict[str, Any]:
+    """The per-call object: line, op, ret, addr (+ target, data, counts, expect)."""
+    if result.error is not None:
+        obj: dict[str, Any] = {"line": result.line}
+        if result.op is not None:
+            obj["op"] = result.op
+        obj["error"] = result.error
+        return obj
+    obj = {"line": result.line, "op": result.op, "ret": result.ret,
+           "addr": fmt(result.addr)}
+    if result.target is not None and result.addr is None:
+        obj["target"] = fmt(result.target)
+    if result.thread:
+        obj["thread"] = result.thread
+    if result.data is not None:
+        obj["data"] = result.data.hex()
+    if result.detail is not None:
+        obj["detail"] = result.detail
+    if result.expect is not None:
+        obj["expect"] = result.expect
+        obj["as_expected"] = result.as_expected
+    obj["counts"] = result.counts
+    return obj
+
+
+def region_json(region: RegionInfo, fmt: AddressFormat) -> dict[str, Any]:
+    return {
+        "start": fmt(region.start),
+        "size": f"{region.size:#x}",
+        "alloc_flags": region.alloc_flags,
+        "si_flags": region.si_flags,
+        "committed": committed_string(region.runs),
+        "meta": region.is_meta,
+    }
+
+
+def layout_json(layout: Mapping[str, list[RegionInfo]],
+                fmt: AddressFormat) -> dict[str, list[dict[str, Any]]]:
+    return {root: [region_json(r, fmt) for r in regions] for root, regions in layout.items()}
+
+
+def final_json(report: Report) -> dict[str, Any]:
+    """The last object of a JSON replay: layout of both roots, counts, summary."""
+    fmt = address_format(report)
+    return {
+        "layout": layout_json(report.layout(), fmt),
+        "counts": report.counts(),
+        "summary": summary(report),
+        "user_base": f"{report.enclave.user_base:#x}",
+    }
+
+
+def summary(report: Report) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "calls": report.calls,
+        "failed": report.failed,
+        "bad_lines": report.errors,
+        "unexpected": report.unexpected,
+    }
+    if report.dead is not None:
+        out["dead"] = {"line": report.dead.line, "ret": report.dead.ret}
+    return out
+
+
+# --------------------------------------------------------------------------
+# Text
+
+
+def counts_text(counts: Mapping[str, Mapping[str, int]], *, routine: bool = False) -> str:
+    """Compact counts: `EAUG=1 EACCEPT=1 pf:0x8006=1 alloc_ocall=1`.
+
+    Leaf, ocall and ioctl names speak for themselves; other categories get a
+    prefix. Without `routine` the runner's own EENTER/EEXIT are left out.
+    """
+    parts: list[str] = []
+    for category in _ordered(counts):
+        prefix = "" if category in ("leaf", "ocall", "ioctl", "syscall", "entry") else (
+            "AEX:" if category == "aex" else f"{category}:")
+        for name, n in counts[category].items():
+            if category == "entry" and not routine and name in ROUTINE_ENTRY_EVENTS:
+                continue
+            parts.append(f"{prefix}{name}={n}")
+    return " ".join(parts)
+
+
+def _ordered(counts: Mapping[str, Any]) -> list[str]:
+    known = [c for c in CATEGORY_TITLES if c in counts]
+    return known + sorted(c for c in counts if c not in CATEGORY_TITLES)
+
+
+def _data_text(data: bytes, limit: int = 32) -> str:
+    if len(data) <= limit:
+        return data.hex()
+    return f"{data[:limit].hex()}… ({len(data)} bytes)"
+
+
+def call_text(result: CallResult, fmt: AddressFormat) -> Text:
+    """One line per call: number, op, address, result, what it caused."""
+    op = result.op or "?"
+    if result.thread:
+        op = f"{op}@t{result.thread}"
+    text = Text(f"{result.line:>4}  {op:<24}")
+    if result.error is not None:
+        style = "red" if result.bad_input or result.internal else "yellow"
+        text.append(f"error: {result.error}", style=style)
+        return text
+    where = f"→ {fmt(result.addr)}" if result.addr is not None else fmt(result.target) or ""
+    text.append(f"{where:<22} ")
+    ret = str(result.ret)
+    good = ret in ("0", "CONTINUE_EXECUTION")
+    text.append(f"{ret:<18}", style="green" if good else "bold red"
+                if ret in ("ABORT", "CRASH") else "yellow")
+    caused = counts_text(result.counts)
+    if caused:
+        text.append(" " + caused, style="dim")
+    if result.data is not None:
+        text.append(f"  data {_data_text(result.data)}")
+    if result.as_expected is False:
+        text.append(f"  UNEXPECTED (expected {result.expect})", style="bold red")
+    if result.detail:
+        text.append(f"  ({result.detail})", style="red")
+    return text
+
+
+COMMIT_MODES = {
+    F.RESERVE: "RESERVE",
+    F.COMMIT_NOW: "COMMIT_NOW",
+    F.COMMIT_ON_DEMAND: "ON_DEMAND",
+}
+PAGE_TYPES = {int(v): k.removeprefix("PAGE_TYPE_") for k, v in F.PageType.__members__.items()}
+
+
+def commit_mode(alloc_flags: int) -> str:
+    mode = alloc_flags & (F.RESERVE | F.COMMIT_NOW | F.COMMIT_ON_DEMAND)
+    return COMMIT_MODES.get(F.AllocFlags(mode), f"{mode:#x}")
+
+
+def prot_text(si_flags: int) -> str:
+    return "".join(c if si_flags & bit else "-" for c, bit in (("r", 1), ("w", 2), ("x", 4)))
+
+
+def type_text(si_flags: int) -> str:
+    t = si_flags & F.PAGE_TYPE_MASK
+    return PAGE_TYPES.get(t, f"{t:#x}") if t else "-"
+
+
+def flags_text(region: RegionInfo) -> str:
+    names = [name for name, bit in (("GROWSDOWN", F.GROWSDOWN), ("GROWSUP", F.GROWSUP),
+                                     ("FIXED", F.FIXED), ("SYSTEM", F.SYSTEM))
+             if region.alloc_flags & bit]
+    align = (region.alloc_flags & F.ALIGNMENT_MASK) >> F.ALIGNMENT_SHIFT
+    if align:
+        names.append(f"ALIGNED({align})")
+    if region.is_meta:
+        names.append("meta")
+    return " ".join(names)
+
+
+def commit_bar(runs: Iterable[tuple[bool, int]], pages: int, width: int = 16) -> str:
+    """Committed pages as a bar of up to `width` cells: █ all, ▒ some, · none.
+
+    Walks the runs and the cells together: O(runs + width), whatever the size.
+    """
+    if pages <= 0:
+        return ""
+    cells = min(width, pages)
+    # committed pages per cell; cell i covers [i*pages//cells, (i+1)*pages//cells)
+    filled = [0] * cells
+    page = 0
+    for committed, n in runs:
+        start, end = page, page + n
+        page = end
+        if not committed:
+            continue
+        cell = start * cells // pages
+        while cell < cells and cell * pages // cells < end:
+            hi = (cell + 1) * pages // cells
+            filled[cell] += max(0, min(hi, end) - max(cell * pages // cells, start))
+            cell += 1
+    out = []
+    for i, got in enumerate(filled):
+        span = (i + 1) * pages // cells - i * pages // cells
+        out.append("█" if got == span else "▒" if got else "·")
+    return "".join(out)
+
+
+def map_table(layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat,
+              title: str = "region map") -> Table:
+    """Both roots as one table: address, size, mode, prot, type, committed, flags."""
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("root")
+    table.add_column("start", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("mode", no_wrap=True)
+    table.add_column("prot", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("committed", no_wrap=True)
+    table.add_column("flags")
+    for root, regions in layout.items():
+        for region in regions:
+            committed = region.committed_pages
+            style = "cyan" if region.is_meta else None
+            table.add_row(
+                root, fmt(region.start), f"{region.size:#x}", commit_mode(region.alloc_flags),
+                prot_text(region.si_flags), type_text(region.si_flags),
+                f"{commit_bar(region.runs, region.pages)} {committed}/{region.pages}",
+                flags_text(region), style=style)
+    return table
+
+
+def counts_table(counts: Mapping[str, Mapping[str, int]], title: str = "totals") -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("total", justify="right")
+    table.add_column("by name")
+    for category in _ordered(counts):
+        names = counts[category]
+        table.add_row(CATEGORY_TITLES.get(category, category), str(sum(names.values())),
+                      "  ".join(f"{name} {n}" for name, n in names.items()))
+    return table
+
+
+def summary_text(report: Report) -> str:
+    s = summary(report)
+    parts = [f"{s['calls']} calls", f"{s['failed']} failed", f"{s['bad_lines']} bad lines"]
+    if s["unexpected"]:
+        parts.append(f"{s['unexpected']} not as expected")
+    if report.dead is not None:
+        parts.append(f"enclave {'aborted' if report.dead.ret == 'ABORT' else 'crashed'} "
+                     f"at line {report.dead.line}")
+    return ", ".join(parts)
+
+
+def print_final_text(console: Console, report: Report) -> None:
+    """After the per-call lines: region map of both roots, totals, summary."""
+    fmt = address_format(report)
+    console.print()
+    console.print(map_table(report.layout(), fmt))
+    console.print()
+    console.print(counts_table(report.counts()))
+    console.print()
+    console.print(summary_text(report), highlight=False)
