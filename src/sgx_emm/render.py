@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -119,7 +120,7 @@ def summary(report: Report) -> dict[str, Any]:
     out: dict[str, Any] = {
         "calls": report.calls,
         "failed": report.failed,
-        "bad_lines": report.errors,
+        "not_run": report.errors,
         "unexpected": report.unexpected,
     }
     if report.dead is not None:
@@ -184,6 +185,7 @@ def call_text(result: CallResult, fmt: AddressFormat) -> Text:
         text.append(f"  UNEXPECTED (expected {result.expect})", style="bold red")
     if result.detail:
         text.append(f"  ({result.detail})", style="red")
+    text.rstrip()
     return text
 
 
@@ -252,7 +254,7 @@ def commit_bar(runs: Iterable[tuple[bool, int]], pages: int, width: int = 16) ->
 def map_table(layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat,
               title: str = "region map") -> Table:
     """Both roots as one table: address, size, mode, prot, type, committed, flags."""
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("root")
     table.add_column("start", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
@@ -274,7 +276,7 @@ def map_table(layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat,
 
 
 def counts_table(counts: Mapping[str, Mapping[str, int]], title: str = "totals") -> Table:
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("kind", no_wrap=True)
     table.add_column("total", justify="right")
     table.add_column("by name")
@@ -287,7 +289,7 @@ def counts_table(counts: Mapping[str, Mapping[str, int]], title: str = "totals")
 
 def summary_text(report: Report) -> str:
     s = summary(report)
-    parts = [f"{s['calls']} calls", f"{s['failed']} failed", f"{s['bad_lines']} bad lines"]
+    parts = [f"{s['calls']} calls", f"{s['failed']} failed", f"{s['not_run']} not run"]
     if s["unexpected"]:
         parts.append(f"{s['unexpected']} not as expected")
     if report.dead is not None:

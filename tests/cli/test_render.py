@@ -1,0 +1,125 @@
+"""Rendering: JSON shapes of replay-format.md, the text line per call, the map table."""
+
+from __future__ import annotations
+
+import json
+
+from replay_fakes import USER_BASE, FakeEnclave
+from rich.console import Console
+
+from sgx_emm import render
+from sgx_emm.replay import CallResult, RegionInfo, run
+
+FMT = render.AddressFormat(USER_BASE, USER_BASE + 0x1000000)
+
+
+def text_of(renderable: object, width: int = 200) -> str:
+    console = Console(width=width, color_system=None, record=True, file=open("/dev/null", "w"))
+    console.print(renderable, soft_wrap=True)
+    return console.export_text()
+
+
+def test_addresses_are_user_relative_inside_the_user_range_else_absolute_hex() -> None:
+    assert FMT(USER_BASE + 0x20000) == "u+0x20000"
+    assert FMT(USER_BASE) == "u+0x0"
+    assert FMT(USER_BASE - 0x1000) == hex(USER_BASE - 0x1000)
+    assert FMT(USER_BASE + 0x1000000) == hex(USER_BASE + 0x1000000)
+    assert FMT(None) is None
+
+
+def test_committed_string_is_run_length() -> None:
+    assert render.committed_string(((True, 3), (False, 5))) == "3c5u"
+    assert render.committed_string(()) == ""
+
+
+def test_call_json_shapes() -> None:
+    ok = CallResult(2, "alloc", 0, addr=USER_BASE + 0x2000, target=USER_BASE + 0x2000,
+                    counts={"leaf": {"EACCEPT": 2}})
+    assert render.call_json(ok, FMT) == {"line": 2, "op": "alloc", "ret": 0,
+                                         "addr": "u+0x2000", "counts": {"leaf": {"EACCEPT": 2}}}
+    read = CallResult(3, "read", 0, target=USER_BASE, data=b"\xc0\xff", thread=2)
+    assert render.call_json(read, FMT) == {"line": 3, "op": "read", "ret": 0, "addr": None,
+                                           "target": "u+0x0", "thread": 2, "data": "c0ff",
+                                           "counts": {}}
+    failed = CallResult(4, "commit", "EINVAL", target=USER_BASE, expect="EINVAL")
+    got = render.call_json(failed, FMT)
+    assert got["ret"] == "EINVAL" and got["as_expected"] is True
+    crash = CallResult(5, "read", "CRASH", target=USER_BASE, detail="unhandled #PF")
+    assert render.call_json(crash, FMT)["detail"] == "unhandled #PF"
+    bad = CallResult(6, None, error="malformed JSON: Expecting value (column 1)")
+    assert render.call_json(bad, FMT) == {"line": 6,
+                                          "error": "malformed JSON: Expecting value (column 1)"}
+    bad_op = CallResult(7, "commit", error='commit: missing field "size"')
+    assert render.call_json(bad_op, FMT) == {"line": 7, "op": "commit",
+                                             "error": 'commit: missing field "size"'}
+
+
+def test_final_json_has_layout_of_both_roots_and_counts() -> None:
+    enc = FakeEnclave()
+    report = run([json.dumps(o) for o in (
+        {"op": "alloc", "size": "0x3000", "flags": "COMMIT_ON_DEMAND"},
+        {"op": "commit", "addr": "$0", "size": "0x1000"},
+        {"op": "mm_alloc", "size": "0x1000", "flags": "COMMIT_NOW|SYSTEM"},
+    )], enclave=enc)
+    final = render.final_json(report)
+    assert final["layout"]["user"] == [{"start": "u+0x100000", "size": "0x3000",
+                                        "alloc_flags": 4, "si_flags": 0x203,
+                                        "committed": "1c2u", "meta": False}]
+    (rts,) = final["layout"]["rts"]
+    assert rts["start"] == "0x7f0001000000" and rts["committed"] == "1c"
+    assert final["counts"]["leaf"] == {"EACCEPT": 2}
+    assert final["summary"] == {"calls": 3, "failed": 0, "not_run": 0, "unexpected": 0}
+    json.dumps(final)  # serialisable as is
+
+
+def test_counts_text_leaves_out_the_runners_own_entries() -> None:
+    counts = {"entry": {"EENTER": 1, "EEXIT": 1, "ERESUME": 2}, "leaf": {"EAUG": 1},
+              "pf": {"0x8006": 1}, "aex": {"#PF": 1}}
+    assert render.counts_text(counts) == "EAUG=1 pf:0x8006=1 AEX:#PF=1 ERESUME=2"
+    assert "EENTER=1" in render.counts_text(counts, routine=True)
+
+
+def test_call_text_lines() -> None:
+    line = text_of(render.call_text(CallResult(0, "alloc", 0, addr=USER_BASE + 0x2000,
+                                               counts={"leaf": {"EACCEPT": 1}}), FMT))
+    assert line.split() == ["0", "alloc", "→", "u+0x2000", "0", "EACCEPT=1"]
+    line = text_of(render.call_text(CallResult(3, "read", 0, target=USER_BASE, thread=1,
+                                               data=b"\xab" * 40), FMT))
+    assert "read@t1" in line and "ab" * 32 + "… (40 bytes)" in line
+    line = text_of(render.call_text(CallResult(5, "commit", "EACCES", target=USER_BASE,
+                                               expect="0"), FMT))
+    assert "EACCES" in line and "UNEXPECTED (expected 0)" in line
+    line = text_of(render.call_text(CallResult(6, None, error="unknown op 'mmap'"), FMT))
+    assert line.split(None, 2) == ["6", "?", "error: unknown op 'mmap'\n"]
+
+
+def test_commit_bar() -> None:
+    assert render.commit_bar(((True, 4),), 4) == "████"
+    assert render.commit_bar(((False, 2), (True, 2)), 4) == "··██"
+    # 32 pages in 16 cells: a cell holds two pages
+    assert render.commit_bar(((True, 3), (False, 29)), 32) == "█▒" + "·" * 14
+    assert render.commit_bar(((False, 1 << 24),), 1 << 24) == "·" * 16
+    assert render.commit_bar(((False, (1 << 24) - 1), (True, 1)), 1 << 24) == "·" * 15 + "▒"
+    assert render.commit_bar((), 0) == ""
+
+
+def test_map_table_shows_mode_prot_type_bar_and_meta() -> None:
+    layout = {
+        "user": [RegionInfo(USER_BASE, 0x20000, 0x01, 0x0, ((False, 32),)),
+                 RegionInfo(USER_BASE + 0x8000, 0x10000, 0x44, 0x203,
+                            ((True, 2), (False, 14)), is_meta=True)],
+        "rts": [RegionInfo(0x7F0000001000, 0x1000, 0x80 | 0x2, 0x100, ((True, 1),))],
+    }
+    out = text_of(render.map_table(layout, FMT))
+    rows = [line.split() for line in out.splitlines()]
+    assert ["user", "u+0x0", "0x20000", "RESERVE", "---", "-", "················", "0/32"] \
+        in rows
+    assert ["user", "u+0x8000", "0x10000", "ON_DEMAND", "rw-", "REG", "██··············",
+            "2/16", "FIXED", "meta"] in rows
+    assert ["rts", "0x7f0000001000", "0x1000", "COMMIT_NOW", "---", "TCS", "█", "1/1",
+            "SYSTEM"] in rows
+
+
+def test_flags_text_names_alignment() -> None:
+    region = RegionInfo(0, 0x1000, 0x22 | (16 << 24), 0x203, ((True, 1),))
+    assert render.flags_text(region) == "GROWSUP ALIGNED(16)"
