@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 from replay_fakes import USER_BASE, FakeEnclave
@@ -14,7 +15,7 @@ FMT = render.AddressFormat(USER_BASE, USER_BASE + 0x1000000)
 
 
 def text_of(renderable: object, width: int = 200) -> str:
-    console = Console(width=width, color_system=None, record=True, file=open("/dev/null", "w"))
+    console = Console(width=width, color_system=None, record=True, file=io.StringIO())
     console.print(renderable, soft_wrap=True)
     return console.export_text()
 
