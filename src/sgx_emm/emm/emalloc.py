@@ -237,7 +237,7 @@ class MetaAllocator:
             raise EnclaveAbort(f"efree of block {payload:#x} outside every reserve")
         del self._allocated[block]
         if self._merge_right:
-            size = self._absorb_free_right(block, size, reserve)
+            size = self._absorb_free_right(block, size)
         if block + size == reserve.bump:
             reserve.used -= size
             self._pull_back_to_reserve(reserve)
@@ -378,17 +378,16 @@ class MetaAllocator:
         reserve = self._by_base[self._bases[i]]
         return reserve if block + size <= reserve.bump else None
 
-    def _absorb_free_right(self, block: int, size: int, reserve: _ReserveState) -> int:
-        """Merge free right neighbours up to the first allocated one or the bump."""
-        while True:
-            right = block + size
-            if right == reserve.bump:
-                return size
-            right_size = self._free_size.get(right)
-            if right_size is None:
-                return size
-            self._unlist(right, right_size)
+    def _absorb_free_right(self, block: int, size: int) -> int:
+        """Merge free right neighbours up to the first allocated one or the bump.
+
+        No free block starts at or past a bump pointer, so the lookup itself stops
+        there; an 8-byte tail lost by the best-fit list stops it too.
+        """
+        while (right_size := self._free_size.get(block + size)) is not None:
+            self._unlist(block + size, right_size)
             size += right_size
+        return size
 
     def _pull_back_to_reserve(self, reserve: _ReserveState) -> None:
         """`merge_large_blocks_to_reserve`: give free blocks at the bump back to it."""
