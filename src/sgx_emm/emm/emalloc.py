@@ -128,9 +128,10 @@ class MetaAllocator:
        best-fit list (`merge_large_blocks_to_reserve`).
 
     `merge_right=False` skips merging with free right neighbours. That is what the
-    reference's code does as written (its neighbour test passes the block's end
-    address as a size, so it never matches a real enclave address); the spec
-    describes merging, and the spec is followed by default.
+    reference's code does as written: `neighbor_right` passes the block's end
+    address where a size belongs, so the test only holds for blocks below address
+    `used`, never in a real enclave. The spec describes merging and the leak it
+    causes, and the spec is followed by default.
 
     Complexity: exact-size lists O(1); the best-fit list is walked linearly (it
     holds only blocks over 2056 bytes, which are rare); reserves are walked newest
