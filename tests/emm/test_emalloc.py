@@ -435,12 +435,12 @@ def test_reserve_increment_is_at_least_the_request_and_capped() -> None:
     assert alloc.reserve_increment == MAX_RESERVE_SIZE
 
 
-def test_pages_are_touched_when_fresh_reserve_bytes_are_handed_out() -> None:
+def test_the_header_of_a_fresh_reserve_block_is_touched() -> None:
     alloc, host = make()
     n = len(host.calls)
     a = alloc.malloc(EMA)
     assert a is not None
-    assert host.calls[n:] == [("touch", a - HEADER_SIZE, 80, 0)]
+    assert host.calls[n:] == [("touch", a - HEADER_SIZE, HEADER_SIZE, 0)]
     alloc.malloc(EMA)
     alloc.free(a)
     n = len(host.calls)

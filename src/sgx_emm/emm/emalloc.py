@@ -328,16 +328,18 @@ class MetaAllocator:
         return best
 
     def _alloc_from_reserve(self, bsize: int) -> int | None:
-        """Bump-allocate from the newest reserve with room; touch the fresh bytes."""
+        """Bump-allocate from the newest reserve with room; touch the header written."""
         for reserve in self._reserves:
             if reserve.size - reserve.used >= bsize:
                 block = reserve.bump
                 reserve.used += bsize
                 self._allocated[block] = bsize
-                # The header write (and the caller's payload writes) fault in pages
-                # past the committed part. Memory below a bump pointer was touched
-                # when it was first handed out, so recycled blocks need no touch.
-                self._host.meta_touch(block, bsize)
+                # The header write is emalloc's only write; it faults in a page past
+                # the committed part. The caller touches the payload bytes it writes,
+                # in its own order. Every 8-byte word of a handed-out block holds a
+                # written byte, so all memory below a bump pointer has been touched:
+                # recycled blocks, split tails and free-list links need no touch.
+                self._host.meta_touch(block, HEADER_SIZE)
                 return block
         return None
 
