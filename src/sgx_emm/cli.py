@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from sgx_emm import render, replay
 from sgx_emm.errors import EmmError
@@ -118,6 +119,15 @@ def make_console() -> Console:
     return Console(highlight=False, width=160, color_system=None)
 
 
+def emit(console: Console, line: str | Text) -> None:
+    """One output line. Into a pipe or file it is written as is: rich's layout
+    machinery costs far more than the replay of the line itself."""
+    if console.is_terminal:
+        console.print(line, soft_wrap=True, markup=False)
+    else:
+        console.file.write((line.plain if isinstance(line, Text) else line) + "\n")
+
+
 @contextmanager
 def progress_for(console: Console, total: int, label: str) -> Iterator[Callable[[], None]]:
     """A progress bar for long replays; quiet when stdout is not a terminal."""
@@ -145,9 +155,9 @@ def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any]
             if not per_call:
                 return
             if write_json:
-                console.out(json.dumps(render.call_json(result, addr)), highlight=False)
+                emit(console, json.dumps(render.call_json(result, addr)))
             else:
-                console.print(render.call_text(result, addr), soft_wrap=True)
+                emit(console, render.call_text(result, addr))
 
         report = replay.run(lines, strict=strict, enclave=enclave, on_result=on_result,
                             keep_results=False)
@@ -176,7 +186,7 @@ def replay_cmd(file: str | None, fmt: str, strict: bool, **options: Any) -> None
     report = run_replay(file, fmt, strict, options, per_call=True)
     console = make_console()
     if fmt == "json":
-        console.out(json.dumps(render.final_json(report)), highlight=False)
+        emit(console, json.dumps(render.final_json(report)))
     else:
         render.print_final_text(console, report)
     finish(report)
@@ -194,8 +204,8 @@ def map_cmd(file: str | None, fmt: str, strict: bool, **options: Any) -> None:
     console = make_console()
     addr = render.address_format(report)
     if fmt == "json":
-        console.out(json.dumps({"layout": render.layout_json(report.layout(), addr),
-                                "summary": render.summary(report)}), highlight=False)
+        emit(console, json.dumps({"layout": render.layout_json(report.layout(), addr),
+                                  "summary": render.summary(report)}))
     else:
         console.print(render.map_table(report.layout(), addr))
         console.print(render.summary_text(report), highlight=False)

@@ -153,3 +153,21 @@ def test_progress_is_quiet_when_stdout_is_not_a_terminal(made: list[dict[str, An
     assert got.exit_code == 0
     assert all(line.startswith("{") for line in got.output.splitlines())
     assert "replaying" not in got.output
+
+
+def test_progress_bar_draws_only_on_a_terminal_and_for_long_replays() -> None:
+    import io
+
+    from rich.console import Console
+
+    def drawn(terminal: bool, total: int) -> str:
+        out = io.StringIO()
+        console = Console(file=out, force_terminal=terminal, width=100)
+        with cli.progress_for(console, total, "replaying x") as advance:
+            for _ in range(total):
+                advance()
+        return out.getvalue()
+
+    assert "replaying x" in drawn(True, cli.PROGRESS_MIN_LINES)
+    assert drawn(True, cli.PROGRESS_MIN_LINES - 1) == ""
+    assert drawn(False, 10 * cli.PROGRESS_MIN_LINES) == ""
