@@ -1,0 +1,348 @@
+"""Per-region operations: metadata life cycle, commit, trim, permissions, TCS.
+
+Follows spec/emm.md (sections "Public API" and "Internal metadata allocator")
+and, for everything the spec leaves open, the reference's ema.c / bit_array.c:
+the order of ocalls and leaves, where regions split, and the *order of
+metadata allocations and frees* (`ema_t` = 72 bytes, `bit_array` = 24 bytes,
+bit data = ceil(pages / 8) bytes), because those decide where later regions
+land. Every write the C code makes into freshly allocated metadata is reported
+with `touch`, so that pages of a metadata reserve get committed at the moment
+the reference's #PF handler would commit them.
+
+These functions do no argument or range checking: the manager has done it.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from sgx_emm import flags as _f
+from sgx_emm.emm.bitmap import CommitBitmap
+from sgx_emm.emm.regions import Ema, RegionList
+from sgx_emm.emm.rt import FaultHandler, Primitives, RuntimeAbstraction
+from sgx_emm.errors import EmmError, EnclaveAbort
+from sgx_emm.flags import (
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PAGE_TYPE_MASK,
+    PROT_MASK,
+)
+
+# Plain ints: IntFlag arithmetic is slow on the hot paths and leaks enum reprs.
+COMMIT_ON_DEMAND = int(_f.COMMIT_ON_DEMAND)
+MODIFIED = int(_f.MODIFIED)
+PAGE_TYPE_REG = int(_f.PAGE_TYPE_REG)
+PAGE_TYPE_TCS = int(_f.PAGE_TYPE_TCS)
+PAGE_TYPE_TRIM = int(_f.PAGE_TYPE_TRIM)
+PENDING = int(_f.PENDING)
+PR = int(_f.PR)
+PROT_EXEC = int(_f.PROT_EXEC)
+PROT_NONE = int(_f.PROT_NONE)
+PROT_READ_WRITE = int(_f.PROT_READ_WRITE)
+PROT_WRITE = int(_f.PROT_WRITE)
+RESERVE = int(_f.RESERVE)
+
+#: C sizeof of the reference's metadata objects (x86-64).
+SIZEOF_EMA = 72
+SIZEOF_BIT_ARRAY = 24
+#: Offset of `bit_array.data`, written after the data block is allocated.
+_BIT_ARRAY_DATA_OFFSET = 16
+
+_REG_RW_PENDING = int(PAGE_TYPE_REG | PROT_READ_WRITE | PENDING)
+_TRIM_MODIFIED = int(PAGE_TYPE_TRIM | MODIFIED)
+_TCS_MODIFIED = int(PAGE_TYPE_TCS | MODIFIED)
+_WX = int(PROT_WRITE | PROT_EXEC)
+
+
+def bitmap_bytes(pages: int) -> int:
+    """Bytes of bit data the reference allocates for `pages` pages."""
+    return (pages + 7) >> 3
+
+
+class MetaAllocatorLike(Protocol):
+    """The part of `emalloc.MetaAllocator` the manager uses."""
+
+    def init(self, initial_size: int = ...) -> None: ...
+
+    def malloc(self, size: int) -> int | None: ...
+
+    def free(self, payload: int) -> None: ...
+
+    def in_meta_area(self, payload: int) -> bool: ...
+
+    @property
+    def adding_reserve(self) -> bool: ...
+
+
+class EmaOps:
+    """The reference's ema.c operations on one region, bound to a runtime."""
+
+    def __init__(self, runtime: RuntimeAbstraction, primitives: Primitives,
+                 meta: MetaAllocatorLike, touch: Callable[[int, int], None]) -> None:
+        self.rt = runtime
+        self.prims = primitives
+        self.meta = meta
+        self.touch = touch
+
+    # ---- metadata life cycle (ema_new, bit_array_new, ema_split, ema_destroy) ----
+
+    def new(self, root: RegionList, start: int, end: int, alloc_flags: int, si_flags: int,
+            handler: FaultHandler | None, private: Any) -> Ema | None:
+        """ema_new: claim the range in the list first, then allocate the record.
+
+        A reserve the allocator adds meanwhile therefore lands after this range.
+        """
+        ema = Ema(start, end, alloc_flags, si_flags, handler, private)
+        root.insert(ema)
+        payload = self.meta.malloc(SIZEOF_EMA)
+        if payload is None:
+            root.remove(ema)
+            return None
+        ema.payload = payload
+        self.touch(payload, SIZEOF_EMA)
+        return ema
+
+    def new_bitmap(self, ema: Ema, full: bool) -> bool:
+        """bit_array_new_set / _reset for the whole region; False = ENOMEM."""
+        nbytes = bitmap_bytes(ema.pages)
+        struct = self.meta.malloc(SIZEOF_BIT_ARRAY)
+        if struct is None:
+            return False
+        self.touch(struct, _BIT_ARRAY_DATA_OFFSET)
+        data = self.meta.malloc(nbytes)
+        if data is None:
+            self.meta.free(struct)
+            return False
+        self.touch(struct + _BIT_ARRAY_DATA_OFFSET, SIZEOF_BIT_ARRAY - _BIT_ARRAY_DATA_OFFSET)
+        self.touch(data, nbytes)
+        ema.map_struct, ema.map_data = struct, data
+        lo = ema.start >> PAGE_SHIFT
+        ema.bitmap = CommitBitmap.full(lo, lo + ema.pages) if full else CommitBitmap()
+        return True
+
+    def destroy(self, root: RegionList, ema: Ema) -> None:
+        """ema_destroy: unlink, then free bit data, bit_array, record (that order)."""
+        root.remove(ema)
+        free = self.meta.free
+        if ema.map_data is not None:
+            free(ema.map_data)
+        if ema.map_struct is not None:
+            free(ema.map_struct)
+        if ema.payload is not None:
+            free(ema.payload)
+
+    def split(self, root: RegionList, ema: Ema, addr: int, new_lower: bool) -> Ema:
+        """ema_split at `addr` (strictly inside `ema`); returns the new record.
+
+        With `new_lower` the new record takes the pages below `addr`, else those
+        above. The bitmap split keeps the old `bit_array` for the lower half
+        with freshly allocated data, and gives the upper half a new one.
+        Raises EmmError(ENOMEM) with nothing changed.
+        """
+        meta = self.meta
+        new_payload = meta.malloc(SIZEOF_EMA)
+        if new_payload is None:
+            raise EmmError(errno.ENOMEM)
+        upper_map: tuple[int, int] | None = None
+        old_data = ema.map_data
+        if ema.bitmap is not None:
+            pos = (addr - ema.start) >> PAGE_SHIFT
+            low_bytes = bitmap_bytes(pos)
+            high_bytes = bitmap_bytes(ema.pages - pos)
+            low_data = meta.malloc(low_bytes)
+            if low_data is None:
+                meta.free(new_payload)
+                raise EmmError(errno.ENOMEM)
+            self.touch(low_data, low_bytes)
+            high_struct = meta.malloc(SIZEOF_BIT_ARRAY)
+            if high_struct is None:
+                meta.free(low_data)
+                meta.free(new_payload)
+                raise EmmError(errno.ENOMEM)
+            self.touch(high_struct, _BIT_ARRAY_DATA_OFFSET)
+            high_data = meta.malloc(high_bytes)
+            if high_data is None:
+                meta.free(high_struct)
+                meta.free(low_data)
+                meta.free(new_payload)
+                raise EmmError(errno.ENOMEM)
+            self.touch(high_struct + _BIT_ARRAY_DATA_OFFSET,
+                       SIZEOF_BIT_ARRAY - _BIT_ARRAY_DATA_OFFSET)
+            self.touch(high_data, high_bytes)
+            if old_data is not None:
+                meta.free(old_data)
+            ema.map_data = low_data
+            upper_map = (high_struct, high_data)
+        new = ema.clone_attrs(0, 0)
+        new.payload = new_payload
+        self.touch(new_payload, SIZEOF_EMA)
+        upper_bits = ema.bitmap.split(addr >> PAGE_SHIFT) if ema.bitmap is not None else None
+        root.split(ema, addr, new, new_lower)
+        lower, upper = (new, ema) if new_lower else (ema, new)
+        if new_lower and ema.bitmap is not None:
+            # the old bit_array (with the new low data) goes with the lower half
+            lower.bitmap, lower.map_struct, lower.map_data = (
+                ema.bitmap, ema.map_struct, ema.map_data)
+        if upper_map is not None:
+            upper.bitmap = upper_bits
+            upper.map_struct, upper.map_data = upper_map
+        return new
+
+    def split_range(self, root: RegionList, ema: Ema, start: int, end: int) -> Ema:
+        """ema_split_ex: the record covering exactly [start, end) of `ema`."""
+        node = ema
+        if start > node.start:
+            node = self.split(root, node, start, False)
+        if end < node.end:
+            node = self.split(root, node, end, True)
+        return node
+
+    # ---- leaves ----
+
+    def accept_or_abort(self, secinfo: int, addr: int) -> None:
+        if self.prims.eaccept(secinfo, addr):
+            raise EnclaveAbort(f"EACCEPT {secinfo:#x} at {addr:#x} failed")
+
+    def commit_pages(self, start: int, size: int, si_flags: int, grow_up: bool) -> None:
+        """do_commit for COMMIT_NOW: high->low when `grow_up`, else low->high; abort on failure."""
+        secinfo = si_flags | PENDING
+        eaccept = self.prims.eaccept
+        pages = range(start + size - PAGE_SIZE, start - 1, -PAGE_SIZE) if grow_up else range(
+            start, start + size, PAGE_SIZE)
+        for page in pages:
+            if eaccept(secinfo, page):
+                raise EnclaveAbort(f"EACCEPT {secinfo:#x} at {page:#x} failed")
+
+    def do_commit(self, ema: Ema, start: int, end: int) -> int:
+        """ema_do_commit: EACCEPT each uncommitted page of the clipped range.
+
+        Returns 0 or the first failing EACCEPT's code (pages accepted before it
+        stay marked).
+        """
+        bm = ema.bitmap
+        assert bm is not None
+        lo = max(start, ema.start) >> PAGE_SHIFT
+        hi = min(end, ema.end) >> PAGE_SHIFT
+        eaccept = self.prims.eaccept
+        for s, e in list(bm.holes(lo, hi)):
+            for page in range(s, e):
+                rc = eaccept(_REG_RW_PENDING, page << PAGE_SHIFT)
+                if rc:
+                    bm.set_range(s, page)
+                    return rc
+            bm.set_range(s, e)
+        return 0
+
+    def uncommit_real(self, ema: Ema, start: int, end: int, prot: int) -> None:
+        """ema_do_uncommit_real: trim each maximal committed run of [start, end).
+
+        Raises EmmError(EFAULT) on an ocall failure, aborts on an EACCEPT failure.
+        """
+        if ema.alloc_flags & RESERVE:
+            return
+        bm = ema.bitmap
+        assert bm is not None
+        page_type = ema.si_flags & PAGE_TYPE_MASK
+        modify = self.rt.modify_ocall
+        for s, e in list(bm.runs(start >> PAGE_SHIFT, end >> PAGE_SHIFT)):
+            addr, length = s << PAGE_SHIFT, (e - s) << PAGE_SHIFT
+            if modify(addr, length, prot | page_type, prot | PAGE_TYPE_TRIM):
+                raise EmmError(errno.EFAULT)
+            for page in range(addr, addr + length, PAGE_SIZE):
+                self.accept_or_abort(_TRIM_MODIFIED, page)
+            bm.clear_range(s, e)
+            if modify(addr, length, prot | PAGE_TYPE_TRIM, prot | PAGE_TYPE_TRIM):
+                raise EmmError(errno.EFAULT)
+
+    def modify_permissions(self, root: RegionList, ema: Ema, start: int, end: int,
+                           new_prot: int) -> Ema:
+        """ema_modify_permissions on the part of `ema` inside [start, end).
+
+        Returns the record that now covers that part. Raises EmmError(EFAULT)
+        on an ocall failure, EmmError(code) when an EACCEPT fails (the
+        reference returns the SGX code), EmmError(ENOMEM) if a split fails.
+        """
+        prot = ema.si_flags & PROT_MASK
+        if prot == new_prot:
+            return ema
+        page_type = ema.si_flags & PAGE_TYPE_MASK
+        lo, hi = max(start, ema.start), min(end, ema.end)
+        modify = self.rt.modify_ocall
+        if modify(lo, hi - lo, prot | page_type, new_prot | page_type):
+            raise EmmError(errno.EFAULT)
+        secinfo = new_prot | PAGE_TYPE_REG | PR
+        extends = (new_prot | prot) != prot
+        accept = (new_prot & _WX) != _WX
+        emodpe, eaccept = self.prims.emodpe, self.prims.eaccept
+        for page in range(lo, hi, PAGE_SIZE):
+            if extends:
+                emodpe(secinfo, page)
+            if accept:
+                rc = eaccept(secinfo, page)
+                if rc:
+                    raise EmmError(rc)
+        node = self.split_range(root, ema, lo, hi)
+        node.si_flags = (node.si_flags & ~PROT_MASK) | new_prot
+        if new_prot == PROT_NONE and modify(lo, hi - lo, page_type | PROT_NONE,
+                                            page_type | PROT_NONE):
+            raise EmmError(errno.EFAULT)
+        return node
+
+    def match_region_prot(self, ema: Ema, page: int) -> None:
+        """After a fault commit: give the page the region's prot (a deviation).
+
+        The page was EACCEPTed RW; the reference leaves it so even when the
+        region says otherwise. We change it the way modify_permissions would,
+        for this page only, and abort on any failure (we are in the #PF path).
+        """
+        prot = ema.si_flags & PROT_MASK
+        if prot == PROT_READ_WRITE:
+            return
+        page_type = ema.si_flags & PAGE_TYPE_MASK
+        if self.rt.modify_ocall(page, PAGE_SIZE, PROT_READ_WRITE | page_type, prot | page_type):
+            raise EnclaveAbort(f"modify_ocall for a fault commit at {page:#x} failed")
+        secinfo = prot | PAGE_TYPE_REG | PR
+        if prot & ~PROT_READ_WRITE:
+            self.prims.emodpe(secinfo, page)
+        if (prot & _WX) != _WX:
+            self.accept_or_abort(secinfo, page)
+
+    def change_to_tcs(self, root: RegionList, ema: Ema, addr: int) -> None:
+        """ema_change_to_tcs for the page at `addr`."""
+        prot = ema.si_flags & PROT_MASK
+        page_type = ema.si_flags & PAGE_TYPE_MASK
+        if not ema.committed(addr):
+            raise EmmError(errno.EACCES)
+        if page_type == PAGE_TYPE_TCS:
+            return
+        if prot != PROT_READ_WRITE or page_type != PAGE_TYPE_REG:
+            raise EmmError(errno.EACCES)
+        if self.rt.modify_ocall(addr, PAGE_SIZE, prot | page_type, prot | PAGE_TYPE_TCS):
+            raise EmmError(errno.EFAULT)
+        self.accept_or_abort(_TCS_MODIFIED, addr)
+        node = self.split_range(root, ema, addr, addr + PAGE_SIZE)
+        node.si_flags = (node.si_flags & ~PAGE_TYPE_MASK & ~PROT_MASK) | PAGE_TYPE_TCS
+
+    def commit_data(self, ema: Ema, start: int, end: int, data: int, prot: int) -> None:
+        """ema_do_commit_data: EACCEPTCOPY each page, then mark them (EFAULT on failure)."""
+        secinfo = prot | PAGE_TYPE_REG
+        eacceptcopy = self.prims.eacceptcopy
+        src = data
+        for page in range(start, end, PAGE_SIZE):
+            if eacceptcopy(secinfo, page, src):
+                raise EmmError(errno.EFAULT)
+            src += PAGE_SIZE
+        bm = ema.bitmap
+        assert bm is not None
+        bm.set_range(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+
+
+def fault_allows(si_flags: int, write: bool) -> bool:
+    """The #PF handler's permission test: only the R/W bits, from PFEC.W/R."""
+    return bool(si_flags & (PROT_WRITE if write else 1))
+
+
+def is_on_demand(ema: Ema) -> bool:
+    return bool(ema.alloc_flags & COMMIT_ON_DEMAND)

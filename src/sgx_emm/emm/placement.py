@@ -1,0 +1,239 @@
+"""Address choice for new regions: `find_free_region` and `find_free_region_at`.
+
+Follows spec/emm.md "Placement" (the reference's ema.c rules, 64-bit wrap-around
+included). The reference walks every region pair to find the first gap that
+fits; we answer the same question from a `GapIndex` that keeps the free gaps
+between neighbouring regions bucketed by size, so the lowest fitting gap is
+found without touching the regions in between. `find_free_region_linear` is the
+reference's rule written out plainly; tests prove the two equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
+
+from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
+
+U64 = (1 << 64) - 1
+
+#: Gaps of 1..64 pages have a class each; larger ones share power-of-two classes.
+_EXACT_CLASSES = 64
+_NUM_CLASSES = 128
+
+
+def _size_class(pages: int) -> int:
+    if pages <= _EXACT_CLASSES:
+        return pages - 1
+    return 57 + (pages - 1).bit_length()
+
+
+def _class_floor(cls: int) -> int:
+    """Smallest page count in class `cls`."""
+    if cls < _EXACT_CLASSES:
+        return cls + 1
+    return (1 << (cls - 58)) + 1
+
+
+def round_up(x: int, align: int) -> int:
+    """C's ROUND_TO on size_t: wraps modulo 2**64."""
+    return (x + align - 1) & ~(align - 1) & U64
+
+
+def round_down(x: int, align: int) -> int:
+    """C's TRIM_TO."""
+    return x & ~(align - 1) & U64
+
+
+class GapIndex:
+    """Free gaps between neighbouring regions of one root, by size class.
+
+    `first_fit(size, accept)` returns what `accept` makes of the lowest-address
+    gap of at least `size` bytes that it accepts. Cost: O(c log n) per gap
+    offered to `accept`, with c the number of non-empty size classes (at most
+    128, a handful in practice); with page alignment the first gap offered is
+    always accepted. Adding or removing a gap is O(log n).
+    """
+
+    __slots__ = ("_lists", "_length", "_mask")
+
+    def __init__(self) -> None:
+        self._lists: list[SortedList | None] = [None] * _NUM_CLASSES
+        self._length: dict[int, int] = {}
+        self._mask = 0
+
+    def __len__(self) -> int:
+        return len(self._length)
+
+    def items(self) -> list[tuple[int, int]]:
+        """(start, length) of every gap, ascending; O(n), for tests and dumps."""
+        return sorted(self._length.items())
+
+    def add(self, start: int, length: int) -> None:
+        pages = length >> PAGE_SHIFT
+        if pages <= 0:
+            return
+        self._length[start] = length
+        cls = _size_class(pages)
+        lst = self._lists[cls]
+        if lst is None:
+            lst = self._lists[cls] = SortedList()
+        lst.add(start)
+        self._mask |= 1 << cls
+
+    def remove(self, start: int) -> None:
+        length = self._length.pop(start, None)
+        if length is None:
+            return
+        cls = _size_class(length >> PAGE_SHIFT)
+        lst = self._lists[cls]
+        assert lst is not None
+        lst.remove(start)
+        if not lst:
+            self._mask &= ~(1 << cls)
+
+    def first_fit(self, size: int, accept: Callable[[int, int], int | None]) -> int | None:
+        pages = -(-size // PAGE_SIZE)
+        cls = _size_class(pages)
+        partial = _class_floor(cls) < pages  # class `cls` holds gaps both smaller and larger
+        full_from = cls + 1 if partial else cls
+        lists = self._lists
+        length = self._length
+        after = -1
+        while True:
+            best = -1
+            m = (self._mask >> full_from) << full_from
+            while m:
+                low = m & -m
+                m ^= low
+                lst = lists[low.bit_length() - 1]
+                assert lst is not None
+                if after < 0:
+                    s = lst[0]
+                else:
+                    i = lst.bisect_right(after)
+                    if i == len(lst):
+                        continue
+                    s = lst[i]
+                if best < 0 or s < best:
+                    best = s
+            if partial and (self._mask >> cls) & 1:
+                lst = lists[cls]
+                assert lst is not None
+                start_at = 0 if after < 0 else lst.bisect_right(after)
+                for s in lst.islice(start_at):
+                    if best >= 0 and s >= best:
+                        break
+                    if length[s] >= size:
+                        best = s
+                        break
+            if best < 0:
+                return None
+            found = accept(best, length[best])
+            if found is not None:
+                return found
+            after = best
+
+
+@dataclass(frozen=True, slots=True)
+class RootBounds:
+    """What placement needs to know about a root besides its regions."""
+
+    is_rts: bool
+    user_base: int
+    user_end: int
+    within_enclave: Callable[[int, int], bool]
+
+    def in_user_range(self, start: int, size: int) -> bool:
+        end = start + size
+        return end <= U64 and start >= self.user_base and end <= self.user_end
+
+    def in_rts_range(self, start: int, size: int) -> bool:
+        end = start + size
+        return end <= U64 and (start >= self.user_end or end <= self.user_base)
+
+    def in_root_range(self, start: int, size: int) -> bool:
+        if self.is_rts:
+            return self.in_rts_range(start, size)
+        return self.in_user_range(start, size)
+
+
+def _empty_root(bounds: RootBounds, size: int, align: int) -> int | None:
+    if bounds.is_rts:
+        if bounds.user_base >= size:
+            tmp = round_down(bounds.user_base - size, align)
+            if bounds.within_enclave(tmp, size):
+                return tmp
+        tmp = round_up(bounds.user_end, align)
+        if tmp + size <= U64 and bounds.within_enclave(tmp, size):
+            return tmp
+        return None
+    tmp = round_up(bounds.user_base, align)
+    return tmp if bounds.in_user_range(tmp, size) else None
+
+
+def _outside(bounds: RootBounds, first_start: int, last_end: int, size: int,
+             align: int) -> int | None:
+    """Rules 3 and 4: above the last region, else below the first."""
+    tmp = round_up(last_end, align)
+    if bounds.within_enclave(tmp, size) and bounds.in_root_range(tmp, size):
+        return tmp
+    if first_start < size:
+        return None
+    tmp = round_down(first_start - size, align)
+    if not bounds.is_rts:
+        return tmp if bounds.in_user_range(tmp, size) else None
+    if bounds.within_enclave(tmp, size) and bounds.in_rts_range(tmp, size):
+        return tmp
+    return None
+
+
+def find_free_region(gaps: GapIndex, first_start: int | None, last_end: int,
+                     bounds: RootBounds, size: int, align: int) -> int | None:
+    """The reference's address for a region of `size` aligned to `align`, or None.
+
+    `first_start` is None for an empty root (then `last_end` is unused).
+    """
+    if first_start is None:
+        return _empty_root(bounds, size, align)
+    is_rts = bounds.is_rts
+
+    def accept(gap_start: int, gap_len: int) -> int | None:
+        cand = round_up(gap_start, align)
+        nxt = gap_start + gap_len
+        if cand <= nxt and nxt - cand >= size and (
+            not is_rts or bounds.in_rts_range(cand, size)
+        ):
+            return cand
+        return None
+
+    found = gaps.first_fit(size, accept)
+    if found is not None:
+        return found
+    return _outside(bounds, first_start, last_end, size, align)
+
+
+def find_free_region_linear(spans: Iterable[tuple[int, int]], bounds: RootBounds,
+                            size: int, align: int) -> int | None:
+    """The reference's walk over every neighbour pair; `spans` = (start, end) ascending."""
+    regions = list(spans)
+    if not regions:
+        return _empty_root(bounds, size, align)
+    for (_, cur_end), (nxt_start, _) in zip(regions, regions[1:], strict=False):
+        cand = round_up(cur_end, align)
+        if cand <= nxt_start and nxt_start - cand >= size and (
+            not bounds.is_rts or bounds.in_rts_range(cand, size)
+        ):
+            return cand
+    return _outside(bounds, regions[0][0], regions[-1][1], size, align)
+
+
+def free_at(bounds: RootBounds, addr: int, size: int, overlaps: bool) -> bool:
+    """`find_free_region_at`: inside the enclave, inside the root's range, no overlap."""
+    if not bounds.within_enclave(addr, size):
+        return False
+    if not bounds.in_root_range(addr, size):
+        return False
+    return not overlaps

@@ -1,0 +1,306 @@
+"""EMA records and the per-root, address-ordered region list.
+
+Models the reference's `ema_t` and its doubly linked, address-ordered root
+lists (spec/emm.md "State"). The links are kept (walks over a range touch only
+the overlapped regions, O(1) per step), and a sorted index of start addresses
+answers "which region holds this address" in O(log n) instead of the
+reference's linear search. The list also keeps the `GapIndex` of free gaps
+between neighbours current, so placement never walks the list.
+
+`Region` / `CommittedView` are the frozen snapshots handed to outside code.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, overload
+
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
+
+from sgx_emm.emm.bitmap import CommitBitmap
+from sgx_emm.emm.placement import GapIndex
+from sgx_emm.emm.rt import FaultHandler
+from sgx_emm.flags import PAGE_SHIFT, PAGE_TYPE_MASK, PROT_MASK
+
+
+class Ema:
+    """One enclave memory area: the mutable record the manager works on.
+
+    `payload`, `map_struct` and `map_data` are the metadata-allocator addresses
+    of the C objects this record stands for (the `ema_t`, its `bit_array` and
+    the bit data); they decide which blocks are freed when, exactly as in the
+    reference.
+    """
+
+    __slots__ = ("start", "end", "alloc_flags", "si_flags", "bitmap", "handler",
+                 "private", "payload", "map_struct", "map_data", "prev", "next")
+
+    def __init__(self, start: int, end: int, alloc_flags: int, si_flags: int,
+                 handler: FaultHandler | None = None, private: Any = None) -> None:
+        self.start = start
+        self.end = end
+        self.alloc_flags = alloc_flags
+        self.si_flags = si_flags
+        self.bitmap: CommitBitmap | None = None
+        self.handler = handler
+        self.private = private
+        self.payload: int | None = None
+        self.map_struct: int | None = None
+        self.map_data: int | None = None
+        self.prev: Ema | None = None
+        self.next: Ema | None = None
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    @property
+    def pages(self) -> int:
+        return (self.end - self.start) >> PAGE_SHIFT
+
+    @property
+    def prot(self) -> int:
+        return self.si_flags & PROT_MASK
+
+    @property
+    def page_type(self) -> int:
+        return self.si_flags & PAGE_TYPE_MASK
+
+    def committed(self, addr: int) -> bool:
+        """The reference's ema_page_committed: False without a bitmap."""
+        bm = self.bitmap
+        return bm is not None and bm.test(addr >> PAGE_SHIFT)
+
+    def clone_attrs(self, start: int, end: int) -> Ema:
+        """A record with this one's attributes over another range (ema_clone)."""
+        return Ema(start, end, self.alloc_flags, self.si_flags, self.handler, self.private)
+
+    def __repr__(self) -> str:
+        return (f"Ema({self.start:#x}-{self.end:#x} alloc={self.alloc_flags:#x} "
+                f"si={self.si_flags:#x} {self.bitmap!r})")
+
+
+class RegionList:
+    """The regions of one root, ordered by address, with a gap index.
+
+    Lookup by address O(log n); insert/remove O(log n); neighbours O(1).
+    """
+
+    __slots__ = ("_starts", "_by_start", "first", "last", "gaps")
+
+    def __init__(self) -> None:
+        self._starts: SortedList = SortedList()
+        self._by_start: dict[int, Ema] = {}
+        self.first: Ema | None = None
+        self.last: Ema | None = None
+        self.gaps = GapIndex()
+
+    def __len__(self) -> int:
+        return len(self._by_start)
+
+    def __iter__(self) -> Iterator[Ema]:
+        node = self.first
+        while node is not None:
+            yield node
+            node = node.next
+
+    def find(self, addr: int) -> Ema | None:
+        """The region holding `addr`, or None."""
+        starts = self._starts
+        i = starts.bisect_right(addr)
+        if i == 0:
+            return None
+        node = self._by_start[starts[i - 1]]
+        return node if addr < node.end else None
+
+    def first_overlap(self, start: int, end: int) -> Ema | None:
+        """The lowest region overlapping [start, end) (search_ema_range's `first`)."""
+        starts = self._starts
+        i = starts.bisect_right(start)
+        if i:
+            node: Ema | None = self._by_start[starts[i - 1]]
+            assert node is not None
+            if node.end <= start:
+                node = node.next
+        else:
+            node = self.first
+        if node is None or node.start >= end:
+            return None
+        return node
+
+    def overlapping(self, start: int, end: int) -> list[Ema]:
+        """Every region overlapping [start, end), ascending; O(log n + k)."""
+        out: list[Ema] = []
+        node = self.first_overlap(start, end)
+        while node is not None and node.start < end:
+            out.append(node)
+            node = node.next
+        return out
+
+    def insert(self, ema: Ema) -> None:
+        """Link a region into its address slot (it must overlap nothing)."""
+        starts = self._starts
+        i = starts.bisect_left(ema.start)
+        prev = self._by_start[starts[i - 1]] if i else None
+        nxt = self._by_start[starts[i]] if i < len(starts) else None
+        starts.add(ema.start)
+        self._by_start[ema.start] = ema
+        ema.prev = prev
+        ema.next = nxt
+        gaps = self.gaps
+        if prev is not None:
+            prev.next = ema
+            if nxt is not None:
+                gaps.remove(prev.end)
+            gaps.add(prev.end, ema.start - prev.end)
+        else:
+            self.first = ema
+        if nxt is not None:
+            nxt.prev = ema
+            gaps.add(ema.end, nxt.start - ema.end)
+        else:
+            self.last = ema
+
+    def remove(self, ema: Ema) -> None:
+        """Unlink a region; its range becomes free."""
+        prev, nxt = ema.prev, ema.next
+        self._starts.remove(ema.start)
+        del self._by_start[ema.start]
+        gaps = self.gaps
+        if prev is not None:
+            gaps.remove(prev.end)
+            prev.next = nxt
+        else:
+            self.first = nxt
+        if nxt is not None:
+            gaps.remove(ema.end)
+            nxt.prev = prev
+        else:
+            self.last = prev
+        if prev is not None and nxt is not None:
+            gaps.add(prev.end, nxt.start - prev.end)
+        ema.prev = ema.next = None
+
+    def split(self, ema: Ema, addr: int, new: Ema, new_lower: bool) -> None:
+        """Cut `ema` at `addr`; `new` takes the lower part if `new_lower`, else the upper.
+
+        Gaps do not change: the two parts stay adjacent.
+        """
+        if new_lower:
+            new.start, new.end = ema.start, addr
+            self._by_start[ema.start] = new
+            ema.start = addr
+            new.prev, new.next = ema.prev, ema
+            if ema.prev is not None:
+                ema.prev.next = new
+            else:
+                self.first = new
+            ema.prev = new
+        else:
+            new.start, new.end = addr, ema.end
+            ema.end = addr
+            new.prev, new.next = ema, ema.next
+            if ema.next is not None:
+                ema.next.prev = new
+            else:
+                self.last = new
+            ema.next = new
+        self._by_start[addr] = ema if new_lower else new
+        self._starts.add(addr)
+
+    def grow(self, ema: Ema, new_end: int) -> None:
+        """Extend `ema` upwards into free space (used only to restore a reserve)."""
+        nxt = ema.next
+        gaps = self.gaps
+        if nxt is not None:
+            gaps.remove(ema.end)
+            gaps.add(new_end, nxt.start - new_end)
+        ema.end = new_end
+
+
+class CommittedView:
+    """Read-only per-page commit state of a region snapshot.
+
+    Supports len(), indexing (ints and slices), iteration of bools, count().
+    Holds the run boundaries only, so a snapshot of a huge region is small.
+    """
+
+    __slots__ = ("_pages", "_bounds")
+
+    def __init__(self, pages: int, bounds: tuple[int, ...]) -> None:
+        self._pages = pages
+        self._bounds = bounds  # run boundaries, as page offsets from the region start
+
+    def __len__(self) -> int:
+        return self._pages
+
+    @overload
+    def __getitem__(self, index: int) -> bool: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[bool]: ...
+
+    def __getitem__(self, index: int | slice) -> bool | list[bool]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._pages))]
+        if index < 0:
+            index += self._pages
+        if not 0 <= index < self._pages:
+            raise IndexError("page index out of range")
+        return bisect_right(self._bounds, index) & 1 == 1
+
+    def __iter__(self) -> Iterator[bool]:
+        return (self[i] for i in range(self._pages))
+
+    def count(self, value: bool = True) -> int:
+        b = self._bounds
+        ones = sum(b[k + 1] - b[k] for k in range(0, len(b), 2))
+        return ones if value else self._pages - ones
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CommittedView):
+            return (self._pages, self._bounds) == (other._pages, other._bounds)
+        if isinstance(other, list | tuple):
+            return list(self) == [bool(x) for x in other]
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self._pages, self._bounds))
+
+    def __repr__(self) -> str:
+        return f"CommittedView({self.count()}/{self._pages} pages)"
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A snapshot of one region, as `EnclaveMemoryManager.regions()` returns it."""
+
+    start: int
+    size: int
+    alloc_flags: int
+    si_flags: int
+    committed: CommittedView
+    is_meta: bool = False
+    has_handler: bool = False
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    @property
+    def prot(self) -> int:
+        return self.si_flags & PROT_MASK
+
+    @property
+    def page_type(self) -> int:
+        return self.si_flags & PAGE_TYPE_MASK
+
+
+def snapshot(ema: Ema, is_meta: bool) -> Region:
+    base = ema.start >> PAGE_SHIFT
+    bounds = tuple(b - base for b in ema.bitmap.bounds) if ema.bitmap is not None else ()
+    view = CommittedView(ema.pages, bounds)
+    return Region(ema.start, ema.size, ema.alloc_flags, ema.si_flags, view,
+                  is_meta, ema.handler is not None)

@@ -1,0 +1,159 @@
+"""A null runtime: the manager's two interfaces, doing nothing but counting.
+
+`NullRuntime` implements `RuntimeAbstraction` and `NullPrimitives` implements
+`Primitives` (sgx_emm.emm.rt) for testing and benchmarking the manager alone:
+every ocall and ENCLU leaf succeeds, is counted, and (optionally) recorded in
+call order, so tests can assert the exact sequence and SECINFO values the
+reference would produce. Failures are injected per call name (an ocall that
+returns EFAULT, an EACCEPT that returns an SGX code), optionally only for calls
+whose arguments match. Nothing here knows about EPC pages or page tables.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sgx_emm.emm.rt import Mutex, PfHandler
+from sgx_emm.trace import LEAF, OCALL, Trace
+
+U64 = (1 << 64) - 1
+
+#: The names calls are recorded and injected under.
+ALLOC_OCALL = "alloc_ocall"
+MODIFY_OCALL = "modify_ocall"
+EACCEPT = "EACCEPT"
+EACCEPTCOPY = "EACCEPTCOPY"
+EMODPE = "EMODPE"
+CALL_NAMES = (ALLOC_OCALL, MODIFY_OCALL, EACCEPT, EACCEPTCOPY, EMODPE)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One recorded call: its name and integer arguments, in the interface's order.
+
+    alloc_ocall(addr, length, page_type, alloc_flags);
+    modify_ocall(addr, length, flags_from, flags_to);
+    EACCEPT(secinfo, addr); EACCEPTCOPY(secinfo, dest, src); EMODPE(secinfo, addr).
+    """
+
+    name: str
+    args: tuple[int, ...]
+
+
+@dataclass
+class _Injection:
+    result: int
+    times: int | None
+    match: Callable[[tuple[int, ...]], bool] | None = field(default=None)
+
+
+class NullRuntime:
+    """RuntimeAbstraction that succeeds, counts and records; primitives on `.primitives`.
+
+    `record=False` keeps only the counters (for benchmarks). A `trace`, if
+    given, also receives every ocall and leaf as an event.
+    """
+
+    def __init__(self, enclave_base: int, enclave_size: int, *, record: bool = True,
+                 trace: Trace | None = None, register_ok: bool = True) -> None:
+        self.enclave_base = enclave_base
+        self.enclave_end = enclave_base + enclave_size
+        self.record = record
+        self.trace = trace
+        self.register_ok = register_ok
+        self.calls: list[Call] = []
+        self.counts: Counter[str] = Counter()
+        self.pf_handler: PfHandler | None = None
+        self._injections: dict[str, list[_Injection]] = {}
+        self._guard = threading.Lock()
+        self.primitives = NullPrimitives(self)
+
+    # ---- failure injection ----
+
+    def inject(self, name: str, result: int = errno.EFAULT, *, times: int | None = 1,
+               match: Callable[[tuple[int, ...]], bool] | None = None) -> None:
+        """Make the next `times` calls named `name` (None = all) return `result`.
+
+        `match(args)` narrows it to calls with matching arguments.
+        """
+        if name not in CALL_NAMES:
+            raise ValueError(f"unknown call {name!r}; one of {CALL_NAMES}")
+        with self._guard:
+            self._injections.setdefault(name, []).append(_Injection(result, times, match))
+
+    def clear_injections(self) -> None:
+        with self._guard:
+            self._injections.clear()
+
+    def reset(self) -> None:
+        """Forget recorded calls and counts (injections stay)."""
+        with self._guard:
+            self.calls.clear()
+            self.counts.clear()
+
+    def calls_named(self, *names: str) -> list[Call]:
+        return [c for c in self.calls if c.name in names]
+
+    def _call(self, category: str, name: str, args: tuple[int, ...]) -> int:
+        result = 0
+        with self._guard:
+            self.counts[name] += 1
+            if self.record:
+                self.calls.append(Call(name, args))
+            pending = self._injections.get(name)
+            if pending:
+                for inj in pending:
+                    if inj.match is None or inj.match(args):
+                        result = inj.result
+                        if inj.times is not None:
+                            inj.times -= 1
+                            if inj.times <= 0:
+                                pending.remove(inj)
+                        break
+        if self.trace is not None:
+            self.trace.emit(category, name, args=args, result=result)
+        return result
+
+    # ---- RuntimeAbstraction ----
+
+    def alloc_ocall(self, addr: int, length: int, page_type: int, alloc_flags: int) -> int:
+        return self._call(OCALL, ALLOC_OCALL, (addr, length, page_type, alloc_flags))
+
+    def modify_ocall(self, addr: int, length: int, flags_from: int, flags_to: int) -> int:
+        return self._call(OCALL, MODIFY_OCALL, (addr, length, flags_from, flags_to))
+
+    def register_pfhandler(self, handler: PfHandler) -> bool:
+        if not self.register_ok:
+            return False
+        self.pf_handler = handler
+        return True
+
+    def mutex_create(self) -> Mutex:
+        return threading.RLock()
+
+    def is_within_enclave(self, addr: int, size: int) -> bool:
+        end = addr + size
+        return end <= U64 and self.enclave_base <= addr and end <= self.enclave_end
+
+
+class NullPrimitives:
+    """Primitives whose leaves succeed (or return an injected code) and are counted."""
+
+    def __init__(self, runtime: NullRuntime) -> None:
+        self._rt = runtime
+
+    def eaccept(self, secinfo: int, addr: int) -> int:
+        return self._rt._call(LEAF, EACCEPT, (secinfo, addr))
+
+    def eacceptcopy(self, secinfo: int, dest: int, src: int) -> int:
+        return self._rt._call(LEAF, EACCEPTCOPY, (secinfo, dest, src))
+
+    def emodpe(self, secinfo: int, addr: int) -> int:
+        return self._rt._call(LEAF, EMODPE, (secinfo, addr))
+
+
+__all__ = ["CALL_NAMES", "Call", "NullPrimitives", "NullRuntime"]
