@@ -97,6 +97,7 @@ def region_json(region: RegionInfo, fmt: AddressFormat) -> dict[str, Any]:
         "si_flags": region.si_flags,
         "committed": committed_string(region.runs),
         "meta": region.is_meta,
+        "handler": region.has_handler,
     }
 
 
@@ -218,6 +219,8 @@ def flags_text(region: RegionInfo) -> str:
     align = (region.alloc_flags & F.ALIGNMENT_MASK) >> F.ALIGNMENT_SHIFT
     if align:
         names.append(f"ALIGNED({align})")
+    if region.has_handler:
+        names.append("handler")
     if region.is_meta:
         names.append("meta")
     return " ".join(names)

@@ -369,6 +369,7 @@ class RegionInfo:
     si_flags: int
     runs: tuple[tuple[bool, int], ...]
     is_meta: bool = False
+    has_handler: bool = False
 
     @property
     def pages(self) -> int:
@@ -403,13 +404,19 @@ class Report:
 def committed_runs(committed: object, pages: int) -> tuple[tuple[bool, int], ...]:
     """Run-length code a region's commit view: ((True, 3), (False, 5)) for 3c5u.
 
-    Uses the view's own `runs()` when it offers one (word-level), else iterates.
+    Uses the view's own `runs()` when it offers one; else a view that is all or
+    nothing committed (its `count()` says) costs O(1) pages; else it iterates.
     """
     if committed is None:
         return ((False, pages),) if pages else ()
     runs_method = getattr(committed, "runs", None)
     if callable(runs_method):
         return tuple((bool(c), int(n)) for c, n in runs_method())
+    count = getattr(committed, "count", None)
+    if callable(count) and pages:  # all or nothing committed: no need to walk the pages
+        ones = int(count(True))
+        if ones in (0, pages):
+            return ((ones == pages, pages),)
     out: list[tuple[bool, int]] = []
     for bit in committed:  # type: ignore[attr-defined]
         b = bool(bit)
@@ -429,7 +436,8 @@ def snapshot_layout(enclave: EnclaveLike) -> dict[str, list[RegionInfo]]:
             pages = r.size // F.PAGE_SIZE
             regions.append(RegionInfo(
                 int(r.start), int(r.size), int(r.alloc_flags), int(r.si_flags),
-                committed_runs(r.committed, pages), bool(getattr(r, "is_meta", False))))
+                committed_runs(r.committed, pages), bool(getattr(r, "is_meta", False)),
+                bool(getattr(r, "has_handler", False))))
         layout[root] = regions
     return layout
 

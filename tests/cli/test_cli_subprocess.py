@@ -99,9 +99,9 @@ def test_every_op_on_the_real_enclave(tmp_path: Path) -> None:
     regions = final["layout"]["user"]
     # modify_permissions and modify_type split the FIXED region page by page
     assert {"start": "u+0x400000", "size": "0x1000", "alloc_flags": 0x42,
-            "si_flags": 0x205, "committed": "1c", "meta": False} in regions
+            "si_flags": 0x205, "committed": "1c", "meta": False, "handler": False} in regions
     assert {"start": "u+0x401000", "size": "0x1000", "alloc_flags": 0x42,
-            "si_flags": 0x100, "committed": "1c", "meta": False} in regions
+            "si_flags": 0x100, "committed": "1c", "meta": False, "handler": False} in regions
     assert any(reg["meta"] for reg in regions)  # the manager's metadata reserve
     for category in ("leaf", "ocall", "ioctl", "pf", "aex", "entry"):
         assert final["counts"][category], category

@@ -65,7 +65,7 @@ def test_final_json_has_layout_of_both_roots_and_counts() -> None:
     final = render.final_json(report)
     assert final["layout"]["user"] == [{"start": "u+0x100000", "size": "0x3000",
                                         "alloc_flags": 4, "si_flags": 0x203,
-                                        "committed": "1c2u", "meta": False}]
+                                        "committed": "1c2u", "meta": False, "handler": False}]
     (rts,) = final["layout"]["rts"]
     assert rts["start"] == "0x7f0001000000" and rts["committed"] == "1c"
     assert final["counts"]["leaf"] == {"EACCEPT": 2}
@@ -121,6 +121,8 @@ def test_map_table_shows_mode_prot_type_bar_and_meta() -> None:
             "SYSTEM"] in rows
 
 
-def test_flags_text_names_alignment() -> None:
+def test_flags_text_names_alignment_handler_and_meta() -> None:
     region = RegionInfo(0, 0x1000, 0x22 | (16 << 24), 0x203, ((True, 1),))
     assert render.flags_text(region) == "GROWSUP ALIGNED(16)"
+    region = RegionInfo(0, 0x1000, 0x84, 0x203, ((True, 1),), is_meta=True, has_handler=True)
+    assert render.flags_text(region) == "SYSTEM handler meta"

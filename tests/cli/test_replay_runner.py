@@ -235,3 +235,31 @@ def test_layout_snapshot_run_length_codes_the_commit_bitmap() -> None:
     assert user.runs == ((False, 1), (True, 2), (False, 2)) and user.committed_pages == 2
     (rts,) = layout["rts"]
     assert rts.runs == ((False, 1),)
+
+
+class CountingView:
+    """A commit view that counts how often it is walked page by page."""
+
+    def __init__(self, bits: list[bool]) -> None:
+        self.bits = bits
+        self.walked = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self.walked += 1
+        return iter(self.bits)
+
+    def count(self, value: bool = True) -> int:
+        ones = sum(self.bits)
+        return ones if value else len(self.bits) - ones
+
+
+def test_committed_runs_walks_pages_only_for_partly_committed_views() -> None:
+    from sgx_emm.replay import committed_runs
+
+    full, empty, part = CountingView([True] * 8), CountingView([False] * 8), \
+        CountingView([True, False, False, True])
+    assert committed_runs(full, 8) == ((True, 8),) and full.walked == 0
+    assert committed_runs(empty, 8) == ((False, 8),) and empty.walked == 0
+    assert committed_runs(part, 4) == ((True, 1), (False, 2), (True, 1)) and part.walked == 1
+    assert committed_runs(None, 3) == ((False, 3),)
+    assert committed_runs([True, True], 2) == ((True, 2),)
