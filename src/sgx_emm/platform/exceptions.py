@@ -1,0 +1,95 @@
+"""Fault types of the platform model (platform.md sections B, C and F).
+
+`CpuFault` and its subclasses are what a leaf or an access raises inside the
+simulator (#GP, #PF, #UD with the hardware's operands); the CPU turns them into
+an AEX and the kernel into a report, so they never escape to users as such.
+`FaultReported` and `EntryAbandoned` are the public ends of an entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sgx_emm.platform.secinfo import VECTOR_GP, VECTOR_PF, VECTOR_UD
+
+if TYPE_CHECKING:
+    from sgx_emm.platform.vdso import Run
+
+
+class CpuFault(Exception):
+    """An exception the CPU raises: vector, error code, faulting linear address."""
+
+    vector: int = 0
+
+    def __init__(self, errcd: int = 0, addr: int = 0) -> None:
+        super().__init__(errcd, addr)
+        self.errcd = errcd
+        self.addr = addr
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}(errcd={self.errcd:#x}, addr={self.addr:#x})"
+
+
+class GeneralProtection(CpuFault):
+    """#GP(0)."""
+
+    vector = VECTOR_GP
+
+    def __init__(self, errcd: int = 0, addr: int = 0) -> None:
+        super().__init__(errcd, 0)
+
+
+class PageFault(CpuFault):
+    """#PF with its PFEC and the (full) linear or EPC address that faulted."""
+
+    vector = VECTOR_PF
+
+
+class InvalidOpcode(CpuFault):
+    """#UD: an SGX2 leaf on a CPU without SGX2."""
+
+    vector = VECTOR_UD
+
+
+@dataclass(slots=True)
+class RunSnapshot:
+    """The `run` fields at the moment an inline entry ended on a fault."""
+
+    tcs: int
+    function: int
+    exception_vector: int
+    exception_error_code: int
+    exception_addr: int
+    handler_result: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FaultReported(Exception):
+    """An inline entry ended because a fault was reported and not resumed.
+
+    Raised out of the access (or leaf) that faulted when no user handler is set,
+    or when the user handler returned <= 0 (or a leaf the inline path cannot
+    run). `.run` holds the fields the vDSO would have left in `struct
+    sgx_enclave_run`; the TCS keeps its SSA frame (CSSA stays incremented).
+    """
+
+    def __init__(self, run: RunSnapshot) -> None:
+        super().__init__(
+            f"enclave fault reported: vector {run.exception_vector}, error code "
+            f"{run.exception_error_code:#x}, address {run.exception_addr:#x}")
+        self.run = run
+
+    @classmethod
+    def from_run(cls, run: Run, handler_result: int | None = None) -> FaultReported:
+        return cls(RunSnapshot(run.tcs, run.function, run.exception_vector,
+                               run.exception_error_code, run.exception_addr,
+                               handler_result))
+
+
+class EntryAbandoned(BaseException):
+    """Unwinds an enclave program whose suspended entry will never be resumed.
+
+    A BaseException so that `except Exception` in an enclave program does not
+    swallow it.
+    """

@@ -1,0 +1,162 @@
+"""The process's address space: VMAs and page tables (platform.md sections C, D).
+
+One `AddressSpace` per simulated process. VMAs are kept address-ordered in a
+`SortedKeyList` (O(log n) lookup, range walks touch only overlapped VMAs); page
+tables are two-level like x86's last levels: a dict of 512-entry `array('q')`
+chunks keyed by `page >> 9`, so memory grows with touched 2 MiB areas, not with
+the address-space size. A PTE packs `slot << 3 | prot`; 0 is "not present" (a
+PROT_NONE mapping has no present PTE, as on x86). A present PTE is always
+readable: x86 has no write-only or execute-only pages.
+
+The EPCM half of the access check lives in cpu.py; this module answers the
+page-table half and computes nothing else.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+from typing import Any
+
+from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
+
+from sgx_emm.flags import PAGE_SHIFT
+
+CHUNK_SHIFT = 9
+CHUNK_PAGES = 1 << CHUNK_SHIFT
+CHUNK_MASK = CHUNK_PAGES - 1
+PTE_PROT_MASK = 0x7
+_EMPTY_CHUNK = array("q", bytes(8 * CHUNK_PAGES))
+
+
+@dataclass(slots=True)
+class Vma:
+    """[start, end) mapped from `owner` (an enclave fd) with `prot`."""
+
+    start: int
+    end: int
+    prot: int
+    owner: Any
+
+    def __repr__(self) -> str:
+        return f"Vma({self.start:#x}-{self.end:#x}, prot={self.prot})"
+
+
+def pte_prot(vma_prot: int) -> int:
+    """PTE permissions a VMA's prot gives: any access right implies read on x86."""
+    return (vma_prot | 0x1) & PTE_PROT_MASK if vma_prot else 0
+
+
+class AddressSpace:
+    """VMAs and page tables of one process."""
+
+    def __init__(self) -> None:
+        self._vmas: SortedKeyList[Vma] = SortedKeyList(key=lambda v: v.start)
+        self.chunks: dict[int, array[int]] = {}
+
+    # --- VMAs ---
+    def find_vma(self, addr: int) -> Vma | None:
+        """The VMA containing addr. O(log n)."""
+        i = self._vmas.bisect_key_right(addr)
+        if i:
+            vma: Vma = self._vmas[i - 1]
+            if addr < vma.end:
+                return vma
+        return None
+
+    def vmas_overlapping(self, start: int, end: int) -> list[Vma]:
+        """VMAs meeting [start, end), in address order. O(log n + k)."""
+        i = self._vmas.bisect_key_right(start)
+        if i and self._vmas[i - 1].end > start:
+            i -= 1
+        out: list[Vma] = []
+        while i < len(self._vmas):
+            vma: Vma = self._vmas[i]
+            if vma.start >= end:
+                break
+            out.append(vma)
+            i += 1
+        return out
+
+    def all_vmas(self) -> list[Vma]:
+        return list(self._vmas)
+
+    def is_covered(self, start: int, end: int) -> bool:
+        """True if VMAs cover [start, end) without a hole."""
+        cursor = start
+        for vma in self.vmas_overlapping(start, end):
+            if vma.start > cursor:
+                return False
+            cursor = vma.end
+        return cursor >= end
+
+    def carve(self, start: int, end: int) -> list[Vma]:
+        """Remove [start, end) from the VMA list, splitting at the ends; returns the
+        removed pieces (what munmap and MAP_FIXED drop)."""
+        removed: list[Vma] = []
+        for vma in self.vmas_overlapping(start, end):
+            self._vmas.remove(vma)
+            if vma.start < start:
+                self._vmas.add(Vma(vma.start, start, vma.prot, vma.owner))
+            if vma.end > end:
+                self._vmas.add(Vma(end, vma.end, vma.prot, vma.owner))
+            removed.append(Vma(max(vma.start, start), min(vma.end, end), vma.prot, vma.owner))
+        return removed
+
+    def insert(self, vma: Vma) -> None:
+        """Add a VMA over a range that `carve` cleared; merges nothing (Linux may merge,
+        nothing observable here depends on it)."""
+        self._vmas.add(vma)
+
+    # --- page tables ---
+    def pte(self, page: int) -> int:
+        chunk = self.chunks.get(page >> CHUNK_SHIFT)
+        return chunk[page & CHUNK_MASK] if chunk is not None else 0
+
+    def set_pte(self, page: int, slot: int, prot: int) -> None:
+        prot = pte_prot(prot)
+        if not prot:
+            self.clear_pte(page)
+            return
+        key = page >> CHUNK_SHIFT
+        chunk = self.chunks.get(key)
+        if chunk is None:
+            chunk = self.chunks[key] = array("q", _EMPTY_CHUNK)
+        chunk[page & CHUNK_MASK] = (slot << 3) | prot
+
+    def clear_pte(self, page: int) -> None:
+        chunk = self.chunks.get(page >> CHUNK_SHIFT)
+        if chunk is not None:
+            chunk[page & CHUNK_MASK] = 0
+
+    def zap(self, start: int, end: int) -> None:
+        """Drop every PTE of [start, end) (byte addresses, page aligned)."""
+        self._walk(start >> PAGE_SHIFT, end >> PAGE_SHIFT, None)
+
+    def reprotect(self, start: int, end: int, prot: int) -> None:
+        """Give present PTEs of [start, end) the permissions of `prot` (mprotect)."""
+        self._walk(start >> PAGE_SHIFT, end >> PAGE_SHIFT, pte_prot(prot))
+
+    def _walk(self, first: int, last: int, prot: int | None) -> None:
+        """Zap (prot None or 0) or re-protect present PTEs of pages [first, last)."""
+        if first >= last:
+            return
+        keys = range(first >> CHUNK_SHIFT, ((last - 1) >> CHUNK_SHIFT) + 1)
+        if len(keys) > len(self.chunks):
+            keys = sorted(k for k in self.chunks if keys.start <= k < keys.stop)  # type: ignore[assignment]
+        for key in keys:
+            chunk = self.chunks.get(key)
+            if chunk is None:
+                continue
+            lo = max(first, key << CHUNK_SHIFT) - (key << CHUNK_SHIFT)
+            hi = min(last, (key + 1) << CHUNK_SHIFT) - (key << CHUNK_SHIFT)
+            if not prot:
+                if lo == 0 and hi == CHUNK_PAGES:
+                    del self.chunks[key]
+                else:
+                    chunk[lo:hi] = array("q", bytes(8 * (hi - lo)))
+                continue
+            for i in range(lo, hi):
+                entry = chunk[i]
+                if entry:
+                    chunk[i] = (entry & ~PTE_PROT_MASK) | prot

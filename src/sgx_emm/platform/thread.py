@@ -1,0 +1,232 @@
+"""An enclave thread: one entered TCS, as seen by code running inside (platform.md C, F).
+
+`EnclaveThread` is what enclave code holds after EENTER: memory accesses
+(`read`, `write`, `fetch`), the ENCLU leaves the manager issues (`eaccept`,
+`eacceptcopy`, `emodpe`, returning the SGX code), SSA frames (`ssa(i)`) and
+`eexit()`. Use it from the Python thread that entered.
+
+Every access or leaf that faults takes the hardware path: AEX into SSA frame CSSA
+(EXITINFO, EXINFO with the full address, CSSA += 1), the kernel's fault handler,
+and either a transparent ERESUME (the kernel fixed it: EAUG, PTE mapped) or a
+report to the entry's session (vdso.py), which calls the user handler or suspends
+the access. After an ERESUME of this thread's frame, a callable the enclave wrote
+into that frame's RIP runs first (on this thread, inside the enclave), then the
+faulting access or leaf is executed again. Exceptions raised on that path
+propagate out of the access.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from sgx_emm.flags import PAGE_SIZE
+from sgx_emm.platform.exceptions import CpuFault
+from sgx_emm.platform.secinfo import (
+    EXINFO_SIZE,
+    GPR_EXITINFO,
+    GPR_RIP,
+    GPRSGX_SIZE,
+)
+
+if TYPE_CHECKING:
+    from sgx_emm.platform.cpu import Cpu, EnclaveControl, Rip, TcsControl
+    from sgx_emm.platform.kernel import Kernel
+
+T = TypeVar("T")
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+class NotInsideEnclave(RuntimeError):
+    """An enclave-thread operation on a thread that has exited (EEXIT or AEX)."""
+
+
+class Session(Protocol):
+    """Who decides what happens to a fault the kernel could not fix (vdso.py)."""
+
+    def report(self, thread: EnclaveThread, fault: CpuFault) -> Rip:
+        """Return the RIP of the restored frame once this thread was ERESUMEd;
+        raise to end the access."""
+        ...
+
+
+class EnclaveThread:
+    """The in-enclave side of one entry on one TCS at one SSA level."""
+
+    def __init__(self, cpu: Cpu, kernel: Kernel, enclave: EnclaveControl,
+                 tcs: TcsControl, level: int, ssa_slot: int,
+                 session: Session | None = None) -> None:
+        self._cpu = cpu
+        self._kernel = kernel
+        self.enclave = enclave
+        self.tcs_control = tcs
+        self.level = level
+        self.ssa_slot = ssa_slot
+        self.session = session
+        self.inside = True
+
+    # --- identity ---
+    @property
+    def tcs_addr(self) -> int:
+        return self.tcs_control.linaddr
+
+    @property
+    def base(self) -> int:
+        return self.enclave.base
+
+    @property
+    def size(self) -> int:
+        return self.enclave.size
+
+    # --- accesses and leaves: each may fault and be re-executed ---
+    def read(self, addr: int, n: int) -> bytes:
+        _check_range(addr, n)
+        return self._run(self._cpu.read, addr, n)
+
+    def write(self, addr: int, data: bytes) -> None:
+        _check_range(addr, len(data))
+        self._run(self._cpu.write, addr, bytes(data))
+
+    def fetch(self, addr: int, n: int) -> bytes:
+        _check_range(addr, n)
+        return self._run(self._cpu.fetch, addr, n)
+
+    def eaccept(self, secinfo_flags: int, addr: int, *, secinfo_addr: int | None = None) -> int:
+        """EACCEPT; with `secinfo_addr` the SECINFO is read from enclave memory there
+        (all RBX checks apply), otherwise `secinfo_flags` is used as an already
+        valid, 64-byte aligned SECINFO."""
+        return self._run(self._cpu.eaccept, secinfo_flags, addr, secinfo_addr)
+
+    def eacceptcopy(self, secinfo_flags: int, dest: int, src: int, *,
+                    secinfo_addr: int | None = None) -> int:
+        return self._run(self._cpu.eacceptcopy, secinfo_flags, dest, src, secinfo_addr)
+
+    def emodpe(self, secinfo_flags: int, addr: int, *, secinfo_addr: int | None = None) -> int:
+        return self._run(self._cpu.emodpe, secinfo_flags, addr, secinfo_addr)
+
+    def eexit(self) -> None:
+        self._cpu.eexit(self)
+
+    def ssa(self, frame: int) -> SsaFrame:
+        """SSA frame `frame` of this thread's TCS (frame 0 after an AEX at level 0)."""
+        return SsaFrame(self, frame)
+
+    # --- the fault path ---
+    def _run(self, op: Callable[..., T], *args: object) -> T:
+        while True:
+            try:
+                return op(self, *args)
+            except CpuFault as fault:
+                self._on_fault(fault)
+
+    def _on_fault(self, fault: CpuFault) -> None:
+        self._cpu.aex(self, fault)
+        if self._kernel.fix_enclave_fault(fault):
+            _owner, rip, _ = self._cpu_eresume_transparent()
+        else:
+            session = self.session
+            if session is None:
+                from sgx_emm.platform.exceptions import FaultReported, RunSnapshot
+                raise FaultReported(RunSnapshot(self.tcs_addr, 3, fault.vector,
+                                                fault.errcd & 0xFFFF,
+                                                _reported_addr(fault)))
+            rip = session.report(self, fault)
+        if callable(rip):
+            rip()
+
+    def _cpu_eresume_transparent(self) -> tuple[EnclaveThread | None, Rip, int]:
+        """The AEP's ERESUME after the kernel fixed a fault; a fault of ERESUME itself
+        goes to the session like any other."""
+        while True:
+            try:
+                return self._cpu.eresume(self.tcs_addr)
+            except CpuFault as fault:
+                if self._kernel.fix_outside_fault(fault):
+                    continue
+                if self.session is None:
+                    raise
+                rip = self.session.report(self, fault)
+                return self, rip, self.ssa_slot
+
+    # --- called by the CPU ---
+    def _require_inside(self) -> None:
+        if not self.inside:
+            raise NotInsideEnclave("this enclave thread is not inside the enclave")
+
+    def _left(self) -> None:
+        self.inside = False
+
+    def _resumed(self, ssa_slot: int) -> None:
+        self.inside = True
+        self.ssa_slot = ssa_slot
+
+
+def _reported_addr(fault: CpuFault) -> int:
+    """What the OS and the vDSO see: CR2 with the low 12 bits cleared by AEX."""
+    return fault.addr & ~(PAGE_SIZE - 1) if fault.vector == 14 else fault.addr
+
+
+def _check_range(addr: int, n: int) -> None:
+    if not isinstance(addr, int) or not isinstance(n, int) or addr < 0 or n < 0 \
+            or addr + n > 1 << 64:
+        raise ValueError(f"bad access range {addr!r}+{n!r}")
+
+
+class SsaFrame:
+    """A view of one SSA frame, read and written through enclave memory accesses
+    (so it faults like any access). `rip` may be set to a callable: ERESUME of this
+    frame then runs it before re-executing the interrupted access."""
+
+    def __init__(self, thread: EnclaveThread, frame: int) -> None:
+        cpu = thread._cpu
+        self._thread = thread
+        self._cpu = cpu
+        self.frame = frame
+        enc = thread.enclave
+        self.addr = cpu.frame_addr(enc, thread.tcs_control, frame)
+        self.gpr = cpu.frame_addr(enc, thread.tcs_control, frame + 1) - GPRSGX_SIZE
+
+    @property
+    def exitinfo(self) -> int:
+        return int(_U32.unpack(self._thread.read(self.gpr + GPR_EXITINFO, 4))[0])
+
+    @property
+    def exitinfo_valid(self) -> bool:
+        return bool(self.exitinfo >> 31)
+
+    @property
+    def vector(self) -> int:
+        return self.exitinfo & 0xFF
+
+    @property
+    def exinfo_maddr(self) -> int:
+        return int(_U64.unpack(self._thread.read(self.gpr - EXINFO_SIZE, 8))[0])
+
+    @property
+    def exinfo_errcd(self) -> int:
+        return int(_U32.unpack(self._thread.read(self.gpr - EXINFO_SIZE + 8, 4))[0])
+
+    @property
+    def rip(self) -> Rip:
+        override = self._cpu.rip_overrides.get(self.gpr)
+        if override is not None:
+            return override
+        return int(_U64.unpack(self._thread.read(self.gpr + GPR_RIP, 8))[0])
+
+    @rip.setter
+    def rip(self, value: Rip) -> None:
+        if callable(value):
+            self._thread.write(self.gpr + GPR_RIP, _U64.pack(0))
+            with self._cpu.lock:
+                self._cpu.rip_overrides[self.gpr] = value
+        else:
+            self._thread.write(self.gpr + GPR_RIP, _U64.pack(value & (2**64 - 1)))
+            with self._cpu.lock:
+                self._cpu.rip_overrides.pop(self.gpr, None)
+
+    def clear_exitinfo(self) -> None:
+        """What the SDK's phase 1 does once it consumed the frame."""
+        self._thread.write(self.gpr + GPR_EXITINFO, _U32.pack(0))
