@@ -89,8 +89,8 @@ class CommitBitmap:
         if lo >= hi:
             return
         b = self._b
-        i = bisect_right(b, lo)
-        j = bisect_left(b, hi)
+        i = bisect_left(b, lo)  # boundaries below lo; odd: a run is open at lo
+        j = bisect_right(b, hi)  # boundaries up to hi; odd: a run is open at hi
         new: list[int] = []
         if i & 1:
             new.append(lo)

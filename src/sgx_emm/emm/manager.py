@@ -202,7 +202,9 @@ class EnclaveMemoryManager:
             root, bounds = self._rts, self._rts_bounds
             if not free_at(bounds, addr, size, root.first_overlap(addr, end) is not None):
                 raise _err(errno.EINVAL)
-            page_type = (flags & PAGE_TYPE_MASK) or PAGE_TYPE_REG  # Deviation: 0 means REG
+            page_type = flags & PAGE_TYPE_MASK
+            if not page_type and not flags & RESERVE:
+                page_type = PAGE_TYPE_REG  # Deviation: no type means REG (a reserve has none)
             ema = self._ops.new(root, addr, end, flags & ALLOC_FLAGS_MASK, prot | page_type,
                                 handler, private)
             if ema is None:
