@@ -38,7 +38,13 @@ from sgx_emm.platform.epcm import (
     F_X,
     Epc,
 )
-from sgx_emm.platform.exceptions import CpuFault, GeneralProtection, InvalidOpcode, PageFault
+from sgx_emm.platform.exceptions import (
+    CpuFault,
+    GeneralProtection,
+    InvalidOpcode,
+    NotInsideEnclave,
+    PageFault,
+)
 from sgx_emm.platform.mmu import CHUNK_MASK, CHUNK_SHIFT, AddressSpace
 from sgx_emm.platform.secinfo import (
     EXINFO_SIZE,
@@ -67,6 +73,7 @@ from sgx_emm.platform.secinfo import (
     SI_PENDING,
     SI_PR,
     SI_R,
+    SI_RESERVED_MASK,
     SI_RWX,
     SI_W,
     VECTOR_GP,
@@ -94,6 +101,13 @@ _BLOCKING = F_VALID | F_BLOCKED | F_PENDING | F_MODIFIED
 _ENCLS_PF = 0x8001
 _LEAF_PF = 0x8005
 _LEAF_PF_W = 0x8007
+_MATCH_MASK = SI_RWX | F_PENDING | F_MODIFIED
+#: PT and state bits of an EACCEPT SECINFO, and the combinations that are legal
+_ACCEPT_SHAPE = 0xFF00 | SI_PENDING | SI_MODIFIED | SI_PR
+_LEGAL_ACCEPT = frozenset((
+    (PT_REG << 8) | SI_PENDING, (PT_REG << 8) | SI_PR, (PT_REG << 8) | SI_PR | SI_PENDING,
+    (PT_TCS << 8) | SI_MODIFIED, (PT_TRIM << 8) | SI_MODIFIED,
+))
 _EXINFO = struct.Struct("<QI")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -520,33 +534,36 @@ class Cpu:
                 secinfo_addr: int | None = None) -> int:
         with self.lock:
             self.trace.emit(LEAF, "EACCEPT", addr=target, secinfo=secinfo)
-            self._require_sgx2()
-            t._require_inside()
+            if not self.sgx2:
+                raise InvalidOpcode()
+            if not t.inside:
+                raise NotInsideEnclave("this enclave thread is not inside the enclave")
             enc = t.enclave
-            self._check_secinfo_addr(enc, secinfo_addr)
-            secinfo = self._secinfo(enc, secinfo, secinfo_addr)
-            self._check_page_operand(enc, target)
-            pt = secinfo_pt(secinfo)
-            state = secinfo & (SI_PENDING | SI_MODIFIED | SI_PR)
-            if pt == PT_REG:
-                legal = bool(state & (SI_PR | SI_PENDING)) and not state & SI_MODIFIED
-            elif pt in (PT_TCS, PT_TRIM):
-                legal = state == SI_MODIFIED
-            else:
-                legal = False
-            if not legal:
+            if secinfo_addr is not None:
+                self._check_secinfo_addr(enc, secinfo_addr)
+                secinfo = self._secinfo(enc, secinfo, secinfo_addr)
+            elif not 0 <= secinfo < 1 << 64 or secinfo & SI_RESERVED_MASK:
                 raise GeneralProtection()
-            slot = self._pte_slot(target, READ)
+            if target & (PAGE_SIZE - 1) or not enc.base <= target < enc.base + enc.size:
+                raise GeneralProtection()
+            if secinfo & _ACCEPT_SHAPE not in _LEGAL_ACCEPT:
+                raise GeneralProtection()
+            page = target >> PAGE_SHIFT
+            chunk = self.mm.chunks.get(page >> CHUNK_SHIFT)
+            pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
+            if not pte:
+                raise PageFault(0x4, target)
+            slot = pte >> 3
             epc = self.epc
             f = epc.flags[slot]
+            pt = epc.pt[slot]
             if (not f & F_VALID or f & F_BLOCKED or epc.owner[slot] != enc.secs_slot
-                    or epc.pt[slot] in (PT_SECS, PT_VA)):
+                    or pt in (PT_SECS, PT_VA)):
                 raise PageFault(_LEAF_PF, target)
-            mask = SI_RWX | F_PENDING | F_MODIFIED
-            if epc.linaddr[slot] != target or (f & mask) != (secinfo & mask) or \
-                    epc.pt[slot] != pt:
+            if (epc.linaddr[slot] != target or (f & _MATCH_MASK) != (secinfo & _MATCH_MASK)
+                    or pt != (secinfo >> 8) & 0xFF):
                 return SGX_PAGE_ATTRIBUTES_MISMATCH
-            if state & (SI_PR | SI_MODIFIED) and epc.epoch[slot] > enc.tracked:
+            if secinfo & (SI_PR | SI_MODIFIED) and epc.epoch[slot] > enc.tracked:
                 return SGX_NOT_TRACKED
             if pt == PT_TCS and not TcsImage.valid_for_accept(bytes(epc.page_bytes(slot))):
                 raise GeneralProtection()
@@ -629,11 +646,10 @@ class Cpu:
     def _ssa_slot(self, enc: EnclaveControl, tcs: TcsControl, level: int) -> int:
         """Check every page of SSA frame `level` (valid, accepted RW REG page) and
         return the slot of its last page, where GPRSGX and EXINFO live."""
-        frame = self.frame_addr(enc, tcs, level)
+        frame = enc.base + tcs.ossa + level * enc.ssa_frame_size * PAGE_SIZE
         slot = -1
-        for i in range(enc.ssa_frame_size):
-            addr = frame + i * PAGE_SIZE
-            if not enc.contains(addr, PAGE_SIZE):
+        for addr in range(frame, frame + enc.ssa_frame_size * PAGE_SIZE, PAGE_SIZE):
+            if not enc.base <= addr < enc.base + enc.size:
                 raise GeneralProtection()
             slot = self._pte_slot(addr, WRITE)
             if not self._accepted_reg(enc, slot, addr, F_R | F_W):

@@ -87,6 +87,10 @@ class FaultReported(Exception):
                                handler_result))
 
 
+class NotInsideEnclave(RuntimeError):
+    """An enclave-thread operation on a thread that has exited (EEXIT or AEX)."""
+
+
 class EntryAbandoned(BaseException):
     """Unwinds an enclave program whose suspended entry will never be resumed.
 

@@ -53,14 +53,19 @@ class AddressSpace:
     def __init__(self) -> None:
         self._vmas: SortedKeyList[Vma] = SortedKeyList(key=lambda v: v.start)
         self.chunks: dict[int, array[int]] = {}
+        self._last: Vma | None = None   # like the kernel's per-mm VMA cache
 
     # --- VMAs ---
     def find_vma(self, addr: int) -> Vma | None:
-        """The VMA containing addr. O(log n)."""
+        """The VMA containing addr. O(log n); O(1) when it is the last one found."""
+        last = self._last
+        if last is not None and last.start <= addr < last.end:
+            return last
         i = self._vmas.bisect_key_right(addr)
         if i:
             vma: Vma = self._vmas[i - 1]
             if addr < vma.end:
+                self._last = vma
                 return vma
         return None
 
@@ -94,6 +99,7 @@ class AddressSpace:
         """Remove [start, end) from the VMA list, splitting at the ends; returns the
         removed pieces (what munmap and MAP_FIXED drop)."""
         removed: list[Vma] = []
+        self._last = None
         for vma in self.vmas_overlapping(start, end):
             self._vmas.remove(vma)
             if vma.start < start:

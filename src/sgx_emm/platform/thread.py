@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sgx_emm.flags import PAGE_SIZE
-from sgx_emm.platform.exceptions import CpuFault
+from sgx_emm.platform.exceptions import CpuFault, NotInsideEnclave
 from sgx_emm.platform.secinfo import (
     EXINFO_SIZE,
     GPR_EXITINFO,
@@ -38,10 +38,6 @@ T = TypeVar("T")
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-
-
-class NotInsideEnclave(RuntimeError):
-    """An enclave-thread operation on a thread that has exited (EEXIT or AEX)."""
 
 
 class Session(Protocol):
