@@ -10,6 +10,7 @@ from sgx_emm.platform.exceptions import (
     FaultReported,
     GeneralProtection,
     InvalidOpcode,
+    NotInsideEnclave,
     PageFault,
     RunSnapshot,
 )
@@ -35,7 +36,7 @@ from sgx_emm.platform.kernel import (
 from sgx_emm.platform.machine import Machine
 from sgx_emm.platform.mmu import AddressSpace, Vma
 from sgx_emm.platform.secinfo import SecsImage, TcsImage, secinfo_flags
-from sgx_emm.platform.thread import EnclaveThread, NotInsideEnclave, SsaFrame
+from sgx_emm.platform.thread import EnclaveThread, SsaFrame
 from sgx_emm.platform.vdso import Run, Vdso
 
 __all__ = [
