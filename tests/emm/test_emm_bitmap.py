@@ -1,0 +1,64 @@
+"""CommitBitmap against the obvious model: a set of committed page numbers."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sgx_emm.emm.bitmap import CommitBitmap
+
+LO, HI = 100, 160  # the region's pages (absolute numbers, as the manager uses)
+
+ranges = st.tuples(st.integers(LO, HI), st.integers(LO, HI)).map(sorted)
+ops = st.lists(st.tuples(st.sampled_from(["set", "clear"]), ranges), max_size=30)
+
+
+def check(bm: CommitBitmap, model: set[int], lo: int = LO, hi: int = HI) -> None:
+    b = bm.bounds
+    assert list(b) == sorted(set(b)) and len(b) % 2 == 0  # strictly increasing pairs
+    for p in range(lo - 2, hi + 2):
+        assert bm.test(p) == (p in model), p
+
+
+@settings(max_examples=300)
+@given(ops, ranges)
+def test_operations_match_a_set(steps: list[tuple[str, list[int]]], probe: list[int]) -> None:
+    bm, model = CommitBitmap(), set()
+    for op, (lo, hi) in steps:
+        if op == "set":
+            bm.set_range(lo, hi)
+            model |= set(range(lo, hi))
+        else:
+            bm.clear_range(lo, hi)
+            model -= set(range(lo, hi))
+        check(bm, model)
+    lo, hi = probe
+    inside = set(range(lo, hi))
+    assert bm.all_set(lo, hi) == inside.issubset(model)
+    assert bm.any_set(lo, hi) == bool(inside & model)
+    assert bm.count(lo, hi) == len(inside & model)
+    runs = list(bm.runs(lo, hi))
+    assert [p for s, e in runs for p in range(s, e)] == sorted(inside & model)
+    assert all(e2 < s2 or s2 > e1 for (_, e1), (s2, e2) in zip(runs, runs[1:], strict=False))
+    holes = list(bm.holes(lo, hi))
+    assert [p for s, e in holes for p in range(s, e)] == sorted(inside - model)
+
+
+@settings(max_examples=300)
+@given(ops, st.integers(LO + 1, HI - 1))
+def test_split_keeps_every_page(steps: list[tuple[str, list[int]]], at: int) -> None:
+    bm, model = CommitBitmap(), set()
+    for op, (lo, hi) in steps:
+        (bm.set_range if op == "set" else bm.clear_range)(lo, hi)
+        model = model | set(range(lo, hi)) if op == "set" else model - set(range(lo, hi))
+    upper = bm.split(at)
+    check(bm, {p for p in model if p < at})
+    check(upper, {p for p in model if p >= at})
+
+
+def test_full_is_one_run_and_costs_nothing_per_page() -> None:
+    bm = CommitBitmap.full(0, 1 << 40)
+    assert bm.bounds == (0, 1 << 40) and bm.test((1 << 40) - 1) and not bm.test(1 << 40)
+    bm.clear_range(5, 6)
+    assert bm.bounds == (0, 5, 6, 1 << 40)
+    assert CommitBitmap.full(3, 3).bounds == ()

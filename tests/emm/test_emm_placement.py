@@ -1,0 +1,96 @@
+"""The fast first fit (GapIndex over RegionList) equals the reference's linear walk."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sgx_emm.emm.placement import RootBounds, find_free_region, find_free_region_linear
+from sgx_emm.emm.regions import Ema, RegionList
+
+PAGE = 0x1000
+ENCLAVE = (0x100000, 0x100000 + 0x400 * PAGE)
+USER = (0x100000 + 0x100 * PAGE, 0x100000 + 0x300 * PAGE)
+
+
+def within(addr: int, size: int) -> bool:
+    return ENCLAVE[0] <= addr and addr + size <= ENCLAVE[1]
+
+
+BOUNDS = {rts: RootBounds(rts, USER[0], USER[1], within) for rts in (False, True)}
+
+slot = st.integers(0, 0x3FF)
+actions = st.lists(st.tuples(st.booleans(), slot, st.integers(1, 24)), max_size=60)
+queries = st.lists(st.tuples(st.integers(1, 40) | st.integers(60, 300),
+                             st.sampled_from([12, 12, 13, 14, 16, 20])),
+                   min_size=1, max_size=8)
+
+
+def build(rts: bool, steps: list[tuple[bool, int, int]]) -> RegionList:
+    """Insert or remove regions at random, keeping them disjoint and in the root's range."""
+    bounds = BOUNDS[rts]
+    lst = RegionList()
+    for add, page, pages in steps:
+        start, size = ENCLAVE[0] + page * PAGE, pages * PAGE
+        if add:
+            if not within(start, size) or not bounds.in_root_range(start, size):
+                continue
+            if lst.first_overlap(start, start + size) is None:
+                lst.insert(Ema(start, start + size, 4, 0x203))
+        else:
+            victim = lst.find(start)
+            if victim is not None:
+                lst.remove(victim)
+    return lst
+
+
+def gaps_of(lst: RegionList) -> list[tuple[int, int]]:
+    spans = [(e.start, e.end) for e in lst]
+    return [(a_end, b_start - a_end)
+            for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False)
+            if b_start > a_end]
+
+
+@settings(max_examples=400)
+@given(st.booleans(), actions, queries)
+def test_fast_first_fit_equals_the_linear_rule(rts: bool, steps: list[tuple[bool, int, int]],
+                                               asks: list[tuple[int, int]]) -> None:
+    lst = build(rts, steps)
+    assert lst.gaps.items() == gaps_of(lst)  # the index tracks the list exactly
+    bounds = BOUNDS[rts]
+    for pages, shift in asks:
+        size, align = pages * PAGE, 1 << shift
+        first, last = lst.first, lst.last
+        fast = find_free_region(lst.gaps, first.start if first else None,
+                                last.end if last else 0, bounds, size, align)
+        slow = find_free_region_linear(((e.start, e.end) for e in lst), bounds, size, align)
+        assert fast == slow
+
+
+def test_large_gaps_share_classes_and_still_fit_exactly() -> None:
+    lst = RegionList()
+    base = USER[0]
+    # gaps of 70 and 100 pages (same size class), then a 200-page gap
+    for start, pages in [(0, 1), (71, 1), (172, 1), (373, 1)]:
+        a = base + start * PAGE
+        lst.insert(Ema(a, a + pages * PAGE, 4, 0x203))
+    bounds = BOUNDS[False]
+    got = [find_free_region(lst.gaps, lst.first.start if lst.first else None,
+                            lst.last.end if lst.last else 0, bounds, p * PAGE, PAGE)
+           for p in (70, 71, 100, 101)]
+    assert got == [base + PAGE, base + 72 * PAGE, base + 72 * PAGE, base + 173 * PAGE]
+
+
+def test_split_keeps_the_gap_index() -> None:
+    lst = RegionList()
+    a = USER[0]
+    lst.insert(Ema(a, a + 4 * PAGE, 4, 0x203))
+    lst.insert(Ema(a + 8 * PAGE, a + 9 * PAGE, 4, 0x203))
+    first = lst.first
+    assert first is not None
+    lst.split(first, a + PAGE, Ema(0, 0, 4, 0x203), new_lower=False)
+    assert [(e.start, e.end) for e in lst] == [(a, a + PAGE), (a + PAGE, a + 4 * PAGE),
+                                               (a + 8 * PAGE, a + 9 * PAGE)]
+    assert lst.gaps.items() == [(a + 4 * PAGE, 4 * PAGE)]
+    assert lst.find(a + 2 * PAGE) is first.next
+    assert lst.find(a + 5 * PAGE) is None and lst.find(a) is first
