@@ -80,18 +80,19 @@ class TrustedRuntime:
 class TrustedPrimitives:
     """Primitives that run on the enclave thread of the calling Python thread.
 
-    `current` returns that thread; when the caller is not inside the enclave it
-    provides a temporary entry (see `Enclave`), because a leaf can only run inside.
+    `run_leaf(leaf)` calls `leaf(thread)` on that thread; when the caller is not
+    inside the enclave it provides a temporary entry (see `Enclave`), because a
+    leaf can only run inside.
     """
 
-    def __init__(self, current: Callable[[], LeafIssuer]) -> None:
-        self._current = current
+    def __init__(self, run_leaf: Callable[[Callable[[LeafIssuer], int]], int]) -> None:
+        self._run_leaf = run_leaf
 
     def eaccept(self, secinfo: int, addr: int) -> int:
-        return self._current().eaccept(secinfo, addr)
+        return self._run_leaf(lambda t: t.eaccept(secinfo, addr))
 
     def eacceptcopy(self, secinfo: int, dest: int, src: int) -> int:
-        return self._current().eacceptcopy(secinfo, dest, src)
+        return self._run_leaf(lambda t: t.eacceptcopy(secinfo, dest, src))
 
     def emodpe(self, secinfo: int, addr: int) -> int:
-        return self._current().emodpe(secinfo, addr)
+        return self._run_leaf(lambda t: t.emodpe(secinfo, addr))

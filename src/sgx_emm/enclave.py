@@ -1,0 +1,323 @@
+"""A simulated SGX2 enclave with the manager inside (python-api.md, design.md).
+
+`Enclave.create` does what an Intel SDK application does at start-up: the loader
+ECREATEs, EADDs the static pages of the image layout, EINITs and maps every
+segment through the Linux driver; then the first ecall runs the trusted runtime's
+init, which starts the manager (`sgx_mm_init`: the #PF handler and the first
+metadata reserve) and builds one EMA per layout entry, as the SDK's
+`init_rts_emas` does. `enc.enter()` is an ecall: EENTER on a free TCS through the
+vDSO, with the untrusted runtime's exception handler installed, so every fault
+takes the whole path (AEX, kernel, nested EENTER for the dispatcher's phase 1,
+ERESUME into phase 2, the manager's handler first).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from sgx_emm.emm import EnclaveMemoryManager
+from sgx_emm.errors import EnclaveAbort, EnclaveCrashed
+from sgx_emm.flags import (
+    COMMIT_ON_DEMAND,
+    FIXED,
+    GROWSDOWN,
+    GROWSUP,
+    PAGE_SIZE,
+    PAGE_TYPE_TCS,
+    PROT_NONE,
+    RESERVE,
+    SYSTEM,
+)
+from sgx_emm.platform import (
+    MAP_FIXED,
+    MAP_SHARED,
+    EnclaveFd,
+    EnclaveThread,
+    FaultReported,
+    Machine,
+    Run,
+    SecsImage,
+    TcsImage,
+    secinfo_flags,
+)
+from sgx_emm.platform.secinfo import ERESUME, MISC_EXINFO, PT_REG, PT_TCS
+from sgx_emm.runtime.dispatcher import ExceptionDispatcher, ExceptionHandler, ExceptionRecord
+from sgx_emm.runtime.layout import NSSA, EntryKind, ImageLayout, build_layout
+from sgx_emm.runtime.trts import LeafIssuer, TrustedPrimitives, TrustedRuntime
+from sgx_emm.runtime.urts import UntrustedRuntime
+from sgx_emm.trace import Trace
+
+T = TypeVar("T")
+
+DEFAULT_BASE = 0x7F00_0000_0000
+DEFAULT_SIZE = 1 << 36
+#: EPC pages when the caller does not say: 2 GiB of EPC, or the whole ELRANGE if
+#: smaller. The EPC costs about 34 bytes of Python memory per page up front.
+DEFAULT_EPC_PAGES = 1 << 19
+
+_tls = threading.local()
+
+
+class OutOfTcs(RuntimeError):
+    """Every load-time TCS is in use (the SDK's SGX_ERROR_OUT_OF_TCS)."""
+
+
+def _entries() -> list[tuple[Enclave, EnclaveThread]]:
+    stack: list[tuple[Enclave, EnclaveThread]] | None = getattr(_tls, "stack", None)
+    if stack is None:
+        stack = []
+        _tls.stack = stack
+    return stack
+
+
+def current_enclave() -> Enclave:
+    """The enclave the calling Python thread is inside (innermost `enter`)."""
+    stack = _entries()
+    if not stack:
+        raise RuntimeError("not inside an enclave: call this inside `with enc.enter():`")
+    return stack[-1][0]
+
+
+class ThreadContext:
+    """What code running inside sees of its enclave thread (`with enc.enter() as t`)."""
+
+    def __init__(self, enclave: Enclave, thread: EnclaveThread) -> None:
+        self.enclave = enclave
+        self.thread = thread
+
+    @property
+    def tcs(self) -> int:
+        return self.thread.tcs_addr
+
+    def read(self, addr: int, n: int) -> bytes:
+        return self.enclave._guarded(lambda: self.thread.read(addr, n))
+
+    def write(self, addr: int, data: bytes) -> None:
+        self.enclave._guarded(lambda: self.thread.write(addr, bytes(data)))
+
+    def fetch(self, addr: int, n: int) -> bytes:
+        return self.enclave._guarded(lambda: self.thread.fetch(addr, n))
+
+    def eaccept(self, secinfo: int, addr: int) -> int:
+        return self.enclave._guarded(lambda: self.thread.eaccept(secinfo, addr))
+
+    def eacceptcopy(self, secinfo: int, dest: int, src: int) -> int:
+        return self.enclave._guarded(lambda: self.thread.eacceptcopy(secinfo, dest, src))
+
+    def emodpe(self, secinfo: int, addr: int) -> int:
+        return self.enclave._guarded(lambda: self.thread.emodpe(secinfo, addr))
+
+
+class Enclave:
+    """One loaded enclave on its own simulated machine."""
+
+    def __init__(self, machine: Machine, layout: ImageLayout, base: int, size: int,
+                 user_base: int, user_end: int, untrusted: UntrustedRuntime) -> None:
+        self.machine = machine
+        self.layout = layout
+        self.base = base
+        self.size = size
+        self.user_base = user_base
+        self.user_end = user_end
+        self.untrusted = untrusted
+        self.trace: Trace = machine.trace
+        self.dispatcher = ExceptionDispatcher(self.trace)
+        self.tcs_addresses = [base + off for off in layout.tcs_offsets()]
+        self._free_tcs = list(reversed(self.tcs_addresses))
+        self._tcs_lock = threading.Lock()
+        self._dead: BaseException | None = None
+        self.runtime = TrustedRuntime(base, size, untrusted, self.dispatcher, self.trace)
+        self.primitives = TrustedPrimitives(self._on_leaf_thread)
+        self.emm: EnclaveMemoryManager
+
+    # ------------------------------------------------------------ creation
+    @classmethod
+    def create(
+        cls,
+        base: int = DEFAULT_BASE,
+        size: int = DEFAULT_SIZE,
+        user_base: int | None = None,
+        user_size: int | None = None,
+        epc_pages: int | None = None,
+        emalloc_initial: int = 0x10000,
+        threads: int = 4,
+        *,
+        sgx2: bool = True,
+        leaky_emalloc: bool = True,
+        machine: Machine | None = None,
+    ) -> Enclave:
+        """Build the platform, load the image, run the trusted init; see module doc."""
+        if size <= 0 or size & (size - 1) or size < 1 << 20:
+            raise ValueError("size must be a power of two of at least 1 MiB (SECS.SIZE)")
+        if base <= 0 or base % size:
+            raise ValueError("base must be non-zero and aligned to size (SECS.BASEADDR)")
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        layout = build_layout(threads)
+        if user_base is None:
+            user_base = base + size // 2
+        if user_size is None:
+            user_size = base + size - user_base
+        user_end = user_base + user_size
+        if (user_base % PAGE_SIZE or user_size <= 0 or user_size % PAGE_SIZE
+                or user_base < base + layout.image_size or user_end > base + size):
+            raise ValueError("the user range must be page aligned, non-empty, above the "
+                             f"image (ends at {base + layout.image_size:#x}) and inside "
+                             "ELRANGE")
+        if emalloc_initial <= 0 or emalloc_initial % PAGE_SIZE:
+            raise ValueError("emalloc_initial must be a positive multiple of the page size")
+        if machine is None:
+            pages = epc_pages if epc_pages is not None else min(DEFAULT_EPC_PAGES,
+                                                                 size // PAGE_SIZE)
+            machine = Machine(pages, sgx2=sgx2)
+        fd = _load_image(machine, layout, base, size)
+        enclave = cls(machine, layout, base, size, user_base, user_end,
+                      UntrustedRuntime(machine.kernel, fd))
+        enclave._trusted_init(emalloc_initial, leaky_emalloc)
+        return enclave
+
+    def _trusted_init(self, emalloc_initial: int, leaky_emalloc: bool) -> None:
+        """The SDK's first ecall: sgx_mm_init, then one EMA per layout entry."""
+        meta = self.base + self.layout.meta_area_offset
+        self.emm = EnclaveMemoryManager(self.runtime, self.primitives, meta_area_base=meta,
+                                        leaky_emalloc=leaky_emalloc)
+        with self.enter():
+            self.emm.init(self.user_base, self.user_end, emalloc_initial=emalloc_initial)
+            for entry in self.layout.entries:
+                addr = self.base + entry.offset
+                if entry.kind is EntryKind.GUARD:
+                    self.emm.mm_init_ema(addr, entry.size, RESERVE | SYSTEM, PROT_NONE)
+                elif entry.kind is EntryKind.DYNAMIC:
+                    order = GROWSDOWN if entry.grows_down else GROWSUP
+                    self.emm.mm_alloc(addr, entry.size,
+                                      COMMIT_ON_DEMAND | order | SYSTEM | FIXED | entry.page_type)
+                elif entry.page_type == PAGE_TYPE_TCS:
+                    self.emm.mm_init_ema(addr, entry.size, SYSTEM | PAGE_TYPE_TCS, PROT_NONE)
+                else:
+                    self.emm.mm_init_ema(addr, entry.size, SYSTEM | entry.page_type, entry.prot)
+
+    # ------------------------------------------------------------ running code
+    @contextmanager
+    def enter(self, tcs: int | None = None) -> Iterator[ThreadContext]:
+        """An ecall: EENTER on `tcs` (default: a free load-time TCS) until the block ends."""
+        self._check_alive()
+        chosen = tcs if tcs is not None else self._take_tcs()
+        try:
+            run = Run(chosen, user_handler=self._untrusted_exception_handler)
+            try:
+                inline = self.machine.vdso.inline(run)
+                thread = inline.__enter__()
+            except FaultReported as exc:
+                raise EnclaveCrashed(f"EENTER through {chosen:#x} faulted: {exc}",
+                                     vector=exc.run.exception_vector,
+                                     errcd=exc.run.exception_error_code,
+                                     addr=exc.run.exception_addr) from None
+            stack = _entries()
+            stack.append((self, thread))
+            try:
+                yield ThreadContext(self, thread)
+            except (EnclaveAbort, EnclaveCrashed) as exc:
+                self._dead = self._dead or exc
+                raise
+            finally:
+                stack.pop()
+                inline.__exit__(None, None, None)
+        finally:
+            if tcs is None:
+                self._give_tcs(chosen)
+
+    def _take_tcs(self) -> int:
+        with self._tcs_lock:
+            if not self._free_tcs:
+                raise OutOfTcs("every TCS of the enclave is in use")
+            return self._free_tcs.pop()
+
+    def _give_tcs(self, tcs: int) -> None:
+        with self._tcs_lock:
+            self._free_tcs.append(tcs)
+
+    def _check_alive(self) -> None:
+        if self._dead is not None:
+            raise EnclaveCrashed(f"the enclave is dead: {self._dead}")
+        if self.dispatcher.crashed is not None:
+            raise self.dispatcher.crashed
+
+    @property
+    def crashed(self) -> bool:
+        return self._dead is not None or self.dispatcher.crashed is not None
+
+    def _guarded(self, op: Callable[[], T]) -> T:
+        """Run an access; a fault that leaves the enclave means the enclave is lost."""
+        try:
+            return op()
+        except FaultReported as exc:
+            run = exc.run
+            crash = EnclaveCrashed(
+                f"enclave exception not handled: vector {run.exception_vector}, "
+                f"error code {run.exception_error_code:#x}, address {run.exception_addr:#x}",
+                vector=run.exception_vector, errcd=run.exception_error_code,
+                addr=run.exception_addr)
+            self._dead = self._dead or crash
+            raise crash from None
+        except EnclaveAbort as exc:
+            self._dead = self._dead or exc
+            raise
+
+    def _on_leaf_thread(self, leaf: Callable[[LeafIssuer], int]) -> int:
+        """Run a manager leaf on this Python thread's enclave thread, entering if needed."""
+        inside = next((t for e, t in reversed(_entries()) if e is self), None)
+        if inside is not None:
+            thread = inside
+            return self._guarded(lambda: leaf(thread))
+        with self.enter() as ctx:
+            return self._guarded(lambda: leaf(ctx.thread))
+
+    # ------------------------------------------------------------ exceptions
+    def _untrusted_exception_handler(self, run: Run) -> int:
+        """The urts side: a nested ecall into the dispatcher's phase 1, then ERESUME."""
+        if self.crashed:
+            return 0
+        with self.machine.vdso.inline(Run(run.tcs)) as nested:
+            frame = nested.ssa(nested.level - 1)
+            if not frame.exitinfo_valid:
+                return 0
+            record = ExceptionRecord(frame.vector, frame.exinfo_maddr, frame.exinfo_errcd)
+            frame.clear_exitinfo()
+            frame.rip = lambda: self.dispatcher.dispatch(record)
+        return ERESUME
+
+    def register_exception_handler(self, handler: ExceptionHandler, *,
+                                   first: bool = False) -> None:
+        """`sgx_register_exception_handler`: runs after the manager's #PF handler."""
+        self.dispatcher.register(handler, first=first)
+
+    # ------------------------------------------------------------ outside views
+    def host_read(self, addr: int, n: int) -> bytes:
+        """Read enclave memory from outside: 0xFF bytes, as on hardware."""
+        return self.machine.host_read(addr, n)
+
+
+def _load_image(machine: Machine, layout: ImageLayout, base: int, size: int) -> EnclaveFd:
+    """The untrusted loader: ECREATE, EADD the static entries, EINIT, mmap segments."""
+    fd = machine.open_enclave()
+    fd.create(SecsImage(base, size, ssa_frame_size=1, miscselect=MISC_EXINFO))
+    code = layout.find("code")
+    for entry in layout.entries:
+        if entry.kind is not EntryKind.STATIC:
+            continue
+        if entry.page_type == PAGE_TYPE_TCS:
+            ssa = layout.find("ssa", entry.thread)
+            image = TcsImage(ossa=ssa.offset, nssa=NSSA, oentry=code.offset)
+            fd.add_pages(entry.offset, image.to_bytes(), secinfo_flags(0, PT_TCS))
+        else:
+            fd.add_pages(entry.offset, bytes(entry.size), secinfo_flags(entry.prot, PT_REG))
+    fd.init()
+    for entry in layout.entries:
+        if entry.kind is EntryKind.GUARD:
+            continue
+        prot = entry.prot if entry.page_type != PAGE_TYPE_TCS else 0x3
+        machine.mmap(base + entry.offset, entry.size, prot, MAP_SHARED | MAP_FIXED, fd)
+    return fd
