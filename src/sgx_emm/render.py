@@ -199,7 +199,11 @@ PAGE_TYPES = {int(v): k.removeprefix("PAGE_TYPE_") for k, v in F.PageType.__memb
 
 
 def commit_mode(alloc_flags: int) -> str:
+    """RESERVE / COMMIT_NOW / ON_DEMAND; "static" for a region mm_init_ema described
+    without a commit mode (pages the loader added before EINIT)."""
     mode = alloc_flags & (F.RESERVE | F.COMMIT_NOW | F.COMMIT_ON_DEMAND)
+    if not mode:
+        return "static"
     return COMMIT_MODES.get(F.AllocFlags(mode), f"{mode:#x}")
 
 

@@ -126,3 +126,11 @@ def test_flags_text_names_alignment_handler_and_meta() -> None:
     assert render.flags_text(region) == "GROWSUP ALIGNED(16)"
     region = RegionInfo(0, 0x1000, 0x84, 0x203, ((True, 1),), is_meta=True, has_handler=True)
     assert render.flags_text(region) == "SYSTEM handler meta"
+
+
+def test_commit_modes() -> None:
+    assert render.commit_mode(0x01) == "RESERVE"
+    assert render.commit_mode(0x02 | 0x40) == "COMMIT_NOW"
+    assert render.commit_mode(0x04 | 0x80) == "ON_DEMAND"
+    assert render.commit_mode(0x80) == "static"  # mm_init_ema of loaded pages
+    assert render.commit_mode(0x06) == "0x6"  # not a valid combination: shown as it is
