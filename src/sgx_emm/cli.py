@@ -20,7 +20,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from sgx_emm import render, replay
-from sgx_emm.errors import EmmError
 
 #: Replays shorter than this finish before a progress bar would be worth drawing.
 PROGRESS_MIN_LINES = 200
@@ -108,7 +107,7 @@ def create_enclave(options: dict[str, Any]) -> Any:
     given = {k: v for k, v in options.items() if v is not None}
     try:
         return Enclave.create(**given)
-    except (ValueError, EmmError) as e:
+    except (ValueError, OSError) as e:  # bad geometry, or the image does not fit the EPC
         raise click.UsageError(f"cannot create the enclave: {e}") from None
 
 

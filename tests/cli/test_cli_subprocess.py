@@ -199,6 +199,9 @@ def test_stdin_and_unreadable_files(tmp_path: Path) -> None:
 def test_bad_enclave_options_exit_2() -> None:
     done = sgx_emm("replay", "--size", "0x3000")
     assert done.returncode == 2 and "cannot create the enclave" in done.stderr
+    done = sgx_emm("replay", "--epc-pages", "4")  # the image alone needs more
+    assert done.returncode == 2 and "cannot create the enclave" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_map_command(tmp_path: Path) -> None:
