@@ -101,8 +101,8 @@ def load_lines(file: str | None) -> tuple[str, list[str]]:
     return name, replay.read_lines(text)
 
 
-def create_enclave(options: dict[str, Any]) -> Any:
-    from sgx_emm.enclave import Enclave  # type: ignore[import-not-found, unused-ignore]
+def create_enclave(options: dict[str, Any]) -> replay.EnclaveLike:
+    from sgx_emm.enclave import Enclave
 
     given = {k: v for k, v in options.items() if v is not None}
     try:

@@ -640,7 +640,7 @@ def run(lines: Iterable[str | Mapping[str, Any]], *, strict: bool = False,
     `strict` stops at the first line that cannot run (Report.stopped).
     """
     if enclave is None:
-        from sgx_emm.enclave import Enclave  # type: ignore[import-not-found, unused-ignore]
+        from sgx_emm.enclave import Enclave
 
         enclave = Enclave.create(**enclave_options)
     replayer = Replayer(enclave)
