@@ -303,7 +303,7 @@ def parse_call(obj: object, line: int) -> Call:
         args[name] = _parse_field(obj[name], f"{op}.{name}", kind, line)
     thread = parse_number(obj["thread"], "thread") if "thread" in obj else 0
     expect = obj.get("expect")
-    if expect is not None and not isinstance(expect, int | str):
+    if expect is not None and (isinstance(expect, bool) or not isinstance(expect, int | str)):
         raise LineError(f'"expect" must be 0 or a result name, got {expect!r}')
     return Call(line, op, args, thread, None if expect is None else str(expect))
 

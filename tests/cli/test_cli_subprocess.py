@@ -254,3 +254,15 @@ def test_the_bundled_example_in_text_shows_nothing_unexpected() -> None:
     assert done.returncode == 0, done.stderr
     assert "UNEXPECTED" not in done.stdout and "error:" not in done.stdout
     assert done.stdout.splitlines()[-1] == "46 calls, 5 failed, 0 not run"
+
+
+def test_the_runner_as_a_library_takes_enclave_options() -> None:
+    from sgx_emm.replay import example_lines, run
+
+    report = run(example_lines(), threads=4)
+    assert report.unexpected == 0 and report.calls == 46 and report.dead is None
+    assert report.counts()["leaf"]["EAUG"] > 0
+    report = run(example_lines(), threads=2)  # lines on threads 2 and 3 cannot run
+    assert [(r.line, r.error) for r in report.results if r.error] == [
+        (33, "thread 2 does not exist (the enclave has 2 threads: 0..1)"),
+        (34, "thread 3 does not exist (the enclave has 2 threads: 0..1)")]

@@ -144,6 +144,7 @@ def test_every_op_of_the_spec_is_known() -> None:
     ('{"op": "write", "addr": "u+0", "data": ""}', "no bytes"),
     ('{"op": "fault", "addr": "u+0", "write": 1}', "expected true or false"),
     ('{"op": "read", "addr": "u+0", "size": 1, "expect": [0]}', '"expect"'),
+    ('{"op": "read", "addr": "u+0", "size": 1, "expect": true}', '"expect"'),
     ('{"op": "read", "addr": "u+0", "size": 1, "thread": "x"}', "thread"),
 ])
 def test_bad_lines_say_what_is_wrong(text: str, message: str) -> None:
@@ -154,3 +155,41 @@ def test_bad_lines_say_what_is_wrong(text: str, message: str) -> None:
 def test_blank_lines_are_not_calls_but_keep_their_number() -> None:
     assert parse_line("   ", 0) is None
     assert read_lines('{"a":1}\n\n{"b":2}\r\n') == ['{"a":1}', "", '{"b":2}']
+
+
+# Any JSON at all: a line either parses or is a LineError, never anything else.
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from sgx_emm.replay import OPS  # noqa: E402
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 70), 1 << 70),
+                     st.floats(allow_nan=False, width=32), st.text(max_size=8),
+                     st.sampled_from(["0x1000", "u+0x10", "$0", "$1+0x8", "b+4", "READ|WRITE",
+                                      "COMMIT_NOW|FIXED", "TCS", "ff00", "commit", "skip",
+                                      "ALIGNED(13)", "0x", "$", "u+-1"]))
+_values = st.one_of(_scalars, st.lists(_scalars, max_size=2),
+                    st.dictionaries(st.text(max_size=3), _scalars, max_size=2))
+_keys = st.sampled_from(["op", "addr", "size", "flags", "prot", "type", "data", "write",
+                         "errcd", "handler", "thread", "expect", "note", "bogus"])
+
+
+@given(st.sampled_from(sorted(OPS)), st.dictionaries(_keys, _values, max_size=7),
+       st.integers(0, 5))
+def test_any_object_parses_or_is_a_line_error(op: str, fields: dict[str, object],
+                                              line: int) -> None:
+    obj = {"op": op, **fields} if "op" not in fields else fields
+    try:
+        call = parse_call(obj, line)
+    except LineError as e:
+        assert str(e)
+    else:
+        assert call.op == obj["op"] and call.line == line
+
+
+@given(st.text(max_size=60))
+def test_any_text_parses_or_is_a_line_error(text: str) -> None:
+    try:
+        parse_line(text, 3)
+    except LineError as e:
+        assert str(e)
