@@ -62,3 +62,11 @@ def test_full_is_one_run_and_costs_nothing_per_page() -> None:
     bm.clear_range(5, 6)
     assert bm.bounds == (0, 5, 6, 1 << 40)
     assert CommitBitmap.full(3, 3).bounds == ()
+
+
+def test_run_at_names_the_run_holding_a_page() -> None:
+    bm = CommitBitmap()
+    bm.set_range(10, 20)
+    bm.set_range(30, 31)
+    assert bm.run_at(10) == (10, 20) and bm.run_at(19) == (10, 20)
+    assert bm.run_at(20) is None and bm.run_at(9) is None and bm.run_at(30) == (30, 31)

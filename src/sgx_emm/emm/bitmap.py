@@ -52,6 +52,12 @@ class CommitBitmap:
         """Is ``page`` committed? O(log r)."""
         return bisect_right(self._b, page) & 1 == 1
 
+    def run_at(self, page: int) -> tuple[int, int] | None:
+        """The committed run holding `page`, or None. O(log r)."""
+        b = self._b
+        i = bisect_right(b, page)
+        return (b[i - 1], b[i]) if i & 1 else None
+
     def all_set(self, lo: int, hi: int) -> bool:
         """Every page of ``[lo, hi)`` committed (True for an empty range). O(log r)."""
         if lo >= hi:

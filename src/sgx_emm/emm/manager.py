@@ -104,7 +104,7 @@ class EnclaveMemoryManager:
         else:
             self._meta = meta_allocator(self)
         self._ops = EmaOps(runtime, primitives, self._meta, self.meta_touch)
-        self._touch_cache: Ema | None = None
+        self._touch_ok = (0, 0)  # a committed run of a metadata region: touches need nothing
 
     # ------------------------------------------------------------------ init
 
@@ -141,6 +141,7 @@ class EnclaveMemoryManager:
     def alloc(self, addr: int | None, size: int, flags: int,
               handler: FaultHandler | None = None, private: Any = None) -> int:
         """sgx_mm_alloc on the user root; returns the region's address."""
+        flags = int(flags)
         if flags & SYSTEM:
             raise _err(errno.EINVAL)
         return self._alloc(False, addr, size, flags, handler, private)
@@ -155,19 +156,19 @@ class EnclaveMemoryManager:
         self._uncommit(False, addr, size)
 
     def commit_data(self, addr: int, size: int, data_addr: int, prot: int) -> None:
-        self._commit_data(False, addr, size, data_addr, prot)
+        self._commit_data(False, addr, size, data_addr, int(prot))
 
     def modify_type(self, addr: int, size: int, page_type: int) -> None:
-        self._modify_type(False, addr, size, page_type)
+        self._modify_type(False, addr, size, int(page_type))
 
     def modify_permissions(self, addr: int, size: int, prot: int) -> None:
-        self._modify_permissions(False, addr, size, prot)
+        self._modify_permissions(False, addr, size, int(prot))
 
     # ------------------------------------------------------------ private API
 
     def mm_alloc(self, addr: int | None, size: int, flags: int,
                  handler: FaultHandler | None = None, private: Any = None) -> int:
-        return self._alloc(True, addr, size, flags, handler, private)
+        return self._alloc(True, addr, size, int(flags), handler, private)
 
     def mm_dealloc(self, addr: int, size: int) -> None:
         self._dealloc(True, addr, size)
@@ -179,17 +180,18 @@ class EnclaveMemoryManager:
         self._uncommit(True, addr, size)
 
     def mm_commit_data(self, addr: int, size: int, data_addr: int, prot: int) -> None:
-        self._commit_data(True, addr, size, data_addr, prot)
+        self._commit_data(True, addr, size, data_addr, int(prot))
 
     def mm_modify_type(self, addr: int, size: int, page_type: int) -> None:
-        self._modify_type(True, addr, size, page_type)
+        self._modify_type(True, addr, size, int(page_type))
 
     def mm_modify_permissions(self, addr: int, size: int, prot: int) -> None:
-        self._modify_permissions(True, addr, size, prot)
+        self._modify_permissions(True, addr, size, int(prot))
 
     def mm_init_ema(self, addr: int, size: int, flags: int, prot: int,
                     handler: FaultHandler | None = None, private: Any = None) -> None:
         """Record a region the loader already built (all pages committed unless RESERVE)."""
+        flags, prot = int(flags), int(prot)
         end = _check_range(addr, size)  # Deviation: unaligned / empty / wrapping
         if not self._rt.is_within_enclave(addr, size):
             raise _err(errno.EACCES)
@@ -229,13 +231,16 @@ class EnclaveMemoryManager:
             self._commit(False, addr, size, guard_meta=False)
 
     def meta_touch(self, addr: int, size: int) -> None:
-        """Metadata bytes were written: commit untouched reserve pages as a #PF would."""
+        """Metadata bytes were written: commit untouched reserve pages as a #PF would.
+
+        Hot (several calls per region created), hence the cached committed run:
+        pages of a metadata region are never uncommitted (public calls on them
+        are refused), so a run once seen committed stays committed.
+        """
         end = addr + size
-        cached = self._touch_cache
-        if cached is not None and cached.start <= addr and end <= cached.end:
-            bm = cached.bitmap
-            if bm is not None and bm.all_set(addr >> PAGE_SHIFT, ((end - 1) >> PAGE_SHIFT) + 1):
-                return
+        lo, hi = self._touch_ok
+        if lo <= addr and end <= hi:
+            return
         page = addr & ~_PAGE_MASK
         while page < end:
             ema = self._user.find(page)
@@ -245,7 +250,9 @@ class EnclaveMemoryManager:
                         raise EnclaveAbort(f"metadata write to uncommitted page {page:#x}")
                     self._fault_commit(ema, page)
                 if self._is_meta(ema):
-                    self._touch_cache = ema
+                    run = ema.bitmap.run_at(page >> PAGE_SHIFT)
+                    if run is not None:
+                        self._touch_ok = (run[0] << PAGE_SHIFT, run[1] << PAGE_SHIFT)
             page += PAGE_SIZE
 
     # -------------------------------------------------------------- snapshots
