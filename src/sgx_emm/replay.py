@@ -19,7 +19,7 @@ import errno as _errno
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -684,8 +684,3 @@ def read_lines(text: str) -> list[str]:
         lines.pop()
     return [line.rstrip("\r") for line in lines]
 
-
-def iter_lines(stream: Iterable[str]) -> Iterator[str]:
-    """Lines of a text stream without their line ends."""
-    for line in stream:
-        yield line.rstrip("\r\n")
