@@ -476,3 +476,19 @@ def test_prot_write_only_region_can_commit() -> None:
     rt.reset()
     mgr.commit(a, PAGE)
     assert seq(rt) == [call("EACCEPT", SECINFO_COMMIT, a)]
+
+
+def test_range_checks_run_region_by_region() -> None:
+    # the reference checks each region fully before looking at the next gap
+    mgr, rt = make()
+    a = mgr.alloc(None, PAGE, COD)
+    r = mgr.alloc(None, PAGE, RESERVE)
+    c = mgr.alloc(r + 2 * PAGE, PAGE, COD)
+    span = c + PAGE - a
+    rejects(mgr, rt, errno.EACCES, mgr.commit, a, span)  # RESERVE before the hole
+    rejects(mgr, rt, errno.EACCES, mgr.uncommit, a, span)
+    rejects(mgr, rt, errno.EACCES, mgr.commit_data, a, span, DATA, R)
+    mgr.commit(a, PAGE)
+    rejects(mgr, rt, errno.EACCES, mgr.modify_permissions, a, span, R)
+    mgr.dealloc(r, PAGE)
+    rejects(mgr, rt, errno.EINVAL, mgr.commit, a, span)  # now the hole comes first

@@ -81,6 +81,18 @@ def _check_range(addr: int, size: int) -> int:
     return end
 
 
+def _check_commit(ema: Ema) -> None:
+    """Commit needs a writable REG region that is not a bare reservation (EACCES)."""
+    si = ema.si_flags
+    if not si & PROT_WRITE or not si & PAGE_TYPE_REG or ema.alloc_flags & RESERVE:
+        raise _err(errno.EACCES)
+
+
+def _check_uncommit(ema: Ema) -> None:
+    if ema.alloc_flags & RESERVE:
+        raise _err(errno.EACCES)
+
+
 class EnclaveMemoryManager:
     """sgx_mm_* (user root) and mm_* (rts root) over one runtime."""
 
@@ -417,32 +429,30 @@ class EnclaveMemoryManager:
     # ----------------------------------------------------- range-based calls
 
     def _covered(self, root: RegionList, start: int, end: int, *, holes: bool,
-                 guard_meta: bool) -> list[Ema]:
-        """The regions a range call acts on, with the checks every such call shares.
+                 guard_meta: bool, check: Callable[[Ema], None] | None = None) -> list[Ema]:
+        """The regions a range call acts on, checked region by region in the reference's order.
 
-        EINVAL: nothing overlaps; the range starts in free space (Deviation);
-        with `holes`, free space between or after the regions. EACCES: a
-        metadata region under a public call (Deviation).
+        EINVAL: nothing overlaps; the range starts in free space (Deviation).
+        Then, per region in address order: with `holes`, a gap before it is
+        EINVAL; under a public call, a metadata region is EACCES (Deviation);
+        then the call's own `check`. With `holes`, a range running past the
+        last region is EINVAL once every region has passed.
         """
         overlapped = root.overlapping(start, end)
         if not overlapped or overlapped[0].start > start:
             raise _err(errno.EINVAL)
-        if holes:
-            prev_end = overlapped[0].start
-            for ema in overlapped:
-                if ema.start != prev_end:
-                    raise _err(errno.EINVAL)
-                prev_end = ema.end
-        if guard_meta:
-            for ema in overlapped:
-                if self._is_meta(ema):
-                    raise _err(errno.EACCES)
-        return overlapped
-
-    @staticmethod
-    def _check_tail(overlapped: list[Ema], end: int) -> None:
-        if overlapped[-1].end < end:
+        prev_end = overlapped[0].start
+        for ema in overlapped:
+            if holes and ema.start != prev_end:
+                raise _err(errno.EINVAL)
+            if guard_meta and self._is_meta(ema):
+                raise _err(errno.EACCES)
+            if check is not None:
+                check(ema)
+            prev_end = ema.end
+        if holes and prev_end < end:
             raise _err(errno.EINVAL)
+        return overlapped
 
     def _commit(self, rts: bool, addr: int, size: int, *, guard_meta: bool) -> None:
         end = _check_range(addr, size)
@@ -450,12 +460,8 @@ class EnclaveMemoryManager:
         try:
             root = self._rts if rts else self._user
             overlapped = self._covered(root, addr, end, holes=True,
-                                       guard_meta=guard_meta and not rts)
-            for ema in overlapped:
-                si = ema.si_flags
-                if not si & PROT_WRITE or not si & PAGE_TYPE_REG or ema.alloc_flags & RESERVE:
-                    raise _err(errno.EACCES)
-            self._check_tail(overlapped, end)
+                                       guard_meta=guard_meta and not rts,
+                                       check=_check_commit)
             for ema in overlapped:
                 rc = self._ops.do_commit(ema, addr, end)
                 if rc:
@@ -468,11 +474,8 @@ class EnclaveMemoryManager:
         lock = self._acquire()
         try:
             root = self._rts if rts else self._user
-            overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts)
-            for ema in overlapped:
-                if ema.alloc_flags & RESERVE:
-                    raise _err(errno.EACCES)
-            self._check_tail(overlapped, end)
+            overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
+                                       check=_check_uncommit)
             for ema in overlapped:
                 lo, hi = max(addr, ema.start), min(end, ema.end)
                 prot = ema.si_flags & PROT_MASK
@@ -527,15 +530,17 @@ class EnclaveMemoryManager:
         lock = self._acquire()
         try:
             root = self._rts if rts else self._user
-            overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts)
-            for ema in overlapped:
+
+            def check(ema: Ema) -> None:
                 if not ema.si_flags & PAGE_TYPE_REG or ema.alloc_flags & RESERVE:
                     raise _err(errno.EACCES)
                 bm = ema.bitmap
                 if bm is None or not bm.all_set(max(addr, ema.start) >> PAGE_SHIFT,
                                                 min(end, ema.end) >> PAGE_SHIFT):
                     raise _err(errno.EINVAL)
-            self._check_tail(overlapped, end)
+
+            overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
+                                       check=check)
             for ema in overlapped:
                 self._ops.modify_permissions(root, ema, addr, end, prot)
         finally:
@@ -566,18 +571,18 @@ class EnclaveMemoryManager:
         lock = self._acquire()
         try:
             root = self._rts if rts else self._user
-            overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts)
-            for ema in overlapped:
-                si = ema.si_flags
-                if not si & PROT_WRITE or not si & PAGE_TYPE_REG or ema.alloc_flags & RESERVE:
-                    raise _err(errno.EACCES)
+
+            def check(ema: Ema) -> None:
+                _check_commit(ema)
                 if not ema.alloc_flags & COMMIT_ON_DEMAND:
                     raise _err(errno.EINVAL)
                 bm = ema.bitmap
                 if bm is not None and bm.any_set(max(addr, ema.start) >> PAGE_SHIFT,
                                                  min(end, ema.end) >> PAGE_SHIFT):
                     raise _err(errno.EACCES)
-            self._check_tail(overlapped, end)
+
+            overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
+                                       check=check)
             ops = self._ops
             for ema in overlapped:
                 lo, hi = max(addr, ema.start), min(end, ema.end)
