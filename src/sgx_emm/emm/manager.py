@@ -20,6 +20,7 @@ from typing import Any
 
 from sgx_emm import flags as _f
 from sgx_emm.emm.ema_ops import SIZEOF_EMA, EmaOps, MetaAllocatorLike, fault_allows
+from sgx_emm.emm.emalloc import MetaAllocator
 from sgx_emm.emm.placement import RootBounds, find_free_region, free_at
 from sgx_emm.emm.regions import Ema, Region, RegionList, snapshot
 from sgx_emm.emm.rt import FaultHandler, Mutex, PfInfo, Primitives, RuntimeAbstraction
@@ -109,8 +110,6 @@ class EnclaveMemoryManager:
         self._user_bounds = RootBounds(False, 0, 0, runtime.is_within_enclave)
         self._rts_bounds = RootBounds(True, 0, 0, runtime.is_within_enclave)
         if meta_allocator is None:
-            from sgx_emm.emm.emalloc import MetaAllocator
-
             self._meta: MetaAllocatorLike = MetaAllocator(
                 self, meta_area_base=meta_area_base, leaky=leaky_emalloc)
         else:
@@ -129,7 +128,11 @@ class EnclaveMemoryManager:
         self._rts_bounds = RootBounds(True, user_base, user_end, within)
         if not self._rt.register_pfhandler(self.handle_page_fault):
             raise _err(errno.EFAULT)
-        self._meta.init(emalloc_initial)
+        lock = self._acquire()
+        try:
+            self._meta.init(emalloc_initial)
+        finally:
+            lock.release()
 
     @property
     def meta_allocator(self) -> MetaAllocatorLike:
