@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
 from sgx_emm.platform.epcm import (
+    EPC_BASE,
     F_BLOCKED,
     F_MODIFIED,
     F_PENDING,
@@ -109,6 +110,7 @@ _LEGAL_ACCEPT = frozenset((
     (PT_TCS << 8) | SI_MODIFIED, (PT_TRIM << 8) | SI_MODIFIED,
 ))
 _EXINFO = struct.Struct("<QI")
+_VECTOR_NAMES = {VECTOR_PF: "#PF", VECTOR_GP: "#GP", 6: "#UD"}
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 #: the value AEX leaves in GPRSGX.RIP: the model has no code addresses
@@ -155,6 +157,12 @@ class TcsControl:
     cssa: int
     busy: bool = False
     frames: dict[int, EnclaveThread] = field(default_factory=dict)
+    ssa_base: int = 0        # linear address of SSA frame 0
+    frame_bytes: int = PAGE_SIZE
+
+    def gpr_addr(self, level: int) -> int:
+        """Linear address of GPRSGX in SSA frame `level` (the frame's last 184 bytes)."""
+        return self.ssa_base + (level + 1) * self.frame_bytes - GPRSGX_SIZE
 
 
 class Cpu:
@@ -181,10 +189,11 @@ class Cpu:
         return slot
 
     def _secs_operand(self, paddr: int) -> EnclaveControl:
-        slot = self._epc_operand(paddr)
-        if not self.epc.flags[slot] & F_VALID or self.epc.pt[slot] != PT_SECS:
+        enc = self.enclaves.get((paddr - EPC_BASE) >> PAGE_SHIFT)
+        if enc is None or paddr & (PAGE_SIZE - 1) or paddr < EPC_BASE:
+            self._epc_operand(paddr)
             raise GeneralProtection()
-        return self.enclaves[slot]
+        return enc
 
     def _require_sgx2(self) -> None:
         if not self.sgx2:
@@ -265,12 +274,13 @@ class Cpu:
             enc.initialized = True
 
     def eaug(self, linaddr: int, secs_page: int, epc_page: int) -> None:
+        self.trace.emit(LEAF, "EAUG", addr=linaddr)
         with self.lock:
-            self.trace.emit(LEAF, "EAUG", addr=linaddr)
-            self._require_sgx2()
+            if not self.sgx2:
+                raise InvalidOpcode()
             epc = self.epc
             slot = epc.slot_of(epc_page)
-            if slot is None or linaddr % PAGE_SIZE or secs_page % PAGE_SIZE:
+            if slot is None or linaddr & (PAGE_SIZE - 1) or secs_page & (PAGE_SIZE - 1):
                 raise GeneralProtection()
             if epc.flags[slot] & F_VALID:
                 raise PageFault(_ENCLS_PF, epc_page)
@@ -284,7 +294,8 @@ class Cpu:
             epc.owner[slot] = enc.secs_slot
             epc.linaddr[slot] = linaddr
             epc.epoch[slot] = 0
-            epc.contents.pop(slot, None)
+            if slot in epc.contents:
+                del epc.contents[slot]
             enc.children += 1
 
     def emodpr(self, secinfo: int, epc_page: int) -> int:
@@ -622,12 +633,16 @@ class Cpu:
     # ------------------------------------------------------------ entry and exit
     def _tcs_operand(self, tcs_addr: int) -> tuple[EnclaveControl, TcsControl]:
         """Translate the TCS operand of EENTER/ERESUME and load its processor state."""
-        if tcs_addr % PAGE_SIZE:
+        if tcs_addr & (PAGE_SIZE - 1):
             raise GeneralProtection()
-        slot = self._pte_slot(tcs_addr, READ)
+        page = tcs_addr >> PAGE_SHIFT
+        chunk = self.mm.chunks.get(page >> CHUNK_SHIFT)
+        pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
+        if not pte:
+            raise PageFault(0x4, tcs_addr)
+        slot = pte >> 3
         epc = self.epc
-        f = epc.flags[slot]
-        if ((f & _BLOCKING) != F_VALID or epc.pt[slot] != PT_TCS
+        if ((epc.flags[slot] & _BLOCKING) != F_VALID or epc.pt[slot] != PT_TCS
                 or epc.linaddr[slot] != tcs_addr):
             raise PageFault(_LEAF_PF, tcs_addr)
         enc = self.enclaves[epc.owner[slot]]
@@ -636,7 +651,9 @@ class Cpu:
         tcs = self.tcs.get(slot)
         if tcs is None:
             image = TcsImage.from_bytes(bytes(epc.page_bytes(slot)))
-            tcs = TcsControl(slot, tcs_addr, enc.secs_slot, image.ossa, image.nssa, image.cssa)
+            tcs = TcsControl(slot, tcs_addr, enc.secs_slot, image.ossa, image.nssa, image.cssa,
+                             ssa_base=enc.base + image.ossa,
+                             frame_bytes=enc.ssa_frame_size * PAGE_SIZE)
             self.tcs[slot] = tcs
         return enc, tcs
 
@@ -646,13 +663,25 @@ class Cpu:
     def _ssa_slot(self, enc: EnclaveControl, tcs: TcsControl, level: int) -> int:
         """Check every page of SSA frame `level` (valid, accepted RW REG page) and
         return the slot of its last page, where GPRSGX and EXINFO live."""
-        frame = enc.base + tcs.ossa + level * enc.ssa_frame_size * PAGE_SIZE
+        frame = tcs.ssa_base + level * tcs.frame_bytes
+        end = frame + tcs.frame_bytes
+        if frame < enc.base or end > enc.base + enc.size:
+            raise GeneralProtection()
+        epc = self.epc
+        chunks = self.mm.chunks
         slot = -1
-        for addr in range(frame, frame + enc.ssa_frame_size * PAGE_SIZE, PAGE_SIZE):
-            if not enc.base <= addr < enc.base + enc.size:
-                raise GeneralProtection()
-            slot = self._pte_slot(addr, WRITE)
-            if not self._accepted_reg(enc, slot, addr, F_R | F_W):
+        for addr in range(frame, end, PAGE_SIZE):
+            page = addr >> PAGE_SHIFT
+            chunk = chunks.get(page >> CHUNK_SHIFT)
+            pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
+            if not pte:
+                raise PageFault(0x6, addr)
+            if not pte & 0x2:
+                raise PageFault(0x7, addr)
+            slot = pte >> 3
+            if ((epc.flags[slot] & (_BLOCKING | F_R | F_W)) != (F_VALID | F_R | F_W)
+                    or epc.pt[slot] != PT_REG or epc.owner[slot] != enc.secs_slot
+                    or epc.linaddr[slot] != addr):
                 raise PageFault(_LEAF_PF_W, addr)
         return slot
 
@@ -673,22 +702,26 @@ class Cpu:
         """ERESUME: restore SSA frame CSSA-1. Returns the thread whose context that
         frame holds (None if unknown), the frame's RIP (an int or a callable the
         enclave put there) and the SSA slot of the restored frame."""
+        self.trace.emit(ENTRY, "ERESUME", tcs=tcs_addr)
         with self.lock:
-            self.trace.emit(ENTRY, "ERESUME", tcs=tcs_addr)
             enc, tcs = self._tcs_operand(tcs_addr)
             if tcs.busy or tcs.cssa == 0:
                 raise GeneralProtection()
             level = tcs.cssa - 1
             ssa_slot = self._ssa_slot(enc, tcs, level)
-            gpr = self.frame_addr(enc, tcs, level + 1) - GPRSGX_SIZE
-            rip: Rip = self.rip_overrides.pop(gpr, 0) or _U64.unpack_from(
-                self.epc.page_bytes(ssa_slot), (gpr & (PAGE_SIZE - 1)) + GPR_RIP)[0]
+            gpr = tcs.ssa_base + (level + 1) * tcs.frame_bytes - GPRSGX_SIZE
+            rip: Rip | None = self.rip_overrides.pop(gpr, None) if self.rip_overrides else None
+            if rip is None:
+                page = self.epc.contents.get(ssa_slot)
+                rip = _U64.unpack_from(page, (gpr & (PAGE_SIZE - 1)) + GPR_RIP)[0] \
+                    if page is not None else 0
             tcs.cssa = level
             tcs.busy = True
             enc.inside.add(tcs.slot)
             owner = tcs.frames.pop(level, None)
             if owner is not None:
-                owner._resumed(ssa_slot)
+                owner.inside = True
+                owner.ssa_slot = ssa_slot
             return owner, rip, ssa_slot
 
     def eexit(self, t: EnclaveThread) -> None:
@@ -702,26 +735,32 @@ class Cpu:
 
     def aex(self, t: EnclaveThread, fault: CpuFault) -> None:
         """Asynchronous exit: save the interrupted context in SSA frame CSSA."""
+        tcs = t.tcs_control
+        enc = t.enclave
+        vector = fault.vector
         with self.lock:
-            tcs = t.tcs_control
-            enc = t.enclave
             level = tcs.cssa
-            gpr = self.frame_addr(enc, tcs, level + 1) - GPRSGX_SIZE
-            page = self.epc.writable_page(t.ssa_slot)
+            gpr = tcs.ssa_base + (level + 1) * tcs.frame_bytes - GPRSGX_SIZE
+            slot = t.ssa_slot
+            page = self.epc.contents.get(slot)
+            if page is None:
+                page = self.epc.writable_page(slot)
             off = gpr & (PAGE_SIZE - 1)
-            vector = fault.vector
             _U32.pack_into(page, off + GPR_EXITINFO, vector | EXITINFO_TYPE_HW | EXITINFO_VALID)
             _U64.pack_into(page, off + GPR_RIP, RIP_INTERRUPTED)
             if enc.miscselect & MISC_EXINFO and vector in (VECTOR_PF, VECTOR_GP):
                 _EXINFO.pack_into(page, off - EXINFO_SIZE, fault.addr, fault.errcd)
-            self.rip_overrides.pop(gpr, None)
+            if self.rip_overrides:
+                self.rip_overrides.pop(gpr, None)
             tcs.frames[level] = t
             tcs.cssa = level + 1
             tcs.busy = False
-            self._leave(enc, tcs.slot)
-            t._left()
-            self.trace.emit(AEX, "#PF" if vector == VECTOR_PF else f"vector{vector}",
-                            errcd=fault.errcd, addr=fault.addr)
+            enc.inside.discard(tcs.slot)
+            if enc.track_waiting:
+                self._leave(enc, tcs.slot)
+            t.inside = False
+        self.trace.emit(AEX, _VECTOR_NAMES.get(vector, "other"), errcd=fault.errcd,
+                        addr=fault.addr)
 
     # ------------------------------------------------------------ introspection
     def epcm_entry(self, paddr: int) -> dict[str, int | bool]:

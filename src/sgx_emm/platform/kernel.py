@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
-from sgx_emm.platform.epcm import Epc
+from sgx_emm.platform.epcm import EPC_BASE, Epc
 from sgx_emm.platform.exceptions import CpuFault, PageFault
 from sgx_emm.platform.mmu import CHUNK_MASK, CHUNK_PAGES, CHUNK_SHIFT, AddressSpace, Vma
 from sgx_emm.platform.secinfo import (
@@ -88,6 +88,10 @@ _AUGMENTED = 0x40
 _TYPE_SHIFT = 3
 _TYPE_MASK = 0x38
 _PROT_MASK = 0x7
+
+
+_PF_NAMES = {code: f"{code:#x}" for code in (
+    0x4, 0x5, 0x6, 0x7, 0x14, 0x15, 0x8005, 0x8007, 0x8015)}
 
 
 class FaultOutcome(enum.Enum):
@@ -632,7 +636,9 @@ class Kernel:
 
     def handle_fault(self, addr: int, errcd: int) -> FaultOutcome:
         """do_user_addr_fault + sgx_vma_fault for a user-mode #PF at addr."""
-        self.trace.emit(PAGE_FAULT, f"{errcd:#x}", addr=addr & ~(PAGE_SIZE - 1))
+        name = _PF_NAMES.get(errcd)
+        self.trace.emit(PAGE_FAULT, name if name is not None else f"{errcd:#x}",
+                        addr=addr & ~(PAGE_SIZE - 1))
         if errcd & PF_SGX:
             return FaultOutcome.REPORT
         with self.lock:
@@ -669,14 +675,15 @@ class Kernel:
 
     def _eaug_page(self, fd: EnclaveFd, vma: Vma, page: int) -> FaultOutcome:
         """sgx_encl_eaug_page: record with max prot RWX, EPC page, EAUG, map."""
-        if not fd.initialized or fd.secs_slot is None:
+        secs = fd.secs_slot
+        if not fd.initialized or secs is None:
             return FaultOutcome.SIGBUS
         slot = self.epc.alloc()
         if slot is None:
             return FaultOutcome.SIGBUS
-        addr = page << PAGE_SHIFT
         try:
-            self.cpu.eaug(addr, Epc.paddr(fd.secs_slot), Epc.paddr(slot))
+            self.cpu.eaug(page << PAGE_SHIFT, EPC_BASE + (secs << PAGE_SHIFT),
+                          EPC_BASE + (slot << PAGE_SHIFT))
         except CpuFault:
             self.epc.free(slot)
             return FaultOutcome.SIGBUS

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sgx_emm.flags import PAGE_SIZE
 from sgx_emm.platform.exceptions import CpuFault, NotInsideEnclave
+from sgx_emm.platform.kernel import FaultOutcome
 from sgx_emm.platform.secinfo import (
     EXINFO_SIZE,
     GPR_EXITINFO,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from sgx_emm.platform.kernel import Kernel
 
 T = TypeVar("T")
+FIXED = FaultOutcome.FIXED
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -120,7 +122,7 @@ class EnclaveThread:
 
     def _on_fault(self, fault: CpuFault) -> None:
         self._cpu.aex(self, fault)
-        if self._kernel.fix_enclave_fault(fault):
+        if fault.vector == 14 and self._kernel.handle_fault(fault.addr, fault.errcd) is FIXED:
             _owner, rip, _ = self._cpu_eresume_transparent()
         else:
             session = self.session
