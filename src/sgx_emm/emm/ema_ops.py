@@ -31,7 +31,6 @@ from sgx_emm.flags import (
 )
 
 # Plain ints: IntFlag arithmetic is slow on the hot paths and leaks enum reprs.
-COMMIT_ON_DEMAND = int(_f.COMMIT_ON_DEMAND)
 MODIFIED = int(_f.MODIFIED)
 PAGE_TYPE_REG = int(_f.PAGE_TYPE_REG)
 PAGE_TYPE_TCS = int(_f.PAGE_TYPE_TCS)
@@ -342,7 +341,3 @@ class EmaOps:
 def fault_allows(si_flags: int, write: bool) -> bool:
     """The #PF handler's permission test: only the R/W bits, from PFEC.W/R."""
     return bool(si_flags & (PROT_WRITE if write else 1))
-
-
-def is_on_demand(ema: Ema) -> bool:
-    return bool(ema.alloc_flags & COMMIT_ON_DEMAND)

@@ -210,15 +210,6 @@ class RegionList:
         self._by_start[addr] = ema if new_lower else new
         self._starts.add(addr)
 
-    def grow(self, ema: Ema, new_end: int) -> None:
-        """Extend `ema` upwards into free space (used only to restore a reserve)."""
-        nxt = ema.next
-        gaps = self.gaps
-        if nxt is not None:
-            gaps.remove(ema.end)
-            gaps.add(new_end, nxt.start - new_end)
-        ema.end = new_end
-
 
 class CommittedView:
     """Read-only per-page commit state of a region snapshot.
