@@ -669,6 +669,16 @@ class Cpu:
             raise GeneralProtection()
         epc = self.epc
         chunks = self.mm.chunks
+        if end - frame == PAGE_SIZE:      # the usual one-page frame, without the loop
+            page = frame >> PAGE_SHIFT
+            chunk = chunks.get(page >> CHUNK_SHIFT)
+            pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
+            if pte & 0x2:
+                slot = pte >> 3
+                if ((epc.flags[slot] & (_BLOCKING | F_R | F_W)) == (F_VALID | F_R | F_W)
+                        and epc.pt[slot] == PT_REG and epc.owner[slot] == enc.secs_slot
+                        and epc.linaddr[slot] == frame):
+                    return slot
         slot = -1
         for addr in range(frame, end, PAGE_SIZE):
             page = addr >> PAGE_SHIFT

@@ -23,7 +23,7 @@ class CpuFault(Exception):
     vector: int = 0
 
     def __init__(self, errcd: int = 0, addr: int = 0) -> None:
-        super().__init__(errcd, addr)
+        # no super().__init__: a fault is raised on every EAUG; `args` stays empty
         self.errcd = errcd
         self.addr = addr
 
