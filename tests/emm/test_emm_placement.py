@@ -94,3 +94,35 @@ def test_split_keeps_the_gap_index() -> None:
     assert lst.gaps.items() == [(a + 4 * PAGE, 4 * PAGE)]
     assert lst.find(a + 2 * PAGE) is first.next
     assert lst.find(a + 5 * PAGE) is None and lst.find(a) is first
+
+
+def test_lookups_across_many_regions_match_a_linear_search() -> None:
+    # enough regions for the sorted index to hold several internal sublists
+    import random
+
+    rng = random.Random(5)
+    lst = RegionList()
+    spans: dict[int, int] = {}
+    slots = rng.sample(range(40000), 9000)
+    for k in slots:
+        start = k * 2 * PAGE
+        size = rng.choice([PAGE, 2 * PAGE])
+        lst.insert(Ema(start, start + size, 4, 0x203))
+        spans[start] = start + size
+    for k in slots[::3]:
+        victim = lst.find(k * 2 * PAGE)
+        assert victim is not None
+        lst.remove(victim)
+        del spans[k * 2 * PAGE]
+    ordered = sorted(spans.items())
+    assert [(e.start, e.end) for e in lst] == ordered
+    for _ in range(3000):
+        addr = rng.randrange(-PAGE, 80001 * PAGE)
+        want = next(((s, e) for s, e in ordered if s <= addr < e), None)
+        got = lst.find(addr)
+        assert (None if got is None else (got.start, got.end)) == want
+        end = addr + rng.choice([PAGE, 5 * PAGE])
+        first = next(((s, e) for s, e in ordered if s < end and e > addr), None)
+        node = lst.first_overlap(addr, end)
+        assert (None if node is None else (node.start, node.end)) == first
+    assert lst.gaps.items() == gaps_of(lst)

@@ -106,26 +106,42 @@ class RegionList:
             yield node
             node = node.next
 
+    def _floor(self, addr: int) -> Ema | None:
+        """The region with the highest start <= `addr`, or None. O(log n).
+
+        Reads SortedList's two-level layout (`_maxes`, `_lists`: the documented
+        design of sortedcontainers) to answer with two C-level bisects; the
+        public `bisect` + `__getitem__` pair costs three times as much, and
+        this lookup is on every call's path.
+        """
+        starts = self._starts
+        maxes = starts._maxes
+        if not maxes:
+            return None
+        pos = bisect_right(maxes, addr)
+        lists = starts._lists
+        if pos == len(maxes):
+            return self._by_start[maxes[-1]]
+        sub = lists[pos]
+        i = bisect_right(sub, addr)
+        if i:
+            return self._by_start[sub[i - 1]]
+        if pos:
+            return self._by_start[maxes[pos - 1]]
+        return None
+
     def find(self, addr: int) -> Ema | None:
         """The region holding `addr`, or None."""
-        starts = self._starts
-        i = starts.bisect_right(addr)
-        if i == 0:
-            return None
-        node = self._by_start[starts[i - 1]]
-        return node if addr < node.end else None
+        node = self._floor(addr)
+        return node if node is not None and addr < node.end else None
 
     def first_overlap(self, start: int, end: int) -> Ema | None:
         """The lowest region overlapping [start, end) (search_ema_range's `first`)."""
-        starts = self._starts
-        i = starts.bisect_right(start)
-        if i:
-            node: Ema | None = self._by_start[starts[i - 1]]
-            assert node is not None
-            if node.end <= start:
-                node = node.next
-        else:
+        node = self._floor(start)
+        if node is None:
             node = self.first
+        elif node.end <= start:
+            node = node.next
         if node is None or node.start >= end:
             return None
         return node
@@ -141,11 +157,9 @@ class RegionList:
 
     def insert(self, ema: Ema) -> None:
         """Link a region into its address slot (it must overlap nothing)."""
-        starts = self._starts
-        i = starts.bisect_left(ema.start)
-        prev = self._by_start[starts[i - 1]] if i else None
-        nxt = self._by_start[starts[i]] if i < len(starts) else None
-        starts.add(ema.start)
+        prev = self._floor(ema.start)
+        nxt = prev.next if prev is not None else self.first
+        self._starts.add(ema.start)
         self._by_start[ema.start] = ema
         ema.prev = prev
         ema.next = nxt
