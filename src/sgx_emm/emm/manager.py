@@ -21,7 +21,7 @@ from typing import Any
 from sgx_emm import flags as _f
 from sgx_emm.emm.ema_ops import SIZEOF_EMA, EmaOps, MetaAllocatorLike, fault_allows
 from sgx_emm.emm.emalloc import MetaAllocator
-from sgx_emm.emm.placement import RootBounds, find_free_region, free_at
+from sgx_emm.emm.placement import U64, RootBounds, find_free_region, free_at
 from sgx_emm.emm.regions import Ema, Region, RegionList, snapshot
 from sgx_emm.emm.rt import FaultHandler, Mutex, PfInfo, Primitives, RuntimeAbstraction
 from sgx_emm.errors import EmmError, EnclaveAbort
@@ -54,13 +54,12 @@ PROT_WRITE = int(_f.PROT_WRITE)
 RESERVE = int(_f.RESERVE)
 SYSTEM = int(_f.SYSTEM)
 
-U64 = (1 << 64) - 1
 _PAGE_MASK = PAGE_SIZE - 1
-_COMMIT_MODES = (int(RESERVE), int(COMMIT_NOW), int(COMMIT_ON_DEMAND))
-_ALLOC_PAGE_TYPES = (0, int(PAGE_TYPE_REG), int(PAGE_TYPE_SS_FIRST), int(PAGE_TYPE_SS_REST))
+_COMMIT_MODES = (RESERVE, COMMIT_NOW, COMMIT_ON_DEMAND)
+_ALLOC_PAGE_TYPES = (0, PAGE_TYPE_REG, PAGE_TYPE_SS_FIRST, PAGE_TYPE_SS_REST)
 #: mm_init_ema's accepted flag bits (the reference's LEGAL_INIT_FLAGS).
-_INIT_EMA_FLAGS = int(PAGE_TYPE_REG | PAGE_TYPE_TCS | PAGE_TYPE_SS_FIRST | PAGE_TYPE_SS_REST
-                      | SYSTEM | RESERVE)
+_INIT_EMA_FLAGS = (PAGE_TYPE_REG | PAGE_TYPE_TCS | PAGE_TYPE_SS_FIRST | PAGE_TYPE_SS_REST
+                   | SYSTEM | RESERVE)
 
 MetaAllocatorFactory = Callable[["EnclaveMemoryManager"], MetaAllocatorLike]
 
@@ -68,17 +67,13 @@ MetaAllocatorFactory = Callable[["EnclaveMemoryManager"], MetaAllocatorLike]
 _Saved = tuple[int, int, int, int, FaultHandler | None, Any]
 
 
-def _err(code: int) -> EmmError:
-    return EmmError(code)
-
-
 def _check_range(addr: int, size: int) -> int:
     """Deviation: unaligned, empty or wrapping ranges are EINVAL. Returns the end."""
     if addr < 0 or size <= 0 or addr & _PAGE_MASK or size & _PAGE_MASK:
-        raise _err(errno.EINVAL)
+        raise EmmError(errno.EINVAL)
     end = addr + size
     if end > U64:  # size_t wrap-around
-        raise _err(errno.EINVAL)
+        raise EmmError(errno.EINVAL)
     return end
 
 
@@ -86,12 +81,12 @@ def _check_commit(ema: Ema) -> None:
     """Commit needs a writable REG region that is not a bare reservation (EACCES)."""
     si = ema.si_flags
     if not si & PROT_WRITE or not si & PAGE_TYPE_REG or ema.alloc_flags & RESERVE:
-        raise _err(errno.EACCES)
+        raise EmmError(errno.EACCES)
 
 
 def _check_uncommit(ema: Ema) -> None:
     if ema.alloc_flags & RESERVE:
-        raise _err(errno.EACCES)
+        raise EmmError(errno.EACCES)
 
 
 class EnclaveMemoryManager:
@@ -127,7 +122,7 @@ class EnclaveMemoryManager:
         self._user_bounds = RootBounds(False, user_base, user_end, within)
         self._rts_bounds = RootBounds(True, user_base, user_end, within)
         if not self._rt.register_pfhandler(self.handle_page_fault):
-            raise _err(errno.EFAULT)
+            raise EmmError(errno.EFAULT)
         lock = self._acquire()
         try:
             self._meta.init(emalloc_initial)
@@ -141,7 +136,7 @@ class EnclaveMemoryManager:
     def _acquire(self) -> Mutex:
         lock = self._lock
         if lock is None:
-            raise _err(errno.EFAULT)
+            raise EmmError(errno.EFAULT)
         lock.acquire()
         return lock
 
@@ -158,7 +153,7 @@ class EnclaveMemoryManager:
         """sgx_mm_alloc on the user root; returns the region's address."""
         flags = int(flags)
         if flags & SYSTEM:
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         return self._alloc(False, addr, size, flags, handler, private)
 
     def dealloc(self, addr: int, size: int) -> None:
@@ -209,28 +204,28 @@ class EnclaveMemoryManager:
         flags, prot = int(flags), int(prot)
         end = _check_range(addr, size)  # Deviation: unaligned / empty / wrapping
         if not self._rt.is_within_enclave(addr, size):
-            raise _err(errno.EACCES)
+            raise EmmError(errno.EACCES)
         if flags & ~_INIT_EMA_FLAGS:
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         if prot & ~PROT_MASK:
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         lock = self._acquire()
         try:
             root, bounds = self._rts, self._rts_bounds
             if not free_at(bounds, addr, size, root.first_overlap(addr, end) is not None):
-                raise _err(errno.EINVAL)
+                raise EmmError(errno.EINVAL)
             page_type = flags & PAGE_TYPE_MASK
             if not page_type and not flags & RESERVE:
                 page_type = PAGE_TYPE_REG  # Deviation: no type means REG (a reserve has none)
             ema = self._ops.new(root, addr, end, flags & ALLOC_FLAGS_MASK, prot | page_type,
                                 handler, private)
             if ema is None:
-                raise _err(errno.ENOMEM)
+                raise EmmError(errno.ENOMEM)
             if flags & RESERVE:
                 return
             if not self._ops.new_bitmap(ema, full=True):
                 self._ops.destroy(root, ema)
-                raise _err(errno.ENOMEM)
+                raise EmmError(errno.ENOMEM)
         finally:
             lock.release()
 
@@ -298,22 +293,22 @@ class EnclaveMemoryManager:
         alloc_flags = flags & ALLOC_FLAGS_MASK
         # Deviation: exactly one commit mode (the reference accepts several)
         if alloc_flags & (RESERVE | COMMIT_NOW | COMMIT_ON_DEMAND) not in _COMMIT_MODES:
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         page_type = flags & PAGE_TYPE_MASK
         if page_type not in _ALLOC_PAGE_TYPES:  # Deviation: values, not a bit mask
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         page_type = page_type or PAGE_TYPE_REG
         if size <= 0 or size & _PAGE_MASK:  # Deviation: size 0
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         shift = (flags & ALIGNMENT_MASK) >> ALIGNMENT_SHIFT or PAGE_SHIFT
         if shift < PAGE_SHIFT or shift > 63:  # Deviation: > 63
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         align = 1 << shift
         start = addr or 0
         if start & (align - 1) or start < 0:
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         if start and not self._rt.is_within_enclave(start, size):
-            raise _err(errno.EACCES)
+            raise EmmError(errno.EACCES)
         lock = self._acquire()
         try:
             root, bounds = self._root(rts)
@@ -329,22 +324,22 @@ class EnclaveMemoryManager:
                                                       alloc_flags, si_flags, handler, private,
                                                       saved)
                     if node is None and alloc_flags & FIXED:
-                        raise _err(errno.EEXIST)
+                        raise EmmError(errno.EEXIST)
                 elif free_at(bounds, start, size, False):
                     found = start
                 elif alloc_flags & FIXED:
-                    raise _err(errno.EPERM)
+                    raise EmmError(errno.EPERM)
             if node is None:
                 if found is None:
                     first, last = root.first, root.last
                     found = find_free_region(root.gaps, first.start if first else None,
                                              last.end if last else 0, bounds, size, align)
                     if found is None:
-                        raise _err(errno.ENOMEM)
+                        raise EmmError(errno.ENOMEM)
                 node = self._ops.new(root, found, found + size, alloc_flags, si_flags,
                                      handler, private)
                 if node is None:
-                    raise _err(errno.ENOMEM)
+                    raise EmmError(errno.ENOMEM)
             self._do_alloc(root, node, saved)
             return node.start
         finally:
@@ -361,14 +356,14 @@ class EnclaveMemoryManager:
             ops.destroy(root, node)
             if saved:  # Deviation: a re-used reserve stays in place
                 self._restore_reserves(root, saved)
-            raise _err(errno.EFAULT)
+            raise EmmError(errno.EFAULT)
         commit_now = bool(alloc_flags & COMMIT_NOW)
         if commit_now:
             ops.commit_pages(node.start, node.size, node.si_flags,
                              grow_up=not alloc_flags & GROWSDOWN)
         if not ops.new_bitmap(node, full=commit_now):
             ops.destroy(root, node)
-            raise _err(errno.ENOMEM)
+            raise EmmError(errno.ENOMEM)
 
     def _can_reuse(self, ema: Ema) -> bool:
         """can_erealloc: the allocator's own reserves only while it adds one."""
@@ -443,18 +438,18 @@ class EnclaveMemoryManager:
         """
         overlapped = root.overlapping(start, end)
         if not overlapped or overlapped[0].start > start:
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         prev_end = overlapped[0].start
         for ema in overlapped:
             if holes and ema.start != prev_end:
-                raise _err(errno.EINVAL)
+                raise EmmError(errno.EINVAL)
             if guard_meta and self._is_meta(ema):
-                raise _err(errno.EACCES)
+                raise EmmError(errno.EACCES)
             if check is not None:
                 check(ema)
             prev_end = ema.end
         if holes and prev_end < end:
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         return overlapped
 
     def _commit(self, rts: bool, addr: int, size: int, *, guard_meta: bool) -> None:
@@ -468,7 +463,7 @@ class EnclaveMemoryManager:
             for ema in overlapped:
                 rc = self._ops.do_commit(ema, addr, end)
                 if rc:
-                    raise _err(rc)
+                    raise EmmError(rc)
         finally:
             lock.release()
 
@@ -527,20 +522,20 @@ class EnclaveMemoryManager:
     def _modify_permissions(self, rts: bool, addr: int, size: int, prot: int) -> None:
         end = _check_range(addr, size)
         if prot & ~PROT_MASK:  # Deviation: undefined prot bits
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         if prot & PROT_EXEC and not prot & PROT_READ:
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         lock = self._acquire()
         try:
             root = self._rts if rts else self._user
 
             def check(ema: Ema) -> None:
                 if not ema.si_flags & PAGE_TYPE_REG or ema.alloc_flags & RESERVE:
-                    raise _err(errno.EACCES)
+                    raise EmmError(errno.EACCES)
                 bm = ema.bitmap
                 if bm is None or not bm.all_set(max(addr, ema.start) >> PAGE_SHIFT,
                                                 min(end, ema.end) >> PAGE_SHIFT):
-                    raise _err(errno.EINVAL)
+                    raise EmmError(errno.EINVAL)
 
             overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
                                        check=check)
@@ -551,9 +546,9 @@ class EnclaveMemoryManager:
 
     def _modify_type(self, rts: bool, addr: int, size: int, page_type: int) -> None:
         if page_type != PAGE_TYPE_TCS:
-            raise _err(errno.EPERM)
+            raise EmmError(errno.EPERM)
         if size != PAGE_SIZE:
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         end = _check_range(addr, size)
         lock = self._acquire()
         try:
@@ -566,11 +561,11 @@ class EnclaveMemoryManager:
     def _commit_data(self, rts: bool, addr: int, size: int, data: int, prot: int) -> None:
         end = _check_range(addr, size)
         if data < 0 or data & _PAGE_MASK or prot & ~PROT_MASK:
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         if prot & PROT_EXEC and not prot & PROT_READ:  # Deviation: X without R
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         if not self._rt.is_within_enclave(data, size):
-            raise _err(errno.EINVAL)
+            raise EmmError(errno.EINVAL)
         lock = self._acquire()
         try:
             root = self._rts if rts else self._user
@@ -578,11 +573,11 @@ class EnclaveMemoryManager:
             def check(ema: Ema) -> None:
                 _check_commit(ema)
                 if not ema.alloc_flags & COMMIT_ON_DEMAND:
-                    raise _err(errno.EINVAL)
+                    raise EmmError(errno.EINVAL)
                 bm = ema.bitmap
                 if bm is not None and bm.any_set(max(addr, ema.start) >> PAGE_SHIFT,
                                                  min(end, ema.end) >> PAGE_SHIFT):
-                    raise _err(errno.EACCES)
+                    raise EmmError(errno.EACCES)
 
             overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
                                        check=check)
