@@ -96,12 +96,13 @@ class SelftestEnclave:
 
 
 def build_selftest_enclave(*, heap_pages: int = 4, epc_pages: int | None = None,
-                           base: int | None = None, sgx2: bool = True) -> SelftestEnclave:
+                           base: int | None = None, sgx2: bool = True,
+                           reclaim: bool = False) -> SelftestEnclave:
     total = HEAP_OFFSET + heap_pages * PAGE
     size = 1 << (total - 1).bit_length()
     base = base if base is not None else size * max(1, 0x7F00_0000_0000 // size)
     machine = Machine(epc_pages if epc_pages is not None else total // PAGE + 1 + 64,
-                      sgx2=sgx2)
+                      sgx2=sgx2, reclaim=reclaim)
     fd = machine.open_enclave()
     fd.create(SecsImage(base, size, ssa_frame_size=1, miscselect=MISC_EXINFO))
     for i in range(2):

@@ -438,3 +438,49 @@ def test_remove_then_access_gets_fresh_eaug_page(s: Small) -> None:
     with s.machine.vdso.inline(Run(tcs=s.tcs1)) as t:
         assert t.eaccept(0x20B, s.a(DATA)) == 0
         assert t.read(s.a(DATA), 3) == b"\0\0\0"
+
+
+# ---------------------------------------------------------------- EPC reclaim (EWB / ELDU)
+def test_reclaim_keeps_contents_across_eviction_and_reload() -> None:
+    s = build_small(epc_pages=16)
+    s.machine.kernel.reclaim = True
+    with s.machine.vdso.inline(Run(tcs=s.tcs1)) as t:
+        for i in range(40):                      # far more pages than the EPC holds
+            assert t.eaccept(0x20B, s.a(DYN + i * PAGE)) == 0
+            t.write(s.a(DYN + i * PAGE), i.to_bytes(4, "little") * 4)
+        for i in range(40):
+            assert t.read(s.a(DYN + i * PAGE), 16) == i.to_bytes(4, "little") * 4
+    trace = s.machine.trace
+    assert trace.total("leaf", "EWB") > 0 and trace.total("leaf", "ELDU") > 0
+    assert any(s.fd.record(s.a(DYN + i * PAGE))[0] < 0  # type: ignore[index]
+               for i in range(40))
+
+
+def test_reclaim_never_evicts_tcs_secs_or_entered_ssa() -> None:
+    s = build_small(epc_pages=16)
+    s.machine.kernel.reclaim = True
+    with s.machine.vdso.inline(Run(tcs=s.tcs1)) as t:
+        for i in range(40):
+            assert t.eaccept(0x20B, s.a(DYN + i * PAGE)) == 0
+    for addr in (s.tcs1, s.tcs2, s.a(0x1000), s.a(0x2000)):
+        assert s.fd.record(addr)[0] >= 0  # type: ignore[index]
+    assert s.machine.cpu.epcm_entry(s.fd.secs_paddr)["valid"]
+
+
+def test_ioctl_on_swapped_page_loads_it_back() -> None:
+    s = build_small(epc_pages=16)
+    s.machine.kernel.reclaim = True
+    with s.machine.vdso.inline(Run(tcs=s.tcs1)) as t:
+        for i in range(30):
+            assert t.eaccept(0x20B, s.a(DYN + i * PAGE)) == 0
+    swapped = next(i for i in range(30) if s.fd.record(s.a(DYN + i * PAGE))[0] < 0)  # type: ignore[index]
+    params = RestrictPermissions(DYN + swapped * PAGE, PAGE, 1)
+    assert s.fd.restrict_permissions(params) == 0
+    assert s.fd.record(s.a(DYN + swapped * PAGE))[0] >= 0  # type: ignore[index]
+    assert s.epcm(s.a(DYN + swapped * PAGE))["pr"]
+
+
+def test_add_pages_with_reclaim_evicts_instead_of_enomem() -> None:
+    s = build_small(init=False, epc_pages=13)
+    s.machine.kernel.reclaim = True
+    assert s.fd.add_pages(DYN, bytes(4 * PAGE), secinfo_flags(RW, PT_REG)) == 4 * PAGE

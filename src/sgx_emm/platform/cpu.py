@@ -119,6 +119,18 @@ RIP_INTERRUPTED = 0x1
 Rip = int | Callable[[], object]
 
 
+@dataclass(frozen=True, slots=True)
+class EvictedPage:
+    """What EWB writes out (the sealed page and its PCMD); ELDU takes it back."""
+
+    secs_slot: int
+    flags: int
+    pt: int
+    linaddr: int
+    epoch: int
+    contents: bytes | None
+
+
 @dataclass(slots=True)
 class EnclaveControl:
     """The CPU's state for one enclave (what its SECS holds, plus tracking)."""
@@ -381,6 +393,42 @@ class Cpu:
                 return SGX_ENCLAVE_ACT
             self._free_page(enc, slot)
             return 0
+
+    def ewb(self, epc_page: int) -> EvictedPage:
+        """Evict a page (EBLOCK + ETRACK + EWB folded into one step: the model's
+        reclaimer only picks pages no thread can be using)."""
+        with self.lock:
+            self.trace.emit(LEAF, "EWB")
+            slot = self._epc_operand(epc_page)
+            epc = self.epc
+            f = epc.flags[slot]
+            if not f & F_VALID or epc.pt[slot] in (PT_SECS, PT_VA):
+                raise GeneralProtection()
+            contents = epc.contents.get(slot)
+            blob = EvictedPage(epc.owner[slot], f & ~F_BLOCKED, epc.pt[slot],
+                               epc.linaddr[slot], epc.epoch[slot],
+                               bytes(contents) if contents is not None else None)
+            self._free_page(self.enclaves.get(epc.owner[slot]), slot)
+            return blob
+
+    def eldu(self, blob: EvictedPage, secs_page: int, epc_page: int) -> None:
+        """Load an evicted page back into a free EPC page."""
+        with self.lock:
+            self.trace.emit(LEAF, "ELDU", addr=blob.linaddr)
+            slot = self._epc_operand(epc_page)
+            epc = self.epc
+            if epc.flags[slot] & F_VALID:
+                raise PageFault(_ENCLS_PF, epc_page)
+            enc = self._secs_operand(secs_page)
+            if enc.secs_slot != blob.secs_slot:
+                raise GeneralProtection()
+            epc.flags[slot] = blob.flags
+            epc.pt[slot] = blob.pt
+            epc.owner[slot] = blob.secs_slot
+            epc.linaddr[slot] = blob.linaddr
+            epc.epoch[slot] = blob.epoch
+            epc.set_page(slot, blob.contents)
+            enc.children += 1
 
     def etrack(self, secs_page: int) -> int:
         with self.lock:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
-from sgx_emm.platform.epcm import EPC_BASE, Epc
+from sgx_emm.platform.epcm import EPC_BASE, F_VALID, Epc
 from sgx_emm.platform.exceptions import CpuFault, PageFault
 from sgx_emm.platform.mmu import CHUNK_MASK, CHUNK_PAGES, CHUNK_SHIFT, AddressSpace, Vma
 from sgx_emm.platform.secinfo import (
@@ -55,7 +55,7 @@ from sgx_emm.trace import IOCTL, PAGE_FAULT, SYSCALL
 if TYPE_CHECKING:
     import threading
 
-    from sgx_emm.platform.cpu import Cpu
+    from sgx_emm.platform.cpu import Cpu, EvictedPage
     from sgx_emm.trace import Trace
 
 PROT_NONE = 0
@@ -90,6 +90,7 @@ _TYPE_MASK = 0x38
 _PROT_MASK = 0x7
 
 
+_EVICTABLE = frozenset((PT_REG, PT_TRIM, 5, 6))
 _PF_NAMES = {code: f"{code:#x}" for code in (
     0x4, 0x5, 0x6, 0x7, 0x14, 0x15, 0x8005, 0x8007, 0x8015)}
 
@@ -164,6 +165,7 @@ class EnclaveFd:
         self._records: dict[int, tuple[array[int], bytearray]] = {}
         self._ioctl_busy = False
         self._reclaiming: set[int] = set()
+        self._swapped: dict[int, EvictedPage] = {}   # page -> what EWB wrote out
 
     # ------------------------------------------------------------ records
     def record(self, addr: int) -> tuple[int, int, int] | None:
@@ -265,7 +267,7 @@ class EnclaveFd:
             if (size < 2 * PAGE_SIZE or size & (size - 1) or base % size
                     or secs.ssa_frame_size < 1 or secs.miscselect & ~0x1):
                 raise _oserror(errno.EINVAL, "ENCLAVE_CREATE")
-            slot = self._epc.alloc()
+            slot = k.alloc_epc()
             if slot is None:
                 raise _oserror(errno.ENOMEM, "ENCLAVE_CREATE")
             try:
@@ -276,6 +278,7 @@ class EnclaveFd:
             self.secs_slot = slot
             self.base, self.size = base, size
             self.created = True
+            k._fds_by_secs[slot] = self
 
     def add_pages(self, offset: int, data: bytes, secinfo: int | bytes,
                   flags: int = SGX_PAGE_MEASURE) -> int:
@@ -312,7 +315,7 @@ class EnclaveFd:
             with self._lock:
                 if self._info(page):
                     raise self._partial(errno.EBUSY, "ENCLAVE_ADD_PAGES", args, c)
-                slot = self._epc.alloc()
+                slot = k.alloc_epc()
                 if slot is None:
                     raise self._partial(errno.ENOMEM, "ENCLAVE_ADD_PAGES", args, c)
                 try:
@@ -404,13 +407,22 @@ class EnclaveFd:
         return exc
 
     def _load_page(self, addr: int, name: str, params: object, c: int) -> tuple[int, int, int]:
-        """sgx_encl_load_page: no record -> EFAULT; held by the reclaimer -> EAGAIN."""
+        """sgx_encl_load_page: no record -> EFAULT; held by the reclaimer -> EAGAIN;
+        swapped out -> ELDU (failure -> EFAULT)."""
         rec = self.record(addr)
         if rec is None:
             raise self._partial(errno.EFAULT, name, params, c)
         if addr >> PAGE_SHIFT in self._reclaiming:
             raise self._partial(errno.EAGAIN, name, params, c)
+        if rec[0] < 0:
+            slot = self._kernel.eldu(self, addr >> PAGE_SHIFT)
+            if slot is None:
+                raise self._partial(errno.EFAULT, name, params, c)
+            rec = (slot, rec[1], rec[2])
         return rec
+
+    def _set_slot(self, page: int, slot: int) -> None:
+        self._records[page >> CHUNK_SHIFT][0][page & CHUNK_MASK] = slot
 
     def _etrack(self) -> bool:
         """sgx_enclave_etrack: ETRACK, on failure IPIs and one retry; then IPIs."""
@@ -542,7 +554,7 @@ class Kernel:
 
     def __init__(self, cpu: Cpu, epc: Epc, mm: AddressSpace, trace: Trace,
                  lock: threading.RLock, *, sgx2: bool = True,
-                 eaug_race_sigbus: bool = False) -> None:
+                 eaug_race_sigbus: bool = False, reclaim: bool = False) -> None:
         self.cpu = cpu
         self.epc = epc
         self.mm = mm
@@ -551,6 +563,66 @@ class Kernel:
         self.sgx2 = sgx2
         #: model the pre-2024 race: the loser of two faults on one new page gets SIGBUS
         self.eaug_race_sigbus = eaug_race_sigbus
+        #: evict enclave pages (EWB) when the EPC is full, load them back (ELDU) on use
+        self.reclaim = reclaim
+        self._fds_by_secs: dict[int, EnclaveFd] = {}
+        self._hand = 0
+
+    # ------------------------------------------------------------ EPC management
+    def alloc_epc(self) -> int | None:
+        """sgx_alloc_epc_page: a free slot, evicting one page first if the EPC is full
+        and reclaim is on (the model runs ksgxd's work synchronously)."""
+        slot = self.epc.alloc()
+        if slot is None and self.reclaim and self._reclaim_one():
+            slot = self.epc.alloc()
+        return slot
+
+    def _reclaim_one(self) -> bool:
+        """Evict one REG/TRIM/SS page, scanning the EPC like a clock hand. Never SECS, TCS,
+        or the SSA frames of a TCS that has been entered (their slots are cached by
+        entered threads, as the hardware pins them)."""
+        epc, cpu = self.epc, self.cpu
+        n = epc.npages
+        for _ in range(n):
+            slot = self._hand
+            self._hand = (slot + 1) % n
+            if not epc.flags[slot] & F_VALID or epc.pt[slot] not in _EVICTABLE:
+                continue
+            fd = self._fds_by_secs.get(epc.owner[slot])
+            if fd is None:
+                continue
+            addr = epc.linaddr[slot]
+            if any(t.secs_slot == fd.secs_slot
+                   and t.ssa_base <= addr < t.ssa_base + t.nssa * t.frame_bytes
+                   for t in cpu.tcs.values()):
+                continue
+            page = addr >> PAGE_SHIFT
+            if page in fd._reclaiming:
+                continue
+            blob = cpu.ewb(EPC_BASE + (slot << PAGE_SHIFT))
+            self.mm.zap(addr, addr + PAGE_SIZE)
+            fd._set_slot(page, -1)
+            fd._swapped[page] = blob
+            return True
+        return False
+
+    def eldu(self, fd: EnclaveFd, page: int) -> int | None:
+        """Bring a swapped-out page back (sgx_encl_eldu); None if no EPC page."""
+        blob = fd._swapped.get(page)
+        if blob is None or fd.secs_slot is None:
+            return None
+        slot = self.alloc_epc()
+        if slot is None:
+            return None
+        try:
+            self.cpu.eldu(blob, EPC_BASE + (fd.secs_slot << PAGE_SHIFT),
+                          EPC_BASE + (slot << PAGE_SHIFT))
+        except CpuFault:
+            self.epc.free(slot)
+            return None
+        del fd._swapped[page]
+        fd._set_slot(page, slot)
+        return slot
 
     def open_enclave(self) -> EnclaveFd:
         """open("/dev/sgx_enclave")."""
@@ -670,7 +742,13 @@ class Kernel:
             return FaultOutcome.SIGBUS
         if vma.prot & ~info & _PROT_MASK:
             return FaultOutcome.SIGBUS
-        self.mm.set_pte(page, entry[0][page & CHUNK_MASK], vma.prot)
+        slot = entry[0][page & CHUNK_MASK]
+        if slot < 0:
+            loaded = self.eldu(fd, page)
+            if loaded is None:
+                return FaultOutcome.SIGBUS
+            slot = loaded
+        self.mm.set_pte(page, slot, vma.prot)
         return FaultOutcome.FIXED
 
     def _eaug_page(self, fd: EnclaveFd, vma: Vma, page: int) -> FaultOutcome:
@@ -678,7 +756,7 @@ class Kernel:
         secs = fd.secs_slot
         if not fd.initialized or secs is None:
             return FaultOutcome.SIGBUS
-        slot = self.epc.alloc()
+        slot = self.alloc_epc()
         if slot is None:
             return FaultOutcome.SIGBUS
         try:

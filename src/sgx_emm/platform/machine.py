@@ -35,14 +35,15 @@ class Machine:
     """Wires the layers; every public piece is an attribute."""
 
     def __init__(self, epc_pages: int = DEFAULT_EPC_PAGES, *, sgx2: bool = True,
-                 eaug_race_sigbus: bool = False, trace: Trace | None = None) -> None:
+                 eaug_race_sigbus: bool = False, reclaim: bool = False,
+                 trace: Trace | None = None) -> None:
         self.lock = threading.RLock()
         self.trace = trace if trace is not None else Trace()
         self.epc = Epc(epc_pages)
         self.mm = AddressSpace()
         self.cpu = Cpu(self.epc, self.mm, self.trace, self.lock, sgx2=sgx2)
         self.kernel = Kernel(self.cpu, self.epc, self.mm, self.trace, self.lock, sgx2=sgx2,
-                             eaug_race_sigbus=eaug_race_sigbus)
+                             eaug_race_sigbus=eaug_race_sigbus, reclaim=reclaim)
         self.vdso = Vdso(self.cpu, self.kernel)
 
     # --- the process's view: open/mmap/mprotect/munmap ---
