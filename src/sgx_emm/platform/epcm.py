@@ -8,7 +8,8 @@ bytearray filled on the first write, so a committed page that nobody wrote costs
 no 4 KiB buffer; a missing entry reads as zeros. Pages are named by a physical
 address (`EPC_BASE + slot * 4096`), the RCX operand of the ENCLS leaves.
 
-Complexity: every operation is O(1) except `used` (O(1), kept as a counter).
+Cost: 26 bytes per EPC page up front (flag byte, type byte, 4-byte owner, 8-byte
+address, 8-byte epoch, 4-byte free-list entry); every operation is O(1).
 Not thread safe by itself: the CPU serialises leaves with the machine lock.
 """
 
@@ -43,12 +44,12 @@ class Epc:
         self.npages = npages
         self.flags = bytearray(npages)
         self.pt = bytearray(npages)
-        self.owner = array("q", [NO_OWNER]) * npages
+        self.owner = array("i", [NO_OWNER]) * npages
         self.linaddr = array("Q", bytes(8 * npages))
         self.epoch = array("Q", bytes(8 * npages))
         self.contents: dict[int, bytearray] = {}
         # free slots, lowest handed out first (pop from the end of a reversed list)
-        self._free = array("l", range(npages - 1, -1, -1))
+        self._free = array("i", range(npages - 1, -1, -1))
 
     # --- allocation (the kernel's sgx_alloc_epc_page / sgx_free_epc_page) ---
     def alloc(self) -> int | None:
