@@ -189,3 +189,31 @@ def test_threads_on_two_tcs_run_concurrently(s: Small) -> None:
         th.join()
     assert errors == []
     assert s.machine.trace.total("leaf", "EAUG") == 32
+
+
+def test_kernel_that_never_makes_progress_gets_the_fault_reported(s: Small) -> None:
+    from sgx_emm.platform import FaultOutcome
+    from sgx_emm.platform.thread import MAX_FIXES
+
+    calls: list[int] = []
+
+    def lying_fix(addr: int, errcd: int) -> FaultOutcome:
+        calls.append(errcd)
+        return FaultOutcome.FIXED          # claims a fix, maps nothing
+
+    with s.machine.vdso.inline(Run(tcs=s.tcs1)):
+        pass                               # TCS and SSA mapped by the honest kernel
+    s.machine.kernel.handle_fault = lying_fix  # type: ignore[method-assign]
+    with pytest.raises(FaultReported) as err, s.machine.vdso.inline(Run(tcs=s.tcs1)) as t:
+        t.read(s.a(DYN), 1)
+    assert err.value.run.exception_error_code == 0x4
+    assert len(calls) == MAX_FIXES
+
+
+def test_eenter_with_a_kernel_that_never_maps_is_reported(s: Small) -> None:
+    from sgx_emm.platform import FaultOutcome
+    s.machine.kernel.handle_fault = lambda addr, errcd: FaultOutcome.FIXED  # type: ignore[method-assign]
+    run = Run(tcs=s.tcs1)
+    with pytest.raises(FaultReported), s.machine.vdso.inline(run):
+        pass
+    assert (run.function, run.exception_error_code) == (EENTER, 0x4)

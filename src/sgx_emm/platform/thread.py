@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sgx_emm.flags import PAGE_SIZE
-from sgx_emm.platform.exceptions import CpuFault, NotInsideEnclave
+from sgx_emm.platform.exceptions import CpuFault, FaultReported, NotInsideEnclave, RunSnapshot
 from sgx_emm.platform.kernel import FaultOutcome
 from sgx_emm.platform.secinfo import (
     EXINFO_SIZE,
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 FIXED = FaultOutcome.FIXED
+#: consecutive kernel fixes of one access before its fault is reported anyway
+MAX_FIXES = 64
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -114,40 +116,48 @@ class EnclaveThread:
 
     # --- the fault path ---
     def _run(self, op: Callable[..., T], *args: object) -> T:
+        fixes = 0
         while True:
             try:
                 return op(self, *args)
             except CpuFault as fault:
-                self._on_fault(fault)
+                fixes = self._on_fault(fault, fixes)
 
-    def _on_fault(self, fault: CpuFault) -> None:
+    def _on_fault(self, fault: CpuFault, fixes: int) -> int:
+        """Handle one fault; returns how many times in a row the kernel has now fixed
+        one for this access. A kernel that keeps "fixing" without progress (a broken
+        or hostile one) gets its fault reported after MAX_FIXES tries."""
         self._cpu.aex(self, fault)
-        if fault.vector == 14 and self._kernel.handle_fault(fault.addr, fault.errcd) is FIXED:
+        if (fault.vector == 14 and fixes < MAX_FIXES
+                and self._kernel.handle_fault(fault.addr, fault.errcd) is FIXED):
+            fixes += 1
             _owner, rip, _ = self._cpu_eresume_transparent()
         else:
             session = self.session
             if session is None:
-                from sgx_emm.platform.exceptions import FaultReported, RunSnapshot
                 raise FaultReported(RunSnapshot(self.tcs_addr, 3, fault.vector,
                                                 fault.errcd & 0xFFFF,
                                                 _reported_addr(fault)))
             rip = session.report(self, fault)
+            fixes = 0
         if callable(rip):
             rip()
+        return fixes
 
     def _cpu_eresume_transparent(self) -> tuple[EnclaveThread | None, Rip, int]:
         """The AEP's ERESUME after the kernel fixed a fault; a fault of ERESUME itself
         goes to the session like any other."""
-        while True:
+        for attempt in range(MAX_FIXES + 1):
             try:
                 return self._cpu.eresume(self.tcs_addr)
             except CpuFault as fault:
-                if self._kernel.fix_outside_fault(fault):
+                if attempt < MAX_FIXES and self._kernel.fix_outside_fault(fault):
                     continue
                 if self.session is None:
                     raise
                 rip = self.session.report(self, fault)
                 return self, rip, self.ssa_slot
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # --- called by the CPU ---
     def _require_inside(self) -> None:

@@ -34,17 +34,18 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sgx_emm.flags import PAGE_SIZE
 from sgx_emm.platform.exceptions import CpuFault, EntryAbandoned, FaultReported
 from sgx_emm.platform.secinfo import EENTER, EEXIT, ERESUME, VECTOR_PF
-from sgx_emm.platform.thread import EnclaveThread
+from sgx_emm.platform.thread import MAX_FIXES, EnclaveThread
 
 if TYPE_CHECKING:
     from sgx_emm.platform.cpu import Cpu, Rip
     from sgx_emm.platform.kernel import Kernel
 
+T = TypeVar("T")
 UserHandler = Callable[["Run"], int]
 Program = Callable[[EnclaveThread], object]
 
@@ -89,10 +90,9 @@ class InlineSession:
             if ret != ERESUME:
                 raise FaultReported.from_run(run, ret)
             try:
-                owner, rip, _ = self._vdso.cpu.eresume(run.tcs)
+                owner, rip, _ = self._vdso._leaf_with_fixups(
+                    lambda: self._vdso.cpu.eresume(run.tcs))
             except CpuFault as again:
-                if self._vdso.kernel.fix_outside_fault(again):
-                    continue
                 run.set_exception(ERESUME, again)
                 continue
             if owner is not thread:
@@ -164,15 +164,15 @@ class Vdso:
         self.kernel = kernel
 
     # ------------------------------------------------------------ helpers
-    def _leaf_with_fixups(self, leaf: Callable[[], Any]) -> Any:
+    def _leaf_with_fixups(self, leaf: Callable[[], T]) -> T:
         """Run EENTER/ERESUME, letting the kernel fix faults of the leaf itself."""
-        while True:
+        for _ in range(MAX_FIXES):
             try:
                 return leaf()
             except CpuFault as fault:
-                if self.kernel.fix_outside_fault(fault):
-                    continue
-                raise
+                if not self.kernel.fix_outside_fault(fault):
+                    raise
+        return leaf()
 
     def _eenter(self, tcs: int, session: InlineSession | WorkerSession) -> EnclaveThread:
         enc, tcs_ctl, level, ssa_slot = self._leaf_with_fixups(lambda: self.cpu.eenter(tcs))
