@@ -789,7 +789,7 @@ class Cpu:
             tcs = t.tcs_control
             tcs.busy = False
             self._leave(t.enclave, tcs.slot)
-            t._left()
+            t.inside = False
 
     def aex(self, t: EnclaveThread, fault: CpuFault) -> None:
         """Asynchronous exit: save the interrupted context in SSA frame CSSA."""

@@ -159,17 +159,10 @@ class EnclaveThread:
                 return self, rip, self.ssa_slot
         raise AssertionError("unreachable")  # pragma: no cover
 
-    # --- called by the CPU ---
+    # --- called by the CPU (which also sets `inside` and `ssa_slot`) ---
     def _require_inside(self) -> None:
         if not self.inside:
             raise NotInsideEnclave("this enclave thread is not inside the enclave")
-
-    def _left(self) -> None:
-        self.inside = False
-
-    def _resumed(self, ssa_slot: int) -> None:
-        self.inside = True
-        self.ssa_slot = ssa_slot
 
 
 def _reported_addr(fault: CpuFault) -> int:
