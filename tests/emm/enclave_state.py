@@ -21,8 +21,17 @@ from dataclasses import dataclass
 from sgx_emm import Enclave
 from sgx_emm.emm import Region
 from sgx_emm.flags import PAGE_SIZE
+from sgx_emm.platform import EnclaveFd
 from sgx_emm.platform.epcm import F_MODIFIED, F_PENDING, F_VALID
-from sgx_emm.platform.secinfo import PT_SECS, PT_TCS, PT_TRIM, PT_VA
+from sgx_emm.platform.secinfo import (
+    PT_REG,
+    PT_SECS,
+    PT_SS_FIRST,
+    PT_SS_REST,
+    PT_TCS,
+    PT_TRIM,
+    PT_VA,
+)
 from sgx_emm.trace import IOCTL, LEAF, OCALL, SYSCALL
 
 #: EPCM flag bits that say "the enclave has not accepted this page (yet)".
@@ -59,11 +68,18 @@ class EnclaveState:
     work: tuple[tuple[str, str, int], ...]
 
 
+def enclave_fd(enc: Enclave) -> EnclaveFd:
+    """The driver's enclave object (its per-page records), however the runtime holds it."""
+    fd = getattr(enc, "fd", None) or getattr(enc.untrusted, "fd", None)
+    assert isinstance(fd, EnclaveFd), "cannot find the enclave's driver fd"
+    return fd
+
+
 def epcm_pages(enc: Enclave) -> list[EpcmPage]:
     """Every VALID EPC page owned by this enclave (except its SECS), by address."""
     machine = enc.machine
     epc = machine.epc
-    secs = enc.untrusted.fd.secs_slot
+    secs = enclave_fd(enc).secs_slot
     out: list[EpcmPage] = []
     with machine.lock:
         flags, owner, pt, linaddr = epc.flags, epc.owner, epc.pt, epc.linaddr
@@ -90,7 +106,7 @@ def accepted_at(enc: Enclave, addr: int) -> EpcmPage | None:
 
 def snapshot(enc: Enclave) -> EnclaveState:
     emm = enc.emm
-    fd = enc.untrusted.fd
+    fd = enclave_fd(enc)
     counts = enc.trace.by_category()
     work = tuple((cat, name, n) for cat in (LEAF, OCALL, IOCTL, SYSCALL)
                  for name, n in sorted(counts.get(cat, {}).items()))
@@ -113,8 +129,22 @@ def _page_type(region: Region) -> int:
     return region.page_type >> 8
 
 
-def check_invariants(enc: Enclave) -> None:
-    """Assert the manager's books agree with the hardware (see the module doc)."""
+def accepted_pages(enc: Enclave) -> dict[int, EpcmPage]:
+    """Accepted pages of the enclave by address (asserts none is accepted twice)."""
+    out: dict[int, EpcmPage] = {}
+    for p in epcm_pages(enc):
+        if p.accepted:
+            assert p.linaddr not in out, f"page {p.linaddr:#x} accepted twice"
+            out[p.linaddr] = p
+    return out
+
+
+def check_invariants(enc: Enclave, *, prot_exempt: frozenset[int] = frozenset()) -> None:
+    """Assert the manager's books agree with the hardware (see the module doc).
+
+    `prot_exempt`: pages whose EPCM prot may differ from their region's (the
+    caller checks them against its own expectation).
+    """
     emm = enc.emm
     user, rts = emm.regions("user"), emm.regions("rts")
     _check_root(user, "user")
@@ -144,15 +174,19 @@ def check_invariants(enc: Enclave) -> None:
         index = (p.linaddr - region.start) // PAGE_SIZE
         assert region.committed[index], (
             f"page {p.linaddr:#x} accepted but not committed in {region}")
-        assert p.pt == _page_type(region), f"{p} type differs from {region}"
+        region_pt = _page_type(region)
+        # shadow-stack regions commit through REG EACCEPTs (the kernel only EAUGs REG)
+        assert p.pt == region_pt or (p.pt == PT_REG and region_pt in (PT_SS_FIRST,
+                                                                      PT_SS_REST)), (
+            f"{p} type differs from {region}")
         if p.pt == PT_TCS:
             assert p.rwx == 0, p
-        else:
+        elif p.linaddr not in prot_exempt:
             assert p.rwx == region.prot, f"{p} prot differs from {region}"
     committed = sum(r.committed.count() for r in regions)
     assert committed == len(accepted), (
         f"{committed} pages committed in the regions, {len(accepted)} accepted in the EPCM")
-    fd = enc.untrusted.fd
+    fd = enclave_fd(enc)
     for addr, p in accepted.items():
         record = fd.record(addr)
         assert record is not None and record[0] == p.slot, (
