@@ -37,6 +37,7 @@ from sgx_emm.platform import (
     EnclaveFd,
     EnclaveThread,
     FaultReported,
+    Kernel,
     Machine,
     Run,
     SecsImage,
@@ -46,17 +47,23 @@ from sgx_emm.platform import (
 from sgx_emm.platform.secinfo import ERESUME, MISC_EXINFO, PT_REG, PT_TCS
 from sgx_emm.runtime.dispatcher import ExceptionDispatcher, ExceptionHandler, ExceptionRecord
 from sgx_emm.runtime.layout import NSSA, EntryKind, ImageLayout, build_layout
-from sgx_emm.runtime.trts import LeafIssuer, TrustedPrimitives, TrustedRuntime
+from sgx_emm.runtime.trts import LeafIssuer, OcallTarget, TrustedPrimitives, TrustedRuntime
 from sgx_emm.runtime.urts import UntrustedRuntime
 from sgx_emm.trace import Trace
 
 T = TypeVar("T")
+#: Builds the untrusted runtime's ocall services for one loaded enclave.
+UntrustedFactory = Callable[[Kernel, EnclaveFd], OcallTarget]
 
 DEFAULT_BASE = 0x7F00_0000_0000
 DEFAULT_SIZE = 1 << 36
 #: EPC pages when the caller does not say: 2 GiB of EPC, or the whole ELRANGE if
 #: smaller. The EPC costs about 34 bytes of Python memory per page up front.
 DEFAULT_EPC_PAGES = 1 << 19
+
+#: How deep exception handling may nest on one thread before the enclave is
+#: considered crashed (a real enclave's stack overflows somewhere around here).
+MAX_NESTED_EXCEPTIONS = 32
 
 _tls = threading.local()
 
@@ -115,7 +122,7 @@ class Enclave:
     """One loaded enclave on its own simulated machine."""
 
     def __init__(self, machine: Machine, layout: ImageLayout, base: int, size: int,
-                 user_base: int, user_end: int, untrusted: UntrustedRuntime) -> None:
+                 user_base: int, user_end: int, untrusted: OcallTarget) -> None:
         self.machine = machine
         self.layout = layout
         self.base = base
@@ -148,8 +155,14 @@ class Enclave:
         sgx2: bool = True,
         leaky_emalloc: bool = True,
         machine: Machine | None = None,
+        untrusted_runtime: UntrustedFactory = UntrustedRuntime,
     ) -> Enclave:
-        """Build the platform, load the image, run the trusted init; see module doc."""
+        """Build the platform, load the image, run the trusted init; see module doc.
+
+        `untrusted_runtime(kernel, fd)` builds the ocall services: pass a subclass
+        of `UntrustedRuntime` that skips, repeats or lies to model a hostile OS
+        (the trusted side must cope using only what the hardware tells it).
+        """
         if size <= 0 or size & (size - 1) or size < 1 << 20:
             raise ValueError("size must be a power of two of at least 1 MiB (SECS.SIZE)")
         if base <= 0 or base % size:
@@ -175,7 +188,7 @@ class Enclave:
             machine = Machine(pages, sgx2=sgx2)
         fd = _load_image(machine, layout, base, size)
         enclave = cls(machine, layout, base, size, user_base, user_end,
-                      UntrustedRuntime(machine.kernel, fd))
+                      untrusted_runtime(machine.kernel, fd))
         enclave._trusted_init(emalloc_initial, leaky_emalloc)
         return enclave
 
@@ -255,8 +268,10 @@ class Enclave:
             return op()
         except FaultReported as exc:
             run = exc.run
+            what = ("the same fault repeated without progress (livelock)"
+                    if run.extra.get("livelock") else "enclave exception not handled")
             crash = EnclaveCrashed(
-                f"enclave exception not handled: vector {run.exception_vector}, "
+                f"{what}: vector {run.exception_vector}, "
                 f"error code {run.exception_error_code:#x}, address {run.exception_addr:#x}",
                 vector=run.exception_vector, errcd=run.exception_error_code,
                 addr=run.exception_addr)
@@ -286,8 +301,30 @@ class Enclave:
                 return 0
             record = ExceptionRecord(frame.vector, frame.exinfo_maddr, frame.exinfo_errcd)
             frame.clear_exitinfo()
-            frame.rip = lambda: self.dispatcher.dispatch(record)
+            frame.rip = lambda: self._phase2(record)
         return ERESUME
+
+    def _phase2(self, record: ExceptionRecord) -> None:
+        """Run the handler chain, bounding how deep exceptions may nest.
+
+        A handler that faults again starts another delivery on the same stack; on
+        hardware an endless chain ends when the enclave stack overflows. Here it
+        ends, as a crash, after MAX_NESTED_EXCEPTIONS levels.
+        """
+        depth = getattr(_tls, "depth", 0)
+        if depth >= MAX_NESTED_EXCEPTIONS:
+            crash = EnclaveCrashed(
+                f"exceptions nested {depth} deep (the enclave stack would overflow): "
+                f"vector {record.vector}, address {record.maddr:#x}, "
+                f"error code {record.errcd:#x}",
+                vector=record.vector, errcd=record.errcd, addr=record.maddr)
+            self._dead = self._dead or crash
+            raise crash
+        _tls.depth = depth + 1
+        try:
+            self.dispatcher.dispatch(record)
+        finally:
+            _tls.depth = depth
 
     def register_exception_handler(self, handler: ExceptionHandler, *,
                                    first: bool = False) -> None:

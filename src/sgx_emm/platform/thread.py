@@ -44,6 +44,11 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
 
+#: The same fault (vector, address, error code) delivered this many times in a
+#: row without the access making progress is a livelock: the entry ends.
+MAX_REDELIVERIES = 256
+
+
 class Session(Protocol):
     """Who decides what happens to a fault the kernel could not fix (vdso.py)."""
 
@@ -117,10 +122,22 @@ class EnclaveThread:
     # --- the fault path ---
     def _run(self, op: Callable[..., T], *args: object) -> T:
         fixes = 0
+        last: tuple[int, int, int] | None = None
+        repeats = 0
         while True:
             try:
                 return op(self, *args)
             except CpuFault as fault:
+                key = (fault.vector, fault.addr, fault.errcd)
+                repeats = repeats + 1 if key == last else 0
+                last = key
+                if repeats >= MAX_REDELIVERIES:
+                    # Real hardware would spin here forever (e.g. a handler that
+                    # says CONTINUE_EXECUTION while the OS keeps the PTE read-only);
+                    # a simulator that hangs helps nobody, so the entry ends.
+                    raise FaultReported(RunSnapshot(
+                        self.tcs_addr, 3, fault.vector, fault.errcd & 0xFFFF,
+                        _reported_addr(fault), extra={"livelock": repeats})) from None
                 fixes = self._on_fault(fault, fixes)
 
     def _on_fault(self, fault: CpuFault, fixes: int) -> int:
