@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from sgx_emm import render, replay
+from sgx_emm.trace import Event
 
 #: Replays shorter than this finish before a progress bar would be worth drawing.
 PROGRESS_MIN_LINES = 200
@@ -140,13 +141,20 @@ def progress_for(console: Console, total: int, label: str) -> Iterator[Callable[
 
 
 def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any],
-               per_call: bool) -> replay.Report:
-    """Replay FILE, streaming per-call output when `per_call`; exits on --strict stops."""
+               per_call: bool, events: bool = False) -> replay.Report:
+    """Replay FILE, streaming per-call output when `per_call`; exits on --strict stops.
+
+    With `events`, every trace event a call caused (leaf, ocall, syscall, ioctl,
+    page fault, AEX, entry, handler) is shown under it, in the order it happened.
+    """
     console = make_console()
     name, lines = load_lines(file)
     enclave = create_enclave(options)
     addr = render.AddressFormat(enclave.user_base, enclave.user_end)
     write_json = fmt == "json"
+    seen: list[Event] = []
+    if events:
+        enclave.trace.subscribe(seen.append)
 
     with progress_for(console, len(lines), f"replaying {name}") as advance:
         def on_result(result: replay.CallResult) -> None:
@@ -154,9 +162,15 @@ def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any]
             if not per_call:
                 return
             if write_json:
-                emit(console, json.dumps(render.call_json(result, addr)))
+                obj = render.call_json(result, addr)
+                if events:
+                    obj["events"] = [render.event_json(e, addr) for e in seen]
+                emit(console, json.dumps(obj))
             else:
                 emit(console, render.call_text(result, addr))
+                for event in seen:
+                    emit(console, render.event_text(event, addr))
+            seen.clear()
 
         report = replay.run(lines, strict=strict, enclave=enclave, on_result=on_result,
                             keep_results=False)
@@ -176,13 +190,16 @@ def finish(report: replay.Report) -> None:
 
 @main.command("replay")
 @common_options
-def replay_cmd(file: str | None, fmt: str, strict: bool, **options: Any) -> None:
+@click.option("--events", is_flag=True,
+              help="Show every event of each call (leaves, ocalls, ioctls, faults, ...).")
+def replay_cmd(file: str | None, fmt: str, strict: bool, events: bool,
+               **options: Any) -> None:
     """Replay a JSON Lines call sequence FILE ('-' = stdin; bundled example without FILE).
 
     Prints one line (or JSON object) per call with its result, the address it
     returned and what it caused, then the region map of both roots and totals.
     """
-    report = run_replay(file, fmt, strict, options, per_call=True)
+    report = run_replay(file, fmt, strict, options, per_call=True, events=events)
     console = make_console()
     if fmt == "json":
         emit(console, json.dumps(render.final_json(report)))

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from sgx_emm import flags as F
 from sgx_emm.replay import CallResult, RegionInfo, Report
+from sgx_emm.trace import Event
 
 #: Categories of the trace in the order totals are shown, with their titles.
 CATEGORY_TITLES = {
@@ -49,6 +50,33 @@ class AddressFormat:
         if self.user_base <= addr < self.user_end:
             return f"u+{addr - self.user_base:#x}"
         return f"{addr:#x}"
+
+
+#: Event detail keys whose values are enclave addresses (shown as `u+OFF`).
+_ADDRESS_KEYS = frozenset({"addr", "src", "dest", "target", "maddr", "tcs", "base"})
+
+
+def event_fields(event: Event, addr: AddressFormat) -> dict[str, object]:
+    """An event's details for people: addresses as the input writes them, numbers in hex."""
+    out: dict[str, object] = {}
+    for key, value in event.details.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            out[key] = value if isinstance(value, (str, bool, type(None))) else repr(value)
+        elif key in _ADDRESS_KEYS:
+            out[key] = addr(value)
+        else:
+            out[key] = f"{value:#x}"
+    return out
+
+
+def event_json(event: Event, addr: AddressFormat) -> dict[str, object]:
+    return {"category": event.category, "name": event.name, **event_fields(event, addr)}
+
+
+def event_text(event: Event, addr: AddressFormat) -> str:
+    """One indented line per event under its call, e.g. `leaf EACCEPT addr=u+0x20000`."""
+    fields = " ".join(f"{k}={v}" for k, v in event_fields(event, addr).items())
+    return f"        {event.category:<8} {event.name:<22} {fields}".rstrip()
 
 
 def address_format(report: Report) -> AddressFormat:

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from sgx_emm import flags as F
 from sgx_emm.emm.rt import FaultHandler, PfInfo
 from sgx_emm.errors import EmmError, EnclaveAbort, EnclaveCrashed
+from sgx_emm.trace import Event
 
 MAX_U64 = (1 << 64) - 1
 
@@ -60,9 +61,12 @@ class EnclaveThread(Protocol):
 
 
 class TraceLike(Protocol):
-    counts: Counter[tuple[str, str]]
+    @property
+    def counts(self) -> Counter[tuple[str, str]]: ...
 
     def by_category(self) -> dict[str, dict[str, int]]: ...
+
+    def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]: ...
 
 
 class EnclaveLike(Protocol):

@@ -266,3 +266,28 @@ def test_the_runner_as_a_library_takes_enclave_options() -> None:
     assert [(r.line, r.error) for r in report.results if r.error] == [
         (33, "thread 2 does not exist (the enclave has 2 threads: 0..1)"),
         (34, "thread 3 does not exist (the enclave has 2 threads: 0..1)")]
+
+
+def test_events_show_the_whole_flow_of_each_call(tmp_path: Path) -> None:
+    path = write(tmp_path,
+                 {"op": "alloc", "addr": None, "size": "0x1000", "flags": "COMMIT_ON_DEMAND"},
+                 {"op": "write", "addr": "$0", "data": "c0ffee"})
+    text = sgx_emm("replay", "--events", path)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    write_at = next(i for i, line in enumerate(lines) if "write" in line.split()[:2])
+    flow = []
+    for line in lines[write_at + 1:]:
+        if not (line.startswith("        ") and line.strip()):
+            break
+        flow.append(line.split()[:2])
+    # the on-demand commit, in order: first touch -> kernel EAUG -> SGX fault -> EACCEPT
+    names = [name for _, name in flow]
+    assert names.index("0x6") < names.index("EAUG") < names.index("0x8007") < names.index(
+        "EACCEPT")
+    assert ["handler", "emm"] in flow
+    objs, _ = replay_json(path, "--events")
+    events = by_line(objs)[1]["events"]
+    assert {"category": "leaf", "name": "EACCEPT", "addr": "u+0x20000",
+            "secinfo": "0x20b"} in events
+    assert by_line(objs)[0]["events"][1]["name"] == "alloc_ocall"
