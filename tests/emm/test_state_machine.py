@@ -428,10 +428,12 @@ class EnclaveMachine(RuleBasedStateMachine):
         ]))
 
     def span(self, data: st.DataObject, sizes: st.SearchStrategy[int] = SIZES,
-             ) -> tuple[int, int]:
-        """(addr, size): mostly a modelled region, or a run of its committed or
-        uncommitted pages (so that calls get past their checks); else anything."""
-        kind = data.draw(st.integers(0, 3))
+             kind: int | None = None) -> tuple[int, int]:
+        """(addr, size): mostly a modelled region (kind 0), or a run of its committed
+        (1) or uncommitted (2) pages, so that calls get past their checks; else
+        (3) anything."""
+        if kind is None:
+            kind = data.draw(st.integers(0, 3))
         pages = self.model.pages
         if kind < 3:
             if kind == 0:
@@ -547,6 +549,16 @@ class EnclaveMachine(RuleBasedStateMachine):
         self.call(lambda: self.model.modify_permissions(addr, size, prot),
                   lambda: self.emm.modify_permissions(addr, size, prot))
 
+    @rule(data=st.data(), prot=st.sampled_from([0, R, RW, R | X, RW | X]))
+    def modify_committed_permissions(self, data: st.DataObject, prot: int) -> None:
+        """Restrict or extend a committed run, then maybe trim part of it."""
+        addr, size = self.span(data, kind=1)
+        self.call(lambda: self.model.modify_permissions(addr, size, prot),
+                  lambda: self.emm.modify_permissions(addr, size, prot))
+        if data.draw(st.booleans()):
+            self.call(lambda: self.model.uncommit(addr, PAGE),
+                      lambda: self.emm.uncommit(addr, PAGE))
+
     @rule(data=st.data(), size=st.sampled_from([PAGE, PAGE, 2 * PAGE, 0]),
           page_type=st.sampled_from([TCS, TCS, REG, TRIM]))
     def modify_type(self, data: st.DataObject, size: int, page_type: int) -> None:
@@ -626,6 +638,6 @@ class EnclaveMachine(RuleBasedStateMachine):
 
 
 EnclaveMachine.TestCase.settings = settings(
-    max_examples=25, stateful_step_count=30, deadline=None,
+    max_examples=50, stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 TestEnclaveMachine = EnclaveMachine.TestCase
