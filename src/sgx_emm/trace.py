@@ -73,6 +73,42 @@ class Trace:
             for listener in tuple(self._listeners):
                 listener(event)
 
+    @property
+    def listening(self) -> bool:
+        """True while somebody subscribed: events then need their details (`emit`)."""
+        return bool(self._listeners)
+
+    def bump(self, category: str, name: str) -> None:
+        """Count one event without building its details: for hot paths that checked
+        `listening` was False. A listener still gets the event, with no details."""
+        try:
+            counts: dict[tuple[str, str], int] = self._local.counts
+        except AttributeError:
+            counts = self._thread_counts()
+        key = (category, name)
+        counts[key] = counts.get(key, 0) + 1
+        if self._listeners:
+            event = Event(category, name, {})
+            for listener in tuple(self._listeners):
+                listener(event)
+
+    def bump_all(self, keys: tuple[tuple[str, str], ...]) -> None:
+        """Count several (category, name) events, in order, in one call (the platform's
+        commit path counts six per page). Same no-details rule as `bump`."""
+        try:
+            counts: dict[tuple[str, str], int] = self._local.counts
+        except AttributeError:
+            counts = self._thread_counts()
+        if not self._listeners:
+            for key in keys:
+                counts[key] = counts.get(key, 0) + 1
+            return
+        for key in keys:       # as emit does: count, then tell the listeners
+            counts[key] = counts.get(key, 0) + 1
+            event = Event(key[0], key[1], {})
+            for listener in tuple(self._listeners):
+                listener(event)
+
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` for every later event; returns the unsubscribe function."""
         self._listeners.append(listener)
