@@ -115,6 +115,9 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 #: the value AEX leaves in GPRSGX.RIP: the model has no code addresses
 RIP_INTERRUPTED = 0x1
+#: what `eaccept_locked` returns where the hardware takes the read #PF (0x4) of a
+#: not-present target PTE; never an SGX code
+NOT_PRESENT = -1
 
 Rip = int | Callable[[], object]
 
@@ -301,14 +304,35 @@ class Cpu:
                 raise GeneralProtection()
             if not enc.base <= linaddr < enc.base + enc.size:
                 raise GeneralProtection()
-            epc.flags[slot] = F_VALID | F_R | F_W | F_PENDING
-            epc.pt[slot] = PT_REG
-            epc.owner[slot] = enc.secs_slot
-            epc.linaddr[slot] = linaddr
-            epc.epoch[slot] = 0
-            if slot in epc.contents:
-                del epc.contents[slot]
-            enc.children += 1
+            self._eaug_effect(enc, slot, linaddr)
+
+    def eaug_slot(self, linaddr: int, secs_slot: int, slot: int) -> bool:
+        """EAUG of EPC slot `slot` for the enclave whose SECS is `secs_slot`, if every
+        check of `eaug` passes (operands given as slots, so they are aligned EPC
+        pages); False, with nothing changed, where `eaug` would fault. The kernel's
+        first-touch path uses it to decide before it changes anything. No event;
+        the caller holds the lock."""
+        epc = self.epc
+        if not self.sgx2 or linaddr & (PAGE_SIZE - 1) or not 0 <= slot < epc.npages:
+            return False
+        if epc.flags[slot] & F_VALID:
+            return False
+        enc = self.enclaves.get(secs_slot)
+        if enc is None or not enc.initialized or not enc.base <= linaddr < enc.base + enc.size:
+            return False
+        self._eaug_effect(enc, slot, linaddr)
+        return True
+
+    def _eaug_effect(self, enc: EnclaveControl, slot: int, linaddr: int) -> None:
+        epc = self.epc
+        epc.flags[slot] = F_VALID | F_R | F_W | F_PENDING
+        epc.pt[slot] = PT_REG
+        epc.owner[slot] = enc.secs_slot
+        epc.linaddr[slot] = linaddr
+        epc.epoch[slot] = 0
+        if slot in epc.contents:
+            del epc.contents[slot]
+        enc.children += 1
 
     def emodpr(self, secinfo: int, epc_page: int) -> int:
         with self.lock:
@@ -593,41 +617,51 @@ class Cpu:
                 secinfo_addr: int | None = None) -> int:
         with self.lock:
             self.trace.emit(LEAF, "EACCEPT", addr=target, secinfo=secinfo)
-            if not self.sgx2:
-                raise InvalidOpcode()
-            if not t.inside:
-                raise NotInsideEnclave("this enclave thread is not inside the enclave")
-            enc = t.enclave
-            if secinfo_addr is not None:
-                self._check_secinfo_addr(enc, secinfo_addr)
-                secinfo = self._secinfo(enc, secinfo, secinfo_addr)
-            elif not 0 <= secinfo < 1 << 64 or secinfo & SI_RESERVED_MASK:
-                raise GeneralProtection()
-            if target & (PAGE_SIZE - 1) or not enc.base <= target < enc.base + enc.size:
-                raise GeneralProtection()
-            if secinfo & _ACCEPT_SHAPE not in _LEGAL_ACCEPT:
-                raise GeneralProtection()
-            page = target >> PAGE_SHIFT
-            chunk = self.mm.chunks.get(page >> CHUNK_SHIFT)
-            pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
-            if not pte:
+            ret = self.eaccept_locked(t, secinfo, target, secinfo_addr)
+            if ret == NOT_PRESENT:
                 raise PageFault(0x4, target)
-            slot = pte >> 3
-            epc = self.epc
-            f = epc.flags[slot]
-            pt = epc.pt[slot]
-            if (not f & F_VALID or f & F_BLOCKED or epc.owner[slot] != enc.secs_slot
-                    or pt in (PT_SECS, PT_VA)):
-                raise PageFault(_LEAF_PF, target)
-            if (epc.linaddr[slot] != target or (f & _MATCH_MASK) != (secinfo & _MATCH_MASK)
-                    or pt != (secinfo >> 8) & 0xFF):
-                return SGX_PAGE_ATTRIBUTES_MISMATCH
-            if secinfo & (SI_PR | SI_MODIFIED) and epc.epoch[slot] > enc.tracked:
-                return SGX_NOT_TRACKED
-            if pt == PT_TCS and not TcsImage.valid_for_accept(bytes(epc.page_bytes(slot))):
-                raise GeneralProtection()
-            epc.flags[slot] = f & ~(F_PENDING | F_MODIFIED | F_PR)
-            return 0
+            return ret
+
+    def eaccept_locked(self, t: EnclaveThread, secinfo: int, target: int,
+                       secinfo_addr: int | None = None) -> int:
+        """EACCEPT without its event; the caller holds the lock. A not-present target
+        PTE gives NOT_PRESENT instead of raising, so the commit path (thread.py) can
+        take the hardware path without an exception; every other fault raises."""
+        if not self.sgx2:
+            raise InvalidOpcode()
+        if not t.inside:
+            raise NotInsideEnclave("this enclave thread is not inside the enclave")
+        enc = t.enclave
+        if secinfo_addr is not None:
+            self._check_secinfo_addr(enc, secinfo_addr)
+            secinfo = self._secinfo(enc, secinfo, secinfo_addr)
+        elif not 0 <= secinfo < 1 << 64 or secinfo & SI_RESERVED_MASK:
+            raise GeneralProtection()
+        if target & (PAGE_SIZE - 1) or not enc.base <= target < enc.base + enc.size:
+            raise GeneralProtection()
+        if secinfo & _ACCEPT_SHAPE not in _LEGAL_ACCEPT:
+            raise GeneralProtection()
+        page = target >> PAGE_SHIFT
+        chunk = self.mm.chunks.get(page >> CHUNK_SHIFT)
+        pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
+        if not pte:
+            return NOT_PRESENT
+        slot = pte >> 3
+        epc = self.epc
+        f = epc.flags[slot]
+        pt = epc.pt[slot]
+        if (not f & F_VALID or f & F_BLOCKED or epc.owner[slot] != enc.secs_slot
+                or pt in (PT_SECS, PT_VA)):
+            raise PageFault(_LEAF_PF, target)
+        if (epc.linaddr[slot] != target or (f & _MATCH_MASK) != (secinfo & _MATCH_MASK)
+                or pt != (secinfo >> 8) & 0xFF):
+            return SGX_PAGE_ATTRIBUTES_MISMATCH
+        if secinfo & (SI_PR | SI_MODIFIED) and epc.epoch[slot] > enc.tracked:
+            return SGX_NOT_TRACKED
+        if pt == PT_TCS and not TcsImage.valid_for_accept(bytes(epc.page_bytes(slot))):
+            raise GeneralProtection()
+        epc.flags[slot] = f & ~(F_PENDING | F_MODIFIED | F_PR)
+        return 0
 
     def eacceptcopy(self, t: EnclaveThread, secinfo: int, dest: int, src: int,
                     secinfo_addr: int | None = None) -> int:
@@ -762,25 +796,29 @@ class Cpu:
         enclave put there) and the SSA slot of the restored frame."""
         self.trace.emit(ENTRY, "ERESUME", tcs=tcs_addr)
         with self.lock:
-            enc, tcs = self._tcs_operand(tcs_addr)
-            if tcs.busy or tcs.cssa == 0:
-                raise GeneralProtection()
-            level = tcs.cssa - 1
-            ssa_slot = self._ssa_slot(enc, tcs, level)
-            gpr = tcs.ssa_base + (level + 1) * tcs.frame_bytes - GPRSGX_SIZE
-            rip: Rip | None = self.rip_overrides.pop(gpr, None) if self.rip_overrides else None
-            if rip is None:
-                page = self.epc.contents.get(ssa_slot)
-                rip = _U64.unpack_from(page, (gpr & (PAGE_SIZE - 1)) + GPR_RIP)[0] \
-                    if page is not None else 0
-            tcs.cssa = level
-            tcs.busy = True
-            enc.inside.add(tcs.slot)
-            owner = tcs.frames.pop(level, None)
-            if owner is not None:
-                owner.inside = True
-                owner.ssa_slot = ssa_slot
-            return owner, rip, ssa_slot
+            return self.eresume_locked(tcs_addr)
+
+    def eresume_locked(self, tcs_addr: int) -> tuple[EnclaveThread | None, Rip, int]:
+        """ERESUME without its event; the caller holds the lock."""
+        enc, tcs = self._tcs_operand(tcs_addr)
+        if tcs.busy or tcs.cssa == 0:
+            raise GeneralProtection()
+        level = tcs.cssa - 1
+        ssa_slot = self._ssa_slot(enc, tcs, level)
+        gpr = tcs.ssa_base + (level + 1) * tcs.frame_bytes - GPRSGX_SIZE
+        rip: Rip | None = self.rip_overrides.pop(gpr, None) if self.rip_overrides else None
+        if rip is None:
+            page = self.epc.contents.get(ssa_slot)
+            rip = _U64.unpack_from(page, (gpr & (PAGE_SIZE - 1)) + GPR_RIP)[0] \
+                if page is not None else 0
+        tcs.cssa = level
+        tcs.busy = True
+        enc.inside.add(tcs.slot)
+        owner = tcs.frames.pop(level, None)
+        if owner is not None:
+            owner.inside = True
+            owner.ssa_slot = ssa_slot
+        return owner, rip, ssa_slot
 
     def eexit(self, t: EnclaveThread) -> None:
         with self.lock:
@@ -793,32 +831,37 @@ class Cpu:
 
     def aex(self, t: EnclaveThread, fault: CpuFault) -> None:
         """Asynchronous exit: save the interrupted context in SSA frame CSSA."""
-        tcs = t.tcs_control
-        enc = t.enclave
         vector = fault.vector
         with self.lock:
-            level = tcs.cssa
-            gpr = tcs.ssa_base + (level + 1) * tcs.frame_bytes - GPRSGX_SIZE
-            slot = t.ssa_slot
-            page = self.epc.contents.get(slot)
-            if page is None:
-                page = self.epc.writable_page(slot)
-            off = gpr & (PAGE_SIZE - 1)
-            _U32.pack_into(page, off + GPR_EXITINFO, vector | EXITINFO_TYPE_HW | EXITINFO_VALID)
-            _U64.pack_into(page, off + GPR_RIP, RIP_INTERRUPTED)
-            if enc.miscselect & MISC_EXINFO and vector in (VECTOR_PF, VECTOR_GP):
-                _EXINFO.pack_into(page, off - EXINFO_SIZE, fault.addr, fault.errcd)
-            if self.rip_overrides:
-                self.rip_overrides.pop(gpr, None)
-            tcs.frames[level] = t
-            tcs.cssa = level + 1
-            tcs.busy = False
-            enc.inside.discard(tcs.slot)
-            if enc.track_waiting:
-                self._leave(enc, tcs.slot)
-            t.inside = False
+            self.aex_locked(t, vector, fault.addr, fault.errcd)
         self.trace.emit(AEX, _VECTOR_NAMES.get(vector, "other"), errcd=fault.errcd,
                         addr=fault.addr)
+
+    def aex_locked(self, t: EnclaveThread, vector: int, addr: int, errcd: int) -> None:
+        """AEX without its event, for a fault (vector, full address, error code); the
+        caller holds the lock."""
+        tcs = t.tcs_control
+        enc = t.enclave
+        level = tcs.cssa
+        gpr = tcs.ssa_base + (level + 1) * tcs.frame_bytes - GPRSGX_SIZE
+        slot = t.ssa_slot
+        page = self.epc.contents.get(slot)
+        if page is None:
+            page = self.epc.writable_page(slot)
+        off = gpr & (PAGE_SIZE - 1)
+        _U32.pack_into(page, off + GPR_EXITINFO, vector | EXITINFO_TYPE_HW | EXITINFO_VALID)
+        _U64.pack_into(page, off + GPR_RIP, RIP_INTERRUPTED)
+        if enc.miscselect & MISC_EXINFO and vector in (VECTOR_PF, VECTOR_GP):
+            _EXINFO.pack_into(page, off - EXINFO_SIZE, addr, errcd)
+        if self.rip_overrides:
+            self.rip_overrides.pop(gpr, None)
+        tcs.frames[level] = t
+        tcs.cssa = level + 1
+        tcs.busy = False
+        enc.inside.discard(tcs.slot)
+        if enc.track_waiting:
+            self._leave(enc, tcs.slot)
+        t.inside = False
 
     # ------------------------------------------------------------ introspection
     def epcm_entry(self, paddr: int) -> dict[str, int | bool]:

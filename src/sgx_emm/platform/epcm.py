@@ -56,6 +56,10 @@ class Epc:
         """A free slot, or None when the EPC is exhausted."""
         return self._free.pop() if self._free else None
 
+    def next_free(self) -> int | None:
+        """The slot `alloc` would hand out next, without taking it."""
+        return self._free[-1] if self._free else None
+
     def free(self, slot: int) -> None:
         """Return a slot whose EPCM entry is no longer VALID."""
         self.flags[slot] = 0

@@ -88,6 +88,8 @@ _AUGMENTED = 0x40
 _TYPE_SHIFT = 3
 _TYPE_MASK = 0x38
 _PROT_MASK = 0x7
+#: the info byte of a page the fault handler EAUGed (type REG, max prot RWX)
+_EAUG_INFO = _EXISTS | _AUGMENTED | (PT_REG << _TYPE_SHIFT) | SI_RWX
 
 
 _EVICTABLE = frozenset((PT_REG, PT_TRIM, 5, 6))
@@ -750,6 +752,35 @@ class Kernel:
             slot = loaded
         self.mm.set_pte(page, slot, vma.prot)
         return FaultOutcome.FIXED
+
+    # ------------------------------------------------------------ the commit fast path
+    def eaug_first_touch(self, addr: int) -> bool:
+        """The plain first touch, straight-line: if `handle_fault(addr, 0x4)` (a
+        not-present read) would EAUG a free EPC page, add its record and map it
+        (FIXED, no eviction, nothing else), do exactly that, without the events
+        (the caller counts them), and return True. Otherwise change nothing and
+        return False. The caller holds the lock (thread.py's commit path)."""
+        vma = self.mm.find_vma(addr)
+        if vma is None or not vma.prot or not self.sgx2:
+            return False
+        fd: EnclaveFd = vma.owner
+        page = addr >> PAGE_SHIFT
+        entry = fd._records.get(page >> CHUNK_SHIFT)
+        if entry is not None and entry[1][page & CHUNK_MASK]:
+            return False
+        secs = fd.secs_slot
+        slot = self.epc.next_free()
+        if (not fd.initialized or secs is None or slot is None
+                or not self.cpu.eaug_slot(page << PAGE_SHIFT, secs, slot)):
+            return False
+        self.epc.alloc()
+        if entry is None:
+            fd._set_record(page, slot, PT_REG, SI_RWX, augmented=True)
+        else:
+            entry[0][page & CHUNK_MASK] = slot
+            entry[1][page & CHUNK_MASK] = _EAUG_INFO
+        self.mm.set_pte(page, slot, vma.prot)
+        return True
 
     def _eaug_page(self, fd: EnclaveFd, vma: Vma, page: int) -> FaultOutcome:
         """sgx_encl_eaug_page: record with max prot RWX, EPC page, EAUG, map."""

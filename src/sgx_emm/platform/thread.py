@@ -22,18 +22,26 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sgx_emm.flags import PAGE_SIZE
-from sgx_emm.platform.exceptions import CpuFault, FaultReported, NotInsideEnclave, RunSnapshot
-from sgx_emm.platform.kernel import FaultOutcome
+from sgx_emm.platform.cpu import NOT_PRESENT, Cpu
+from sgx_emm.platform.exceptions import (
+    CpuFault,
+    FaultReported,
+    NotInsideEnclave,
+    PageFault,
+    RunSnapshot,
+)
+from sgx_emm.platform.kernel import FaultOutcome, Kernel
 from sgx_emm.platform.secinfo import (
     EXINFO_SIZE,
     GPR_EXITINFO,
     GPR_RIP,
     GPRSGX_SIZE,
+    VECTOR_PF,
 )
+from sgx_emm.trace import AEX, ENTRY, LEAF, PAGE_FAULT
 
 if TYPE_CHECKING:
-    from sgx_emm.platform.cpu import Cpu, EnclaveControl, Rip, TcsControl
-    from sgx_emm.platform.kernel import Kernel
+    from sgx_emm.platform.cpu import EnclaveControl, Rip, TcsControl
 
 T = TypeVar("T")
 FIXED = FaultOutcome.FIXED
@@ -47,6 +55,13 @@ _U64 = struct.Struct("<Q")
 #: The same fault (vector, address, error code) delivered this many times in a
 #: row without the access making progress is a livelock: the entry ends.
 MAX_REDELIVERIES = 256
+
+#: The events of an EACCEPT that commits an untouched page, in order: the EACCEPT
+#: that faults (0x4), the AEX, the kernel's #PF, its EAUG, the AEP's ERESUME and the
+#: EACCEPT again. `_COMMIT_PREFIX[n]` is the first n of them.
+_COMMIT_EVENTS = ((LEAF, "EACCEPT"), (AEX, "#PF"), (PAGE_FAULT, "0x4"), (LEAF, "EAUG"),
+                  (ENTRY, "ERESUME"), (LEAF, "EACCEPT"))
+_COMMIT_PREFIX = tuple(_COMMIT_EVENTS[:n] for n in range(len(_COMMIT_EVENTS) + 1))
 
 
 class Session(Protocol):
@@ -72,6 +87,8 @@ class EnclaveThread:
         self.ssa_slot = ssa_slot
         self.session = session
         self.inside = True
+        # the commit fast path bypasses method calls, so only for the stock classes
+        self._direct = type(cpu) is Cpu and type(kernel) is Kernel and kernel.lock is cpu.lock
 
     # --- identity ---
     @property
@@ -103,6 +120,8 @@ class EnclaveThread:
         """EACCEPT; with `secinfo_addr` the SECINFO is read from enclave memory there
         (all RBX checks apply), otherwise `secinfo_flags` is used as an already
         valid, 64-byte aligned SECINFO."""
+        if secinfo_addr is None and self._direct and not self._cpu.trace.listening:
+            return self._eaccept_direct(secinfo_flags, addr)
         return self._run(self._cpu.eaccept, secinfo_flags, addr, secinfo_addr)
 
     def eacceptcopy(self, secinfo_flags: int, dest: int, src: int, *,
@@ -121,24 +140,89 @@ class EnclaveThread:
 
     # --- the fault path ---
     def _run(self, op: Callable[..., T], *args: object) -> T:
-        fixes = 0
-        last: tuple[int, int, int] | None = None
-        repeats = 0
+        try:
+            return op(self, *args)
+        except CpuFault as fault:
+            return self._retry(op, args, fault, 0, None, 0)
+
+    def _retry(self, op: Callable[..., T], args: tuple[object, ...], fault: CpuFault,
+               fixes: int, last: tuple[int, int, int] | None, repeats: int) -> T:
+        """Deliver `fault` and execute the access again until it completes. `fixes`,
+        `last` (the previous fault's key) and `repeats` carry the loop's state when
+        the access has already faulted before (the commit fast path)."""
         while True:
+            key = (fault.vector, fault.addr, fault.errcd)
+            repeats = repeats + 1 if key == last else 0
+            last = key
+            if repeats >= MAX_REDELIVERIES:
+                # Real hardware would spin here forever (e.g. a handler that
+                # says CONTINUE_EXECUTION while the OS keeps the PTE read-only);
+                # a simulator that hangs helps nobody, so the entry ends.
+                raise FaultReported(RunSnapshot(
+                    self.tcs_addr, 3, fault.vector, fault.errcd & 0xFFFF,
+                    _reported_addr(fault), extra={"livelock": repeats})) from None
+            fixes = self._on_fault(fault, fixes)
             try:
                 return op(self, *args)
-            except CpuFault as fault:
-                key = (fault.vector, fault.addr, fault.errcd)
-                repeats = repeats + 1 if key == last else 0
-                last = key
-                if repeats >= MAX_REDELIVERIES:
-                    # Real hardware would spin here forever (e.g. a handler that
-                    # says CONTINUE_EXECUTION while the OS keeps the PTE read-only);
-                    # a simulator that hangs helps nobody, so the entry ends.
-                    raise FaultReported(RunSnapshot(
-                        self.tcs_addr, 3, fault.vector, fault.errcd & 0xFFFF,
-                        _reported_addr(fault), extra={"livelock": repeats})) from None
-                fixes = self._on_fault(fault, fixes)
+            except CpuFault as again:
+                fault = again
+
+    def _eaccept_direct(self, secinfo: int, addr: int) -> int:
+        """EACCEPT when nobody listens to the trace: exactly the steps, state changes and
+        event counts of `_run(cpu.eaccept, ...)`, but the usual commit of an untouched
+        page (EACCEPT meets a not-present PTE, AEX, the kernel EAUGs and maps,
+        ERESUME, EACCEPT again) runs in one pass under the machine lock, without
+        exceptions, and counts its six events at once. Anything else leaves the pass
+        at the step where it differs and continues on the general path from there."""
+        cpu = self._cpu
+        kernel = self._kernel
+        events = 1                 # of _COMMIT_EVENTS that happened
+        fault: CpuFault | None = None
+        rip: Rip = 0
+        lock = cpu.lock
+        lock.acquire()
+        try:
+            try:
+                ret = cpu.eaccept_locked(self, secinfo, addr)
+                if ret != NOT_PRESENT:
+                    return ret
+                # The kernel's part first: it depends on nothing the AEX changes, and
+                # nobody sees the order while the lock is held.
+                if not kernel.eaug_first_touch(addr):   # not the plain case
+                    fault = PageFault(0x4, addr)
+                else:
+                    cpu.aex_locked(self, VECTOR_PF, addr, 0x4)
+                    events = 5
+                    _owner, rip, _ = cpu.eresume_locked(self.tcs_addr)
+                    if not callable(rip):
+                        events = 6
+                        ret = cpu.eaccept_locked(self, secinfo, addr)
+                        if ret != NOT_PRESENT:
+                            return ret
+                        fault = PageFault(0x4, addr)
+            except CpuFault as caught:
+                fault = caught
+        finally:
+            lock.release()
+            cpu.trace.bump_all(_COMMIT_PREFIX[events])
+        op = cpu.eaccept
+        args = (secinfo, addr, None)
+        if events == 1:
+            assert fault is not None
+            return self._retry(op, args, fault, 0, None, 0)
+        first = (VECTOR_PF, addr, 0x4)
+        if events == 5:
+            # ERESUME faulted, or the enclave left a callable in RIP: as _on_fault
+            if fault is not None:
+                _owner, rip, _ = self._cpu_eresume_transparent(fault)
+            if callable(rip):
+                rip()
+            try:
+                return op(self, *args)
+            except CpuFault as again:
+                fault = again
+        assert fault is not None
+        return self._retry(op, args, fault, 1, first, 0)
 
     def _on_fault(self, fault: CpuFault, fixes: int) -> int:
         """Handle one fault; returns how many times in a row the kernel has now fixed
@@ -161,19 +245,24 @@ class EnclaveThread:
             rip()
         return fixes
 
-    def _cpu_eresume_transparent(self) -> tuple[EnclaveThread | None, Rip, int]:
+    def _cpu_eresume_transparent(self, fault: CpuFault | None = None
+                                 ) -> tuple[EnclaveThread | None, Rip, int]:
         """The AEP's ERESUME after the kernel fixed a fault; a fault of ERESUME itself
-        goes to the session like any other."""
+        goes to the session like any other. `fault`: the first ERESUME already ran
+        and raised it."""
         for attempt in range(MAX_FIXES + 1):
-            try:
-                return self._cpu.eresume(self.tcs_addr)
-            except CpuFault as fault:
-                if attempt < MAX_FIXES and self._kernel.fix_outside_fault(fault):
-                    continue
-                if self.session is None:
-                    raise
-                rip = self.session.report(self, fault)
-                return self, rip, self.ssa_slot
+            if fault is None:
+                try:
+                    return self._cpu.eresume(self.tcs_addr)
+                except CpuFault as caught:
+                    fault = caught
+            if attempt < MAX_FIXES and self._kernel.fix_outside_fault(fault):
+                fault = None
+                continue
+            if self.session is None:
+                raise fault
+            rip = self.session.report(self, fault)
+            return self, rip, self.ssa_slot
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- called by the CPU (which also sets `inside` and `ssa_slot`) ---

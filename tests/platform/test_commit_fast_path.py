@@ -1,0 +1,242 @@
+"""The commit fast path (thread.py `_eaccept_direct`) against the general fault path.
+
+EACCEPT takes the fast path only while nobody listens to the trace; a listener
+forces the general path (`_run` with one exception per fault). Each scenario
+runs twice on a fresh enclave, once each way, and everything observable must be
+the same: the result or the exception and its run fields, event counts, every
+EPCM entry and page content, the driver's records, the page tables, the TCS and
+enclave state, the EPC free list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from platform_support import DATA, DYN, DYN_X, PAGE, RW, SSA1, UNMAPPED, Small, build_small
+
+from sgx_emm.platform import EnclaveThread, FaultReported, NotInsideEnclave, Run
+from sgx_emm.platform.secinfo import ERESUME, PT_REG, SI_PENDING, secinfo_flags
+from sgx_emm.trace import Event
+
+ACCEPT_AUG = secinfo_flags(RW, PT_REG, SI_PENDING)   # 0x20B
+Scenario = Callable[[Small, EnclaveThread], list[Any]]
+
+
+def _outcome(call: Callable[[], object]) -> Any:
+    """The value, or the exception's type and what it carries."""
+    try:
+        return ("ok", call())
+    except FaultReported as err:
+        return ("reported", err.run)
+    except Exception as err:  # noqa: BLE001 - any exception is an outcome to compare
+        return ("raised", type(err).__name__, str(err))
+
+
+def _state(s: Small) -> dict[str, Any]:
+    m = s.machine
+    epc = m.epc
+    cpu = m.cpu
+    return {
+        "counts": dict(m.trace.counts),
+        "epcm": [epc.describe(slot) for slot in range(epc.npages)],
+        "contents": {slot: bytes(page) for slot, page in epc.contents.items()},
+        "free": list(epc._free),
+        "records": s.fd.records_in(s.base, s.base + 0x100000),
+        "slots": [s.fd.record(a) for a in range(s.base, s.base + 0x100000, PAGE)],
+        "ptes": {k: list(v) for k, v in m.mm.chunks.items() if any(v)},
+        "tcs": {slot: (t.cssa, t.busy, sorted(t.frames)) for slot, t in cpu.tcs.items()},
+        "enclaves": {slot: (e.children, e.epoch, e.tracked, sorted(e.inside),
+                            sorted(e.track_waiting)) for slot, e in cpu.enclaves.items()},
+        "overrides": sorted(cpu.rip_overrides),
+    }
+
+
+def _run_both(scenario: Scenario, **build: Any) -> None:
+    results = []
+    for listen in (False, True):
+        s = build_small(**build)
+        events: list[Event] = []
+        if listen:
+            s.machine.trace.subscribe(events.append)
+        run = Run(tcs=s.tcs1)
+        with s.machine.vdso.inline(run) as t:
+            outcomes = scenario(s, t)
+            inside = t.inside
+        results.append((outcomes, inside, _state(s)))
+        if listen:
+            assert events, "the listener saw the general path's events"
+    fast, general = results
+    assert fast[0] == general[0]
+    assert fast[1] == general[1]
+    for key in fast[2]:
+        assert fast[2][key] == general[2][key], key
+
+
+def test_plain_commit_of_untouched_pages() -> None:
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        out = [_outcome(lambda a=a: t.eaccept(ACCEPT_AUG, a))
+               for a in range(s.a(DYN), s.a(DYN + 8 * PAGE), PAGE)]
+        out.append(_outcome(lambda: t.read(s.a(DYN + PAGE), 8)))
+        out.append(_outcome(lambda: t.ssa(0).exinfo_maddr))
+        out.append(_outcome(lambda: t.ssa(0).exitinfo))
+        return out
+
+    _run_both(scenario)
+
+
+def test_plain_commit_counts_six_events_per_page() -> None:
+    s = build_small()
+    with s.machine.vdso.inline(Run(tcs=s.tcs1)) as t:
+        s.machine.trace.reset()
+        for a in range(s.a(DYN), s.a(DYN + 3 * PAGE), PAGE):
+            assert t.eaccept(ACCEPT_AUG, a) == 0
+        assert s.epcm(s.a(DYN))["pending"] is False
+    counts = s.machine.trace.counts
+    assert counts[("leaf", "EACCEPT")] == 6
+    assert counts[("aex", "#PF")] == 3
+    assert counts[("pf", "0x4")] == 3
+    assert counts[("leaf", "EAUG")] == 3
+    assert counts[("entry", "ERESUME")] == 3
+
+
+def test_accepted_page_and_wrong_secinfo() -> None:
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        return [
+            _outcome(lambda: t.eaccept(ACCEPT_AUG, s.a(DYN))),
+            _outcome(lambda: t.eaccept(ACCEPT_AUG, s.a(DYN))),           # again: 19
+            _outcome(lambda: t.eaccept(ACCEPT_AUG | 0x4, s.a(DYN_X))),   # RWX: EAUG, 19
+            _outcome(lambda: t.eaccept(ACCEPT_AUG, s.a(DATA))),          # EADDed: 19
+        ]
+
+    _run_both(scenario)
+
+
+@pytest.mark.parametrize("case", ["unmapped", "bad_secinfo", "misaligned", "outside"])
+def test_faults_that_end_the_entry(case: str) -> None:
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        flags, addr = {
+            "unmapped": (ACCEPT_AUG, s.a(UNMAPPED)),
+            "bad_secinfo": (ACCEPT_AUG | 0x40, s.a(DYN)),
+            "misaligned": (ACCEPT_AUG, s.a(DYN) + 8),
+            "outside": (ACCEPT_AUG, s.base - PAGE),
+        }[case]
+        return [_outcome(lambda: t.eaccept(flags, addr))]
+
+    _run_both(scenario)
+
+
+def test_prot_none_vma_and_zapped_pte() -> None:
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        m = s.machine
+        out = [_outcome(lambda: t.eaccept(ACCEPT_AUG, s.a(DYN)))]
+        m.mprotect(s.a(DYN), 2 * PAGE, 0)          # zaps the PTE, keeps the record
+        out.append(_outcome(lambda: t.eaccept(ACCEPT_AUG, s.a(DYN + PAGE))))
+        return out
+
+    _run_both(scenario)
+
+
+def test_record_without_pte_is_remapped() -> None:
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        m = s.machine
+        out = [_outcome(lambda: t.eaccept(ACCEPT_AUG, s.a(DYN)))]
+        m.mprotect(s.a(DYN), PAGE, 0)
+        m.mprotect(s.a(DYN), PAGE, RW)             # record stays, PTE gone
+        out.append(_outcome(lambda: t.eaccept(ACCEPT_AUG, s.a(DYN))))
+        return out
+
+    _run_both(scenario)
+
+
+def test_epc_exhausted_is_sigbus() -> None:
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        free = s.machine.epc.free_pages
+        return [_outcome(lambda a=a: t.eaccept(ACCEPT_AUG, a))
+                for a in range(s.a(DYN), s.a(DYN + (free + 1) * PAGE), PAGE)]
+
+    _run_both(scenario, epc_pages=40)
+
+
+def test_epc_exhausted_with_reclaim_evicts() -> None:
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        s.machine.kernel.reclaim = True
+        free = s.machine.epc.free_pages
+        return [_outcome(lambda a=a: t.eaccept(ACCEPT_AUG, a))
+                for a in range(s.a(DYN), s.a(DYN + (free + 3) * PAGE), PAGE)]
+
+    _run_both(scenario, epc_pages=40)
+
+
+def test_eresume_fault_after_the_eaug() -> None:
+    """The SSA page loses its PTE while the thread is inside: the AEX still saves the
+    context (the CPU holds the frame), the kernel EAUGs, the ERESUME faults."""
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        s.machine.mprotect(s.a(SSA1), PAGE, 0)
+        return [_outcome(lambda: t.eaccept(ACCEPT_AUG, s.a(DYN)))]
+
+    _run_both(scenario)
+
+
+def test_after_eexit_not_inside() -> None:
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        t.eexit()
+        return [_outcome(lambda: t.eaccept(ACCEPT_AUG, s.a(DYN)))]
+
+    _run_both(scenario)
+
+
+def test_without_sgx2() -> None:
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        return [_outcome(lambda: t.eaccept(ACCEPT_AUG, s.a(DYN)))]
+
+    _run_both(scenario, sgx2=False)
+
+
+def test_reported_fault_resumed_by_the_handler() -> None:
+    """A PENDING page written before EACCEPT: 0x4 (EAUG), then 0x8007 reported; the
+    handler accepts the page through a nested entry (fast path inside the handler)
+    and resumes; the write then completes."""
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        machine = s.machine
+        run_outer = Run(tcs=s.tcs1)
+        seen: list[Any] = []
+
+        def handler(run: Run) -> int:
+            seen.append((run.exception_vector, run.exception_error_code))
+            with machine.vdso.inline(Run(tcs=run.tcs)) as nested:
+                seen.append(nested.eaccept(ACCEPT_AUG, run.exception_addr))
+            return ERESUME
+
+        t.eexit()
+        run_outer.user_handler = handler
+        with machine.vdso.inline(run_outer) as t2:
+            seen.append(_outcome(lambda: t2.write(s.a(DYN) + 8, b"abcd")))
+            seen.append(_outcome(lambda: t2.read(s.a(DYN) + 8, 4)))
+            seen.append(_outcome(lambda: t2.eaccept(ACCEPT_AUG, s.a(DYN + PAGE))))
+        return seen
+
+    _run_both(scenario)
+
+
+def test_bad_operand_types_raise_the_same() -> None:
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        return [_outcome(lambda: t.eaccept("x", s.a(DYN))),  # type: ignore[arg-type]
+                _outcome(lambda: t.eaccept(-1, s.a(DYN)))]
+
+    _run_both(scenario)
+
+
+def test_not_inside_raises_before_any_state_change() -> None:
+    s = build_small()
+    with s.machine.vdso.inline(Run(tcs=s.tcs1)) as t:
+        t.eexit()
+        before = _state(s)
+        with pytest.raises(NotInsideEnclave):
+            t.eaccept(ACCEPT_AUG, s.a(DYN))
+        after = _state(s)
+    assert after["counts"][("leaf", "EACCEPT")] == before["counts"].get(("leaf", "EACCEPT"),
+                                                                        0) + 1
+    assert {k: v for k, v in after.items() if k != "counts"} == \
+        {k: v for k, v in before.items() if k != "counts"}
