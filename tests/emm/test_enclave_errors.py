@@ -519,3 +519,22 @@ def test_explicit_commit_in_an_rwx_region_leaves_the_page_rw() -> None:
     page = accepted_at(enc, addr)
     assert page is not None and page.rwx == PROT_READ_WRITE
     assert user_regions(enc)[0].prot == PROT_READ_WRITE | PROT_EXEC
+
+
+@pytest.mark.xfail(strict=True, raises=EnclaveCrashed, reason=(
+    "uncommit of a PROT_NONE region first makes it READ, but trims with the prot read "
+    "before that change, so the trim notify mprotects the range PROT_NONE (as the C "
+    "reference does): the region then says READ while the mapping is PROT_NONE, and the "
+    "next read of the page loops #PF -> manager commit -> EACCEPT #PF the kernel cannot "
+    "fix, until the nesting limit crashes the enclave"))
+def test_page_uncommitted_from_prot_none_can_be_touched_again() -> None:
+    enc = small_enclave()
+    with enc.enter() as t:
+        addr = enc.emm.alloc(None, 2 * PAGE, COD)
+        t.write(addr, b"x")
+        enc.emm.modify_permissions(addr, PAGE, PROT_NONE)
+        enc.emm.uncommit(addr, PAGE)
+        (region, _) = user_regions(enc)
+        assert region.prot == PROT_READ and not region.committed[0]
+        assert t.read(addr, 1) == b"\x00"  # committed again on demand, as the region says
+    check_invariants(enc)

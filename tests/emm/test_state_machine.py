@@ -60,6 +60,9 @@ class Page:
     committed: bool
     eprot: int          # RWX the EPCM must hold while committed
     byte: int = 0       # first byte of the page while committed
+    #: uncommitted from PROT_NONE: the region says READ but the mapping stayed
+    #: PROT_NONE, so a fault here can never be served (see test_enclave_errors)
+    stale_none: bool = False
 
     @property
     def prot(self) -> int:
@@ -252,9 +255,12 @@ class Model:
         for p in pages:
             pg = self.pages[p]
             si = pg.si
+            stale = pg.stale_none
             if pg.prot == 0 and pg.ptype != TCS:
                 si |= R  # trimming needs a readable mapping: the region stays READ
-            self.pages[p] = replace(pg, si=si, committed=False, eprot=0, byte=0)
+                stale = True
+            self.pages[p] = replace(pg, si=si, committed=False, eprot=0, byte=0,
+                                    stale_none=stale)
 
     def modify_permissions(self, addr: int, size: int, prot: int) -> None:
         end = page_align_range(addr, size)
@@ -319,7 +325,7 @@ class Model:
         """Accesses that end well: committed and allowed, or on-demand and allowed."""
         pg = self.pages[p]
         need = W if write else R
-        if pg.ptype == TCS or pg.reserve:
+        if pg.ptype == TCS or pg.reserve or pg.stale_none:
             return False
         if pg.committed:
             return bool(pg.eprot & need) and bool(pg.prot & need)
