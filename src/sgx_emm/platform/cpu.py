@@ -304,7 +304,7 @@ class Cpu:
                 raise GeneralProtection()
             if not enc.base <= linaddr < enc.base + enc.size:
                 raise GeneralProtection()
-            self._eaug_effect(enc, slot, linaddr)
+            self.eaug_slot(linaddr, enc.secs_slot, slot)
 
     def eaug_slot(self, linaddr: int, secs_slot: int, slot: int) -> bool:
         """EAUG of EPC slot `slot` for the enclave whose SECS is `secs_slot`, if every
@@ -320,11 +320,6 @@ class Cpu:
         enc = self.enclaves.get(secs_slot)
         if enc is None or not enc.initialized or not enc.base <= linaddr < enc.base + enc.size:
             return False
-        self._eaug_effect(enc, slot, linaddr)
-        return True
-
-    def _eaug_effect(self, enc: EnclaveControl, slot: int, linaddr: int) -> None:
-        epc = self.epc
         epc.flags[slot] = F_VALID | F_R | F_W | F_PENDING
         epc.pt[slot] = PT_REG
         epc.owner[slot] = enc.secs_slot
@@ -333,6 +328,7 @@ class Cpu:
         if slot in epc.contents:
             del epc.contents[slot]
         enc.children += 1
+        return True
 
     def emodpr(self, secinfo: int, epc_page: int) -> int:
         with self.lock:
@@ -663,6 +659,23 @@ class Cpu:
         epc.flags[slot] = f & ~(F_PENDING | F_MODIFIED | F_PR)
         return 0
 
+    def eaccept_augmented_locked(self, t: EnclaveThread, secinfo: int, target: int,
+                                 slot: int) -> int:
+        """The EACCEPT that follows the kernel's EAUG of `slot` at `target` in the same
+        locked pass (thread.py's commit path), after an `eaccept_locked` of the same
+        operands met the not-present PTE. Every check before the EPCM part passed
+        on operands nothing has changed since, and the entry is exactly what EAUG
+        wrote (VALID R W PENDING, REG, address `target`, epoch 0), so only the
+        owner and match checks are left; the result is what `eaccept_locked` gives.
+        The caller holds the lock; no event."""
+        if self.epc.owner[slot] != t.enclave.secs_slot:
+            raise PageFault(_LEAF_PF, target)
+        if ((secinfo & _MATCH_MASK) != (F_R | F_W | F_PENDING)
+                or (secinfo >> 8) & 0xFF != PT_REG):
+            return SGX_PAGE_ATTRIBUTES_MISMATCH
+        self.epc.flags[slot] = F_VALID | F_R | F_W
+        return 0
+
     def eacceptcopy(self, t: EnclaveThread, secinfo: int, dest: int, src: int,
                     secinfo_addr: int | None = None) -> int:
         with self.lock:
@@ -799,18 +812,45 @@ class Cpu:
             return self.eresume_locked(tcs_addr)
 
     def eresume_locked(self, tcs_addr: int) -> tuple[EnclaveThread | None, Rip, int]:
-        """ERESUME without its event; the caller holds the lock."""
-        enc, tcs = self._tcs_operand(tcs_addr)
+        """ERESUME without its event; the caller holds the lock. The usual case (a TCS
+        entered before, a one-page SSA frame, both mapped and valid) is checked
+        inline; anything else goes through the full operand checks, in order."""
+        epc = self.epc
+        chunks = self.mm.chunks
+        page = tcs_addr >> PAGE_SHIFT
+        chunk = chunks.get(page >> CHUNK_SHIFT)
+        pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
+        slot = pte >> 3
+        tcs = self.tcs.get(slot) if pte else None
+        if (tcs is not None and (epc.flags[slot] & _BLOCKING) == F_VALID
+                and epc.pt[slot] == PT_TCS and epc.linaddr[slot] == tcs_addr):
+            enc = self.enclaves[epc.owner[slot]]
+            if not enc.initialized:
+                raise GeneralProtection()
+        else:
+            enc, tcs = self._tcs_operand(tcs_addr)
         if tcs.busy or tcs.cssa == 0:
             raise GeneralProtection()
         level = tcs.cssa - 1
-        ssa_slot = self._ssa_slot(enc, tcs, level)
+        ssa_slot = -1
+        frame = tcs.ssa_base + level * PAGE_SIZE
+        if tcs.frame_bytes == PAGE_SIZE and enc.base <= frame < enc.base + enc.size:
+            page = frame >> PAGE_SHIFT
+            chunk = chunks.get(page >> CHUNK_SHIFT)
+            pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
+            slot = pte >> 3
+            if (pte & 0x2 and (epc.flags[slot] & (_BLOCKING | F_R | F_W)) == (F_VALID | F_R | F_W)
+                    and epc.pt[slot] == PT_REG and epc.owner[slot] == enc.secs_slot
+                    and epc.linaddr[slot] == frame):
+                ssa_slot = slot
+        if ssa_slot < 0:
+            ssa_slot = self._ssa_slot(enc, tcs, level)
         gpr = tcs.ssa_base + (level + 1) * tcs.frame_bytes - GPRSGX_SIZE
         rip: Rip | None = self.rip_overrides.pop(gpr, None) if self.rip_overrides else None
         if rip is None:
-            page = self.epc.contents.get(ssa_slot)
-            rip = _U64.unpack_from(page, (gpr & (PAGE_SIZE - 1)) + GPR_RIP)[0] \
-                if page is not None else 0
+            ssa = epc.contents.get(ssa_slot)
+            rip = _U64.unpack_from(ssa, (gpr & (PAGE_SIZE - 1)) + GPR_RIP)[0] \
+                if ssa is not None else 0
         tcs.cssa = level
         tcs.busy = True
         enc.inside.add(tcs.slot)
@@ -836,6 +876,72 @@ class Cpu:
             self.aex_locked(t, vector, fault.addr, fault.errcd)
         self.trace.emit(AEX, _VECTOR_NAMES.get(vector, "other"), errcd=fault.errcd,
                         addr=fault.addr)
+
+    def aex_eresume_locked(self, t: EnclaveThread, vector: int, addr: int,
+                           errcd: int) -> Rip | None:
+        """An AEX on `t` for this fault whose AEP at once ERESUMEs the same TCS (the
+        kernel fixed the fault): the state the two leaves leave, composed, for the
+        usual case where ERESUME's operand checks pass inline (the TCS as entered, a
+        one-page SSA frame, both mapped and valid); returns the restored frame's RIP.
+        The AEX changes nothing those checks read except BUSY and CSSA, which it
+        leaves passing, so they are evaluated first. Otherwise only the AEX happens
+        and None is returned: the caller runs `eresume_locked`, with its faults.
+        The caller holds the lock; no events."""
+        tcs = t.tcs_control
+        enc = t.enclave
+        epc = self.epc
+        chunks = self.mm.chunks
+        tcs_addr = tcs.linaddr
+        page = tcs_addr >> PAGE_SHIFT
+        chunk = chunks.get(page >> CHUNK_SHIFT)
+        pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
+        slot = pte >> 3
+        level = tcs.cssa
+        frame = tcs.ssa_base + level * PAGE_SIZE
+        ok = (pte and slot == tcs.slot and self.tcs.get(slot) is tcs
+              and (epc.flags[slot] & _BLOCKING) == F_VALID and epc.pt[slot] == PT_TCS
+              and epc.linaddr[slot] == tcs_addr and epc.owner[slot] == enc.secs_slot
+              and enc.initialized and tcs.frame_bytes == PAGE_SIZE
+              and enc.base <= frame < enc.base + enc.size)
+        if ok:
+            page = frame >> PAGE_SHIFT
+            chunk = chunks.get(page >> CHUNK_SHIFT)
+            pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
+            slot = pte >> 3
+            ok = (pte & 0x2 and (epc.flags[slot] & (_BLOCKING | F_R | F_W))
+                  == (F_VALID | F_R | F_W) and epc.pt[slot] == PT_REG
+                  and epc.owner[slot] == enc.secs_slot and epc.linaddr[slot] == frame)
+        if not ok:
+            self.aex_locked(t, vector, addr, errcd)
+            return None
+        # AEX: the frame's EXITINFO, RIP and EXINFO; the override of its RIP is gone
+        gpr = frame + PAGE_SIZE - GPRSGX_SIZE
+        written = t.ssa_slot
+        contents = epc.contents
+        ssa = contents.get(written)
+        if ssa is None:
+            ssa = epc.writable_page(written)
+        off = gpr & (PAGE_SIZE - 1)
+        _U32.pack_into(ssa, off + GPR_EXITINFO, vector | EXITINFO_TYPE_HW | EXITINFO_VALID)
+        _U64.pack_into(ssa, off + GPR_RIP, RIP_INTERRUPTED)
+        if enc.miscselect & MISC_EXINFO and vector in (VECTOR_PF, VECTOR_GP):
+            _EXINFO.pack_into(ssa, off - EXINFO_SIZE, addr, errcd)
+        if self.rip_overrides:
+            self.rip_overrides.pop(gpr, None)
+        # AEX then ERESUME of that frame: CSSA, BUSY and the frame's owner come back as
+        # they were; leaving the enclave for a moment still counts for tracking
+        if tcs.frames:
+            tcs.frames.pop(level, None)
+        tcs.busy = True
+        if enc.track_waiting:
+            self._leave(enc, tcs.slot)
+        enc.inside.add(tcs.slot)
+        t.inside = True
+        t.ssa_slot = slot
+        if slot == written:
+            return RIP_INTERRUPTED
+        other = contents.get(slot)
+        return _U64.unpack_from(other, off + GPR_RIP)[0] if other is not None else 0
 
     def aex_locked(self, t: EnclaveThread, vector: int, addr: int, errcd: int) -> None:
         """AEX without its event, for a fault (vector, full address, error code); the

@@ -754,25 +754,25 @@ class Kernel:
         return FaultOutcome.FIXED
 
     # ------------------------------------------------------------ the commit fast path
-    def eaug_first_touch(self, addr: int) -> bool:
+    def eaug_first_touch(self, addr: int) -> int:
         """The plain first touch, straight-line: if `handle_fault(addr, 0x4)` (a
         not-present read) would EAUG a free EPC page, add its record and map it
         (FIXED, no eviction, nothing else), do exactly that, without the events
-        (the caller counts them), and return True. Otherwise change nothing and
-        return False. The caller holds the lock (thread.py's commit path)."""
+        (the caller counts them), and return the EPC slot. Otherwise change nothing
+        and return -1. The caller holds the lock (thread.py's commit path)."""
         vma = self.mm.find_vma(addr)
         if vma is None or not vma.prot or not self.sgx2:
-            return False
+            return -1
         fd: EnclaveFd = vma.owner
         page = addr >> PAGE_SHIFT
         entry = fd._records.get(page >> CHUNK_SHIFT)
         if entry is not None and entry[1][page & CHUNK_MASK]:
-            return False
+            return -1
         secs = fd.secs_slot
         slot = self.epc.next_free()
         if (not fd.initialized or secs is None or slot is None
                 or not self.cpu.eaug_slot(page << PAGE_SHIFT, secs, slot)):
-            return False
+            return -1
         self.epc.alloc()
         if entry is None:
             fd._set_record(page, slot, PT_REG, SI_RWX, augmented=True)
@@ -780,7 +780,7 @@ class Kernel:
             entry[0][page & CHUNK_MASK] = slot
             entry[1][page & CHUNK_MASK] = _EAUG_INFO
         self.mm.set_pte(page, slot, vma.prot)
-        return True
+        return slot
 
     def _eaug_page(self, fd: EnclaveFd, vma: Vma, page: int) -> FaultOutcome:
         """sgx_encl_eaug_page: record with max prot RWX, EPC page, EAUG, map."""

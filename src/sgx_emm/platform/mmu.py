@@ -120,7 +120,7 @@ class AddressSpace:
         return chunk[page & CHUNK_MASK] if chunk is not None else 0
 
     def set_pte(self, page: int, slot: int, prot: int) -> None:
-        prot = pte_prot(prot)
+        prot = (prot | 0x1) & PTE_PROT_MASK if prot else 0     # pte_prot, inline
         if not prot:
             self.clear_pte(page)
             return

@@ -188,14 +188,20 @@ class EnclaveThread:
                     return ret
                 # The kernel's part first: it depends on nothing the AEX changes, and
                 # nobody sees the order while the lock is held.
-                if not kernel.eaug_first_touch(addr):   # not the plain case
+                slot = kernel.eaug_first_touch(addr)
+                if slot < 0:                # not the plain case
                     fault = PageFault(0x4, addr)
                 else:
-                    cpu.aex_locked(self, VECTOR_PF, addr, 0x4)
+                    resumed = cpu.aex_eresume_locked(self, VECTOR_PF, addr, 0x4)
                     events = 5
-                    _owner, rip, _ = cpu.eresume_locked(self.tcs_addr)
+                    if resumed is None:
+                        _owner, rip, _ = cpu.eresume_locked(self.tcs_control.linaddr)
+                    else:
+                        rip = resumed
                     if not callable(rip):
                         events = 6
+                        if resumed is not None:   # nothing else ran: the page is as EAUGed
+                            return cpu.eaccept_augmented_locked(self, secinfo, addr, slot)
                         ret = cpu.eaccept_locked(self, secinfo, addr)
                         if ret != NOT_PRESENT:
                             return ret
