@@ -49,12 +49,13 @@ class Trace:
 
     def __init__(self) -> None:
         self._local = threading.local()
-        self._per_thread: list[dict[tuple[str, str], int]] = []
+        # keys: (category, name), or a tuple of those counted together by bump_all
+        self._per_thread: list[dict[Any, int]] = []
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
 
-    def _thread_counts(self) -> dict[tuple[str, str], int]:
-        counts: dict[tuple[str, str], int] = {}
+    def _thread_counts(self) -> dict[Any, int]:
+        counts: dict[Any, int] = {}
         self._local.counts = counts
         with self._lock:
             self._per_thread.append(counts)
@@ -94,14 +95,14 @@ class Trace:
 
     def bump_all(self, keys: tuple[tuple[str, str], ...]) -> None:
         """Count several (category, name) events, in order, in one call (the platform's
-        commit path counts six per page). Same no-details rule as `bump`."""
+        commit path counts six per page). Same no-details rule as `bump`. Without
+        listeners the batch is one counter entry, expanded when counts are read."""
         try:
-            counts: dict[tuple[str, str], int] = self._local.counts
+            counts: dict[Any, int] = self._local.counts
         except AttributeError:
             counts = self._thread_counts()
         if not self._listeners:
-            for key in keys:
-                counts[key] = counts.get(key, 0) + 1
+            counts[keys] = counts.get(keys, 0) + 1
             return
         for key in keys:       # as emit does: count, then tell the listeners
             counts[key] = counts.get(key, 0) + 1
@@ -121,7 +122,12 @@ class Trace:
         with self._lock:
             parts = [c.copy() for c in self._per_thread]
         for part in parts:
-            total.update(part)
+            for key, n in part.items():
+                if not key or isinstance(key[0], tuple):     # a bump_all batch
+                    for one in key:
+                        total[one] += n
+                else:
+                    total[key] += n
         return total
 
     def by_category(self) -> dict[str, dict[str, int]]:

@@ -1,0 +1,94 @@
+"""Trace.bump / bump_all / listening: counting without details must read back exactly
+as the same events emitted one by one, whoever reads and however they are mixed."""
+
+from __future__ import annotations
+
+import threading
+
+from sgx_emm.trace import AEX, ENTRY, LEAF, PAGE_FAULT, Event, Trace
+
+BATCH = ((LEAF, "EACCEPT"), (AEX, "#PF"), (PAGE_FAULT, "0x4"), (LEAF, "EAUG"),
+         (ENTRY, "ERESUME"), (LEAF, "EACCEPT"))
+
+
+def _emitted(events: list[tuple[str, str]]) -> Trace:
+    trace = Trace()
+    for category, name in events:
+        trace.emit(category, name)
+    return trace
+
+
+def test_bump_all_reads_back_as_single_emits() -> None:
+    bumped = Trace()
+    bumped.bump_all(BATCH)
+    bumped.bump(LEAF, "EACCEPT")
+    bumped.bump_all(BATCH[:1])
+    bumped.emit(ENTRY, "EEXIT", tcs=1)
+    bumped.bump_all(BATCH)
+    same = _emitted(list(BATCH) + [(LEAF, "EACCEPT"), (LEAF, "EACCEPT"), (ENTRY, "EEXIT")]
+                    + list(BATCH))
+    assert bumped.counts == same.counts
+    assert bumped.counts[(LEAF, "EACCEPT")] == 6
+    assert bumped.by_category() == same.by_category()
+    assert bumped.total(LEAF) == same.total(LEAF) == 8
+    assert bumped.total(AEX, "#PF") == 2
+
+
+def test_empty_batch_counts_nothing() -> None:
+    trace = Trace()
+    trace.bump_all(())
+    assert trace.counts == {}
+    assert trace.by_category() == {}
+
+
+def test_reset_forgets_batches() -> None:
+    trace = Trace()
+    trace.bump_all(BATCH)
+    trace.reset()
+    assert trace.counts == {}
+    trace.bump_all(BATCH[:2])
+    assert trace.counts == {(LEAF, "EACCEPT"): 1, (AEX, "#PF"): 1}
+
+
+def test_listening_and_listeners_get_each_event_without_details() -> None:
+    trace = Trace()
+    assert trace.listening is False
+    seen: list[Event] = []
+    counts_seen: list[int] = []
+
+    def listener(event: Event) -> None:
+        seen.append(event)
+        counts_seen.append(trace.total(LEAF, "EACCEPT"))
+
+    unsubscribe = trace.subscribe(listener)
+    assert trace.listening is True
+    trace.bump_all(BATCH)
+    trace.bump(LEAF, "EAUG")
+    assert [(e.category, e.name) for e in seen] == list(BATCH) + [(LEAF, "EAUG")]
+    assert all(e.details == {} for e in seen)
+    # counted before each listener call, as emit does
+    assert counts_seen == [1, 1, 1, 1, 1, 2, 2]
+    unsubscribe()
+    assert trace.listening is False
+    trace.bump_all(BATCH)
+    assert len(seen) == 7
+    assert trace.counts[(LEAF, "EACCEPT")] == 4
+
+
+def test_batches_from_several_threads_add_up() -> None:
+    trace = Trace()
+
+    def work() -> None:
+        for _ in range(500):
+            trace.bump_all(BATCH)
+            trace.bump(LEAF, "EMODPE")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    counts = trace.counts
+    assert counts[(LEAF, "EACCEPT")] == 4 * 500 * 2
+    assert counts[(ENTRY, "ERESUME")] == 4 * 500
+    assert counts[(LEAF, "EMODPE")] == 4 * 500
