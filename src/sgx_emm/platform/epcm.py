@@ -56,9 +56,10 @@ class Epc:
         """A free slot, or None when the EPC is exhausted."""
         return self._free.pop() if self._free else None
 
-    def next_free(self) -> int | None:
-        """The slot `alloc` would hand out next, without taking it."""
-        return self._free[-1] if self._free else None
+    def unalloc(self, slot: int) -> None:
+        """Undo the `alloc` that just returned `slot` (its entry was not touched): the
+        free list is as before, so the next `alloc` returns it again."""
+        self._free.append(slot)
 
     def free(self, slot: int) -> None:
         """Return a slot whose EPCM entry is no longer VALID."""

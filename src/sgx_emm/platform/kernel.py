@@ -769,11 +769,15 @@ class Kernel:
         if entry is not None and entry[1][page & CHUNK_MASK]:
             return -1
         secs = fd.secs_slot
-        slot = self.epc.next_free()
-        if (not fd.initialized or secs is None or slot is None
-                or not self.cpu.eaug_slot(page << PAGE_SHIFT, secs, slot)):
+        if not fd.initialized or secs is None:
             return -1
-        self.epc.alloc()
+        epc = self.epc
+        slot = epc.alloc()
+        if slot is None:
+            return -1
+        if not self.cpu.eaug_slot(page << PAGE_SHIFT, secs, slot):
+            epc.unalloc(slot)
+            return -1
         if entry is None:
             fd._set_record(page, slot, PT_REG, SI_RWX, augmented=True)
         else:
