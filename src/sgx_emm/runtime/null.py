@@ -85,9 +85,13 @@ class NullRuntime:
         with self._guard:
             self._injections.setdefault(name, []).append(_Injection(result, times, match))
 
-    def clear_injections(self) -> None:
+    def clear_injections(self, name: str | None = None) -> None:
+        """Drop pending failures: all of them, or only those of call `name`."""
         with self._guard:
-            self._injections.clear()
+            if name is None:
+                self._injections.clear()
+            else:
+                self._injections.pop(name, None)
 
     def reset(self) -> None:
         """Forget recorded calls and counts (injections stay)."""
