@@ -16,8 +16,25 @@ from typing import Any
 import pytest
 from platform_support import DATA, DYN, DYN_X, PAGE, RW, SSA1, UNMAPPED, Small, build_small
 
-from sgx_emm.platform import EnclaveThread, FaultReported, NotInsideEnclave, Run
-from sgx_emm.platform.secinfo import ERESUME, PT_REG, SI_PENDING, secinfo_flags
+from sgx_emm.platform import (
+    MAP_FIXED,
+    MAP_SHARED,
+    EnclaveThread,
+    FaultReported,
+    Machine,
+    NotInsideEnclave,
+    Run,
+    SecsImage,
+    TcsImage,
+)
+from sgx_emm.platform.secinfo import (
+    ERESUME,
+    MISC_EXINFO,
+    PT_REG,
+    PT_TCS,
+    SI_PENDING,
+    secinfo_flags,
+)
 from sgx_emm.trace import Event
 
 ACCEPT_AUG = secinfo_flags(RW, PT_REG, SI_PENDING)   # 0x20B
@@ -53,10 +70,11 @@ def _state(s: Small) -> dict[str, Any]:
     }
 
 
-def _run_both(scenario: Scenario, **build: Any) -> None:
+def _run_both(scenario: Scenario, builder: Callable[..., Small] = build_small,
+              **build: Any) -> None:
     results = []
     for listen in (False, True):
-        s = build_small(**build)
+        s = builder(**build)
         events: list[Event] = []
         if listen:
             s.machine.trace.subscribe(events.append)
@@ -240,3 +258,46 @@ def test_not_inside_raises_before_any_state_change() -> None:
                                                                         0) + 1
     assert {k: v for k, v in after.items() if k != "counts"} == \
         {k: v for k, v in before.items() if k != "counts"}
+
+
+def _two_page_ssa_frames() -> Small:
+    """TCS at 0 with NSSA 2 and two-page SSA frames at 0x1000..0x5000, RW room above."""
+    m = Machine(256)
+    fd = m.open_enclave()
+    base, size = 0x7F00_0000_0000, 0x100000
+    fd.create(SecsImage(base, size, ssa_frame_size=2, miscselect=MISC_EXINFO))
+    fd.add_pages(0, TcsImage(ossa=PAGE, nssa=2).to_bytes(), secinfo_flags(0, PT_TCS))
+    fd.add_pages(PAGE, bytes(4 * PAGE), secinfo_flags(RW, PT_REG))
+    fd.init()
+    m.mmap(base, 5 * PAGE, RW, MAP_SHARED | MAP_FIXED, fd)
+    m.mmap(base + DYN, 16 * PAGE, RW, MAP_SHARED | MAP_FIXED, fd)
+    return Small(m, fd, base)
+
+
+def test_two_page_ssa_frames_take_the_full_eresume() -> None:
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        out = [_outcome(lambda a=a: t.eaccept(ACCEPT_AUG, a))
+               for a in range(s.a(DYN), s.a(DYN + 3 * PAGE), PAGE)]
+        out.append(_outcome(lambda: t.ssa(0).exinfo_maddr))
+        return out
+
+    _run_both(scenario, _two_page_ssa_frames)
+
+
+def _overlapping_enclaves() -> Small:
+    """Enclave A (the one entered) and enclave B with the same ELRANGE; the room above
+    A's image is mapped from B's fd, so the kernel EAUGs pages of B there."""
+    s = build_small()
+    m = s.machine
+    other = m.open_enclave()
+    other.create(SecsImage(s.base, 0x100000, ssa_frame_size=1, miscselect=MISC_EXINFO))
+    other.init()
+    m.mmap(s.a(DYN), 4 * PAGE, RW, MAP_SHARED | MAP_FIXED, other)
+    return s
+
+
+def test_page_of_another_enclave_faults_after_the_eaug() -> None:
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        return [_outcome(lambda: t.eaccept(ACCEPT_AUG, s.a(DYN)))]
+
+    _run_both(scenario, _overlapping_enclaves)

@@ -554,13 +554,17 @@ class Cpu:
 
     # ------------------------------------------------------------ data accesses
     def read(self, t: EnclaveThread, addr: int, n: int) -> bytes:
-        with self.lock:
-            t._require_inside()
+        lock = self.lock
+        lock.acquire()         # cheaper than `with` on this path
+        try:
+            if not t.inside:
+                raise NotInsideEnclave("this enclave thread is not inside the enclave")
             enc = t.enclave
             off = addr & (PAGE_SIZE - 1)
             if off + n <= PAGE_SIZE:
                 slot = self._data_slot(enc, addr, READ)
-                return bytes(self.epc.page_bytes(slot)[off:off + n])
+                page = self.epc.contents.get(slot)
+                return bytes(page[off:off + n]) if page is not None else bytes(n)
             slots = self._span(enc, addr, n, READ)
             out = bytearray()
             for i, slot in enumerate(slots):
@@ -568,6 +572,8 @@ class Cpu:
                 stop = min(PAGE_SIZE, off + n - i * PAGE_SIZE)
                 out += self.epc.page_bytes(slot)[start:stop]
             return bytes(out)
+        finally:
+            lock.release()
 
     def fetch(self, t: EnclaveThread, addr: int, n: int) -> bytes:
         with self.lock:
@@ -582,8 +588,11 @@ class Cpu:
             return bytes(out)
 
     def write(self, t: EnclaveThread, addr: int, data: bytes) -> None:
-        with self.lock:
-            t._require_inside()
+        lock = self.lock
+        lock.acquire()
+        try:
+            if not t.inside:
+                raise NotInsideEnclave("this enclave thread is not inside the enclave")
             n = len(data)
             off = addr & (PAGE_SIZE - 1)
             if off + n <= PAGE_SIZE:
@@ -597,6 +606,8 @@ class Cpu:
                 stop = min(PAGE_SIZE, off + n - i * PAGE_SIZE)
                 self.epc.writable_page(slot)[start:stop] = data[pos:pos + stop - start]
                 pos += stop - start
+        finally:
+            lock.release()
 
     def _span(self, enc: EnclaveControl, addr: int, n: int, kind: int) -> list[int]:
         """Check every page an access touches, in address order, before touching any."""

@@ -89,6 +89,7 @@ class EnclaveThread:
         self.inside = True
         # the commit fast path bypasses method calls, so only for the stock classes
         self._direct = type(cpu) is Cpu and type(kernel) is Kernel and kernel.lock is cpu.lock
+        self._trace = cpu.trace
 
     # --- identity ---
     @property
@@ -105,12 +106,25 @@ class EnclaveThread:
 
     # --- accesses and leaves: each may fault and be re-executed ---
     def read(self, addr: int, n: int) -> bytes:
-        _check_range(addr, n)
-        return self._run(self._cpu.read, addr, n)
+        if not (isinstance(addr, int) and isinstance(n, int) and addr >= 0
+                and n >= 0 and addr + n <= 1 << 64):
+            _check_range(addr, n)
+        read = self._cpu.read
+        try:                       # _run, without its call on the usual path
+            return read(self, addr, n)
+        except CpuFault as fault:
+            return self._retry(read, (addr, n), fault, 0, None, 0)
 
     def write(self, addr: int, data: bytes) -> None:
-        _check_range(addr, len(data))
-        self._run(self._cpu.write, addr, bytes(data))
+        n = len(data)
+        if not (isinstance(addr, int) and addr >= 0 and addr + n <= 1 << 64):
+            _check_range(addr, n)
+        data = bytes(data)
+        write = self._cpu.write
+        try:
+            write(self, addr, data)
+        except CpuFault as fault:
+            self._retry(write, (addr, data), fault, 0, None, 0)
 
     def fetch(self, addr: int, n: int) -> bytes:
         _check_range(addr, n)
@@ -120,7 +134,7 @@ class EnclaveThread:
         """EACCEPT; with `secinfo_addr` the SECINFO is read from enclave memory there
         (all RBX checks apply), otherwise `secinfo_flags` is used as an already
         valid, 64-byte aligned SECINFO."""
-        if secinfo_addr is None and self._direct and not self._cpu.trace.listening:
+        if secinfo_addr is None and self._direct and not self._trace.listening:
             return self._eaccept_direct(secinfo_flags, addr)
         return self._run(self._cpu.eaccept, secinfo_flags, addr, secinfo_addr)
 
@@ -210,7 +224,7 @@ class EnclaveThread:
                 fault = caught
         finally:
             lock.release()
-            cpu.trace.bump_all(_COMMIT_PREFIX[events])
+            self._trace.bump_all(_COMMIT_PREFIX[events])
         op = cpu.eaccept
         args = (secinfo, addr, None)
         if events == 1:
