@@ -5,7 +5,8 @@
 1. EAUG+EACCEPT pages per second: mmap a 1 GiB range (262,144 pages) of a loaded
    enclave, then EACCEPT each page from inside; every EACCEPT takes the hardware
    path (read #PF 0x4, AEX, kernel EAUG + PTE, ERESUME, EACCEPT again).
-   Target: the whole GiB in under 2 s.
+   Target: the whole GiB in under 2 s. Wall time is the measure; the CPU time of
+   this process is printed beside it because the machine may be shared.
 2. Accesses per second on accepted pages (8-byte reads and writes).
 3. Bytes of Python memory per committed page nobody wrote (tracemalloc over a
    separate commit of --mem-pages pages). Target: under 200 bytes.
@@ -65,12 +66,14 @@ def bench_commit(pages: int, accesses: int) -> None:
     machine = Machine(epc_pages=pages + IMAGE_PAGES + 16)
     base, heap, _ = load(machine, pages)
     with machine.vdso.inline(Run(tcs=base)) as t:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         commit(t, heap, pages)
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
         print(f"commit: {pages} pages ({pages * PAGE >> 20} MiB) EAUG+EACCEPT in "
-              f"{elapsed:.2f} s = {pages / elapsed:,.0f} pages/s "
-              f"(target: 1 GiB in < 2 s)")
+              f"{elapsed:.2f} s = {pages / elapsed:,.0f} pages/s, "
+              f"{elapsed / pages * 1e6:.1f} us/page (CPU {cpu:.2f} s; "
+              f"target: 1 GiB in < 2 s)")
         print(f"  trace: {machine.trace.by_category()['pf']} page faults, "
               f"{machine.trace.total('leaf', 'EAUG')} EAUG")
         span = min(pages, 4096)
