@@ -94,6 +94,7 @@ class EnclaveMemoryManager:
 
     def __init__(self, runtime: RuntimeAbstraction, primitives: Primitives, *,
                  meta_area_base: int, leaky_emalloc: bool = True,
+                 emalloc_merge_right: bool = False,
                  meta_allocator: MetaAllocatorFactory | None = None) -> None:
         self._rt = runtime
         self._prims = primitives
@@ -106,7 +107,8 @@ class EnclaveMemoryManager:
         self._rts_bounds = RootBounds(True, 0, 0, runtime.is_within_enclave)
         if meta_allocator is None:
             self._meta: MetaAllocatorLike = MetaAllocator(
-                self, meta_area_base=meta_area_base, leaky=leaky_emalloc)
+                self, meta_area_base=meta_area_base, leaky=leaky_emalloc,
+                merge_right=emalloc_merge_right)
         else:
             self._meta = meta_allocator(self)
         self._ops = EmaOps(runtime, primitives, self._meta, self.meta_touch)
