@@ -13,6 +13,11 @@ the access. After an ERESUME of this thread's frame, a callable the enclave wrot
 into that frame's RIP runs first (on this thread, inside the enclave), then the
 faulting access or leaf is executed again. Exceptions raised on that path
 propagate out of the access.
+
+The commit of an untouched page by EACCEPT (the benchmark's and the manager's
+common case) takes a fast path while nobody listens to the trace: the same steps
+in one pass under the machine lock, without exceptions (`_eaccept_direct`;
+docs/platform-model.md, "The commit fast path").
 """
 
 from __future__ import annotations
