@@ -122,8 +122,10 @@ class Enclave:
     """One loaded enclave on its own simulated machine."""
 
     def __init__(self, machine: Machine, layout: ImageLayout, base: int, size: int,
-                 user_base: int, user_end: int, untrusted: OcallTarget) -> None:
+                 user_base: int, user_end: int, fd: EnclaveFd, untrusted: OcallTarget) -> None:
         self.machine = machine
+        #: the enclave's driver handle: its ioctls and per-page kernel records
+        self.fd = fd
         self.layout = layout
         self.base = base
         self.size = size
@@ -188,7 +190,7 @@ class Enclave:
                                                                  size // PAGE_SIZE)
             machine = Machine(pages, sgx2=sgx2)
         fd = _load_image(machine, layout, base, size)
-        enclave = cls(machine, layout, base, size, user_base, user_end,
+        enclave = cls(machine, layout, base, size, user_base, user_end, fd,
                       untrusted_runtime(machine.kernel, fd))
         enclave._trusted_init(emalloc_initial, leaky_emalloc, emalloc_merge_right)
         return enclave

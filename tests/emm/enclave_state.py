@@ -69,10 +69,8 @@ class EnclaveState:
 
 
 def enclave_fd(enc: Enclave) -> EnclaveFd:
-    """The driver's enclave object (its per-page records), however the runtime holds it."""
-    fd = getattr(enc, "fd", None) or getattr(enc.untrusted, "fd", None)
-    assert isinstance(fd, EnclaveFd), "cannot find the enclave's driver fd"
-    return fd
+    """The driver's enclave object (its per-page records)."""
+    return enc.fd
 
 
 def epcm_pages(enc: Enclave) -> list[EpcmPage]:
