@@ -18,10 +18,22 @@ import errno
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sgx_emm import flags as _f
 from sgx_emm.emm.bitmap import CommitBitmap
 from sgx_emm.emm.regions import Ema, RegionList
 from sgx_emm.emm.rt import FaultHandler, Primitives, RuntimeAbstraction
+from sgx_emm.emm.values import (
+    MODIFIED,
+    PAGE_TYPE_REG,
+    PAGE_TYPE_TCS,
+    PAGE_TYPE_TRIM,
+    PENDING,
+    PR,
+    PROT_EXEC,
+    PROT_NONE,
+    PROT_READ_WRITE,
+    PROT_WRITE,
+    RESERVE,
+)
 from sgx_emm.errors import EmmError, EnclaveAbort
 from sgx_emm.flags import (
     PAGE_SHIFT,
@@ -29,19 +41,6 @@ from sgx_emm.flags import (
     PAGE_TYPE_MASK,
     PROT_MASK,
 )
-
-# Plain ints: IntFlag arithmetic is slow on the hot paths and leaks enum reprs.
-MODIFIED = int(_f.MODIFIED)
-PAGE_TYPE_REG = int(_f.PAGE_TYPE_REG)
-PAGE_TYPE_TCS = int(_f.PAGE_TYPE_TCS)
-PAGE_TYPE_TRIM = int(_f.PAGE_TYPE_TRIM)
-PENDING = int(_f.PENDING)
-PR = int(_f.PR)
-PROT_EXEC = int(_f.PROT_EXEC)
-PROT_NONE = int(_f.PROT_NONE)
-PROT_READ_WRITE = int(_f.PROT_READ_WRITE)
-PROT_WRITE = int(_f.PROT_WRITE)
-RESERVE = int(_f.RESERVE)
 
 #: C sizeof of the reference's metadata objects (x86-64).
 SIZEOF_EMA = 72

@@ -18,12 +18,28 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
-from sgx_emm import flags as _f
 from sgx_emm.emm.ema_ops import SIZEOF_EMA, EmaOps, MetaAllocatorLike, fault_allows
 from sgx_emm.emm.emalloc import MetaAllocator
 from sgx_emm.emm.placement import U64, RootBounds, find_free_region, free_at
 from sgx_emm.emm.regions import Ema, Region, RegionList, snapshot
 from sgx_emm.emm.rt import FaultHandler, Mutex, PfInfo, Primitives, RuntimeAbstraction
+from sgx_emm.emm.values import (
+    COMMIT_NOW,
+    COMMIT_ON_DEMAND,
+    FIXED,
+    GROWSDOWN,
+    PAGE_TYPE_REG,
+    PAGE_TYPE_SS_FIRST,
+    PAGE_TYPE_SS_REST,
+    PAGE_TYPE_TCS,
+    PROT_EXEC,
+    PROT_NONE,
+    PROT_READ,
+    PROT_READ_WRITE,
+    PROT_WRITE,
+    RESERVE,
+    SYSTEM,
+)
 from sgx_emm.errors import EmmError, EnclaveAbort
 from sgx_emm.flags import (
     ALIGNMENT_MASK,
@@ -36,23 +52,6 @@ from sgx_emm.flags import (
     PAGE_TYPE_MASK,
     PROT_MASK,
 )
-
-# Plain ints: IntFlag arithmetic is slow on the hot paths and leaks enum reprs.
-COMMIT_NOW = int(_f.COMMIT_NOW)
-COMMIT_ON_DEMAND = int(_f.COMMIT_ON_DEMAND)
-FIXED = int(_f.FIXED)
-GROWSDOWN = int(_f.GROWSDOWN)
-PAGE_TYPE_REG = int(_f.PAGE_TYPE_REG)
-PAGE_TYPE_SS_FIRST = int(_f.PAGE_TYPE_SS_FIRST)
-PAGE_TYPE_SS_REST = int(_f.PAGE_TYPE_SS_REST)
-PAGE_TYPE_TCS = int(_f.PAGE_TYPE_TCS)
-PROT_EXEC = int(_f.PROT_EXEC)
-PROT_NONE = int(_f.PROT_NONE)
-PROT_READ = int(_f.PROT_READ)
-PROT_READ_WRITE = int(_f.PROT_READ_WRITE)
-PROT_WRITE = int(_f.PROT_WRITE)
-RESERVE = int(_f.RESERVE)
-SYSTEM = int(_f.SYSTEM)
 
 _PAGE_MASK = PAGE_SIZE - 1
 _COMMIT_MODES = (RESERVE, COMMIT_NOW, COMMIT_ON_DEMAND)
