@@ -54,19 +54,20 @@ class Trace:
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
 
-    def _thread_counts(self) -> dict[Any, int]:
-        counts: dict[Any, int] = {}
-        self._local.counts = counts
-        with self._lock:
-            self._per_thread.append(counts)
+    def _counts(self) -> dict[Any, int]:
+        """This thread's counter dict, made and registered on first use."""
+        try:
+            counts: dict[Any, int] = self._local.counts
+        except AttributeError:
+            counts = {}
+            self._local.counts = counts
+            with self._lock:
+                self._per_thread.append(counts)
         return counts
 
     def emit(self, category: str, name: str, **details: Any) -> None:
         """Record one event. O(1); builds an Event only when someone listens."""
-        try:
-            counts: dict[tuple[str, str], int] = self._local.counts
-        except AttributeError:
-            counts = self._thread_counts()
+        counts = self._counts()
         key = (category, name)
         counts[key] = counts.get(key, 0) + 1
         if self._listeners:
@@ -79,36 +80,18 @@ class Trace:
         """True while somebody subscribed: events then need their details (`emit`)."""
         return bool(self._listeners)
 
-    def bump(self, category: str, name: str) -> None:
-        """Count one event without building its details: for hot paths that checked
-        `listening` was False. A listener still gets the event, with no details."""
-        try:
-            counts: dict[tuple[str, str], int] = self._local.counts
-        except AttributeError:
-            counts = self._thread_counts()
-        key = (category, name)
-        counts[key] = counts.get(key, 0) + 1
-        if self._listeners:
-            event = Event(category, name, {})
-            for listener in tuple(self._listeners):
-                listener(event)
-
     def bump_all(self, keys: tuple[tuple[str, str], ...]) -> None:
-        """Count several (category, name) events, in order, in one call (the platform's
-        commit path counts six per page). Same no-details rule as `bump`. Without
-        listeners the batch is one counter entry, expanded when counts are read."""
-        try:
-            counts: dict[Any, int] = self._local.counts
-        except AttributeError:
-            counts = self._thread_counts()
+        """Count several (category, name) events, in order, in one call, without
+        details: for a hot path that checked `listening` was False (the platform's
+        commit path counts six per page). Without listeners the batch is one counter
+        entry, expanded when counts are read; a listener that subscribed meanwhile
+        still gets each event, with no details."""
+        counts = self._counts()
         if not self._listeners:
             counts[keys] = counts.get(keys, 0) + 1
             return
-        for key in keys:       # as emit does: count, then tell the listeners
-            counts[key] = counts.get(key, 0) + 1
-            event = Event(key[0], key[1], {})
-            for listener in tuple(self._listeners):
-                listener(event)
+        for key in keys:
+            self.emit(*key)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` for every later event; returns the unsubscribe function."""

@@ -1,4 +1,4 @@
-"""Trace.bump / bump_all / listening: counting without details must read back exactly
+"""Trace.bump_all / listening: counting without details must read back exactly
 as the same events emitted one by one, whoever reads and however they are mixed."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _emitted(events: list[tuple[str, str]]) -> Trace:
 def test_bump_all_reads_back_as_single_emits() -> None:
     bumped = Trace()
     bumped.bump_all(BATCH)
-    bumped.bump(LEAF, "EACCEPT")
+    bumped.emit(LEAF, "EACCEPT")
     bumped.bump_all(BATCH[:1])
     bumped.emit(ENTRY, "EEXIT", tcs=1)
     bumped.bump_all(BATCH)
@@ -63,7 +63,7 @@ def test_listening_and_listeners_get_each_event_without_details() -> None:
     unsubscribe = trace.subscribe(listener)
     assert trace.listening is True
     trace.bump_all(BATCH)
-    trace.bump(LEAF, "EAUG")
+    trace.emit(LEAF, "EAUG")
     assert [(e.category, e.name) for e in seen] == list(BATCH) + [(LEAF, "EAUG")]
     assert all(e.details == {} for e in seen)
     # counted before each listener call, as emit does
@@ -81,7 +81,7 @@ def test_batches_from_several_threads_add_up() -> None:
     def work() -> None:
         for _ in range(500):
             trace.bump_all(BATCH)
-            trace.bump(LEAF, "EMODPE")
+            trace.emit(LEAF, "EMODPE")
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
@@ -92,3 +92,36 @@ def test_batches_from_several_threads_add_up() -> None:
     assert counts[(LEAF, "EACCEPT")] == 4 * 500 * 2
     assert counts[(ENTRY, "ERESUME")] == 4 * 500
     assert counts[(LEAF, "EMODPE")] == 4 * 500
+
+
+def test_subscribers_get_every_event_with_its_details_in_order() -> None:
+    trace = Trace()
+    seen: list[Event] = []
+    stop = trace.subscribe(seen.append)
+    trace.emit(LEAF, "EAUG", addr=0x1000)
+    trace.emit(PAGE_FAULT, "0x4", addr=0x2000)
+    stop()
+    trace.emit(LEAF, "EACCEPT")
+    assert [(e.category, e.name, e.details) for e in seen] == [
+        (LEAF, "EAUG", {"addr": 0x1000}), (PAGE_FAULT, "0x4", {"addr": 0x2000})]
+    assert trace.total(LEAF) == 2  # counting does not depend on listening
+
+
+def test_counts_from_several_threads_add_up_and_reset_clears_them_all() -> None:
+    trace = Trace()
+
+    def work() -> None:
+        for _ in range(1000):
+            trace.emit(LEAF, "EACCEPT")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    trace.emit(LEAF, "EACCEPT")
+    assert trace.counts[(LEAF, "EACCEPT")] == 4001
+    trace.reset()
+    assert trace.counts == {}
+    trace.emit(LEAF, "EAUG")
+    assert trace.by_category() == {LEAF: {"EAUG": 1}}
