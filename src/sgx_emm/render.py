@@ -100,8 +100,10 @@ def call_json(result: CallResult, fmt: AddressFormat) -> dict[str, Any]:
             obj["op"] = result.op
         obj["error"] = result.error
         return obj
+    # "addr": what an alloc returned, else the address the call acted on (what `$N`
+    # names); "target" repeats the latter for calls that return nothing.
     obj = {"line": result.line, "op": result.op, "ret": result.ret,
-           "addr": fmt(result.addr)}
+           "addr": fmt(result.addr if result.addr is not None else result.target)}
     if result.target is not None and result.addr is None:
         obj["target"] = fmt(result.target)
     if result.thread:

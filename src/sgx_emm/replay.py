@@ -3,7 +3,7 @@
 Follows spec/replay-format.md. A replay file is JSON Lines, one call per line;
 each line is parsed on its own (a bad line is reported with its 0-based number
 and, unless `strict`, does not stop the run), addresses are resolved when the
-line runs (`$N` names the address line N returned), and every call runs inside
+line runs (`$N` names the address line N returned, or acted on), and every call runs inside
 an enclave entry on the thread it names. What each call caused is read from the
 enclave's trace, so per-call counts and totals come from the same stream.
 
@@ -472,6 +472,10 @@ def handler_for(kind: str, commit: Callable[[int, int], object]) -> FaultHandler
     return commit_faulting_page
 
 
+#: Results after which a line's address may be named by `$N`.
+_SUCCESS = (0, "CONTINUE_EXECUTION", "CONTINUE_SEARCH")
+
+
 class Replayer:
     """Runs calls one at a time on one enclave, remembering what each line returned."""
 
@@ -529,14 +533,17 @@ class Replayer:
             result.error = f"internal error: {type(e).__name__}: {e}"
             result.internal = True
         result.counts = _diff(trace.counts, before)
-        if result.addr is not None and result.error is None:
-            self._addresses[call.line] = result.addr
-        elif result.error is not None:
+        # `$N` names what line N returned (alloc) or else the address it acted on,
+        # as the format's own example uses it, once the line succeeded.
+        where = result.addr if result.addr is not None else result.target
+        if result.error is not None:
             self._addresses[call.line] = "it did not run"
-        elif call.op in ("alloc", "mm_alloc"):
+        elif result.ret not in _SUCCESS:
             self._addresses[call.line] = f"it failed ({result.ret})"
+        elif where is None:
+            self._addresses[call.line] = f"{call.op} has no address"
         else:
-            self._addresses[call.line] = f"{call.op} returns no address"
+            self._addresses[call.line] = where
         return result
 
     def _tcs(self, thread: int) -> int:

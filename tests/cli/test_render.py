@@ -39,9 +39,9 @@ def test_call_json_shapes() -> None:
     assert render.call_json(ok, FMT) == {"line": 2, "op": "alloc", "ret": 0,
                                          "addr": "u+0x2000", "counts": {"leaf": {"EACCEPT": 2}}}
     read = CallResult(3, "read", 0, target=USER_BASE, data=b"\xc0\xff", thread=2)
-    assert render.call_json(read, FMT) == {"line": 3, "op": "read", "ret": 0, "addr": None,
-                                           "target": "u+0x0", "thread": 2, "data": "c0ff",
-                                           "counts": {}}
+    assert render.call_json(read, FMT) == {"line": 3, "op": "read", "ret": 0,
+                                           "addr": "u+0x0", "target": "u+0x0", "thread": 2,
+                                           "data": "c0ff", "counts": {}}
     failed = CallResult(4, "commit", "EINVAL", target=USER_BASE, expect="EINVAL")
     got = render.call_json(failed, FMT)
     assert got["ret"] == "EINVAL" and got["as_expected"] is True
