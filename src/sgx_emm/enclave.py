@@ -138,7 +138,8 @@ class Enclave:
         self._free_tcs = list(reversed(self.tcs_addresses))
         self._tcs_lock = threading.Lock()
         self._dead: BaseException | None = None
-        self.runtime = TrustedRuntime(base, size, untrusted, self.dispatcher, self.trace)
+        self.runtime = TrustedRuntime(base, size, untrusted, self.dispatcher, self.trace,
+                                      self._ocall_bridge)
         self.primitives = TrustedPrimitives(self._on_leaf_thread)
         self.emm: EnclaveMemoryManager
 
@@ -285,6 +286,13 @@ class Enclave:
         except EnclaveAbort as exc:
             self._dead = self._dead or exc
             raise
+
+    def _ocall_bridge(self, untrusted: Callable[[], int]) -> int:
+        """Leave through this Python thread's enclave thread for an ocall, if inside."""
+        inside = next((t for e, t in reversed(_entries()) if e is self), None)
+        if inside is None:
+            return untrusted()
+        return inside.ocall(untrusted)
 
     def _on_leaf_thread(self, leaf: Callable[[LeafIssuer], int]) -> int:
         """Run a manager leaf on this Python thread's enclave thread, entering if needed."""

@@ -45,6 +45,8 @@ R, W, X = 1, 2, 4
 RW = R | W
 MODES = (RESERVE, COMMIT_NOW, COMMIT_ON_DEMAND)
 
+SGX_PAGE_ATTRIBUTES_MISMATCH = 19  # an EACCEPT result the manager returns as the errno
+
 WINDOW_OFFSET = 0x400000      # model-chosen addresses live this far into the user range
 WINDOW_PAGES = 24
 SOURCE_PAGES = 4              # the commit_data source region (COMMIT_NOW, filled)
@@ -130,11 +132,13 @@ class Model:
         self.user_base, self.user_end = enc.user_base, enc.user_end
         self.pages: dict[int, Page] = {}
         self.meta: list[tuple[int, int]] = []
+        self.starts: set[int] = set()  # where the manager's user regions start
         self.next_rid = 1
 
     # ----------------------------------------------------------- occupancy
     def set_meta(self, regions: list[Region]) -> None:
         self.meta = sorted((r.start, r.end) for r in regions if r.is_meta)
+        self.starts = {r.start for r in regions}
 
     def in_meta(self, addr: int) -> bool:
         i = bisect_right(self.meta, (addr, U64)) - 1
@@ -270,19 +274,41 @@ class Model:
         self.change_prot(pages, prot)
 
     def change_prot(self, pages: list[int], prot: int) -> None:
-        """Region by region in address order; the first refused ocall stops it.
+        """Region by region in address order; the first refusal stops it.
 
         The untrusted runtime refuses W without R (the driver's EINVAL) and any
         prot change of a non-REG (shadow-stack) page: EFAULT, earlier regions
-        keep their new prot.
+        keep their new prot. Otherwise, per region (the manager's own regions:
+        a split keeps the alloc's id, so `starts` tells them apart): the ocall's
+        EMODPR leaves every page `eprot & prot`; then page by page EMODPE adds
+        `prot` if it adds bits to the region's old prot, and EACCEPT (skipped for
+        W|X) must find exactly `prot` — a page committed RW in an RWX region and
+        then restricted to RX holds only R, so EACCEPT fails with the SGX code 19
+        and the region keeps its old prot.
         """
+        groups: list[list[int]] = []
         for p in pages:
-            pg = self.pages[p]
-            if pg.prot == prot:
+            if not groups or p in self.starts or p != groups[-1][-1] + PAGE:
+                groups.append([p])
+            else:
+                groups[-1].append(p)
+        for group in groups:
+            first = self.pages[group[0]]
+            if first.prot == prot:
                 continue
-            if prot == W or pg.ptype in (SS_FIRST, SS_REST):
+            if prot == W or first.ptype in (SS_FIRST, SS_REST):
                 raise Refusal(errno.EFAULT, partial=True)
-            self.pages[p] = replace(pg, si=(pg.si & ~7) | prot, eprot=prot)
+            extends = bool(prot & ~first.prot)
+            checked = (prot & (W | X)) != (W | X)
+            for p in group:  # the ocall: EMODPR on the whole region's range
+                self.pages[p] = replace(self.pages[p], eprot=self.pages[p].eprot & prot)
+            for p in group:
+                eprot = self.pages[p].eprot | (prot if extends else 0)
+                self.pages[p] = replace(self.pages[p], eprot=eprot)
+                if checked and eprot != prot:
+                    raise Refusal(SGX_PAGE_ATTRIBUTES_MISMATCH, partial=True)
+            for p in group:
+                self.pages[p] = replace(self.pages[p], si=(self.pages[p].si & ~7) | prot)
 
     def modify_type(self, addr: int, size: int, page_type: int) -> None:
         if page_type != TCS:

@@ -150,6 +150,31 @@ class EnclaveThread:
     def emodpe(self, secinfo_flags: int, addr: int, *, secinfo_addr: int | None = None) -> int:
         return self._run(self._cpu.emodpe, secinfo_flags, addr, secinfo_addr)
 
+    def ocall(self, untrusted: Callable[[], T]) -> T:
+        """An ocall as the Intel SDK makes one: EEXIT to the untrusted runtime, run
+        `untrusted` there, then EENTER again on the same TCS (the ORET). While it
+        is outside, the thread holds no place in the enclave: an ETRACK does not
+        wait for it and the kernel's IPIs do not interrupt it."""
+        self._cpu.eexit(self)
+        try:
+            return untrusted()
+        finally:
+            self._reenter()
+
+    def _reenter(self) -> None:
+        """EENTER this thread's TCS again, letting the kernel fix faults of the leaf."""
+        for attempt in range(MAX_FIXES + 1):
+            try:
+                _enc, _tcs, level, ssa_slot = self._cpu.eenter(self.tcs_addr)
+            except CpuFault as fault:
+                if attempt < MAX_FIXES and self._kernel.fix_outside_fault(fault):
+                    continue
+                raise
+            self.level = level
+            self.ssa_slot = ssa_slot
+            self.inside = True
+            return
+
     def eexit(self) -> None:
         self._cpu.eexit(self)
 

@@ -42,23 +42,28 @@ class TrustedRuntime:
     """RuntimeAbstraction for a manager linked into the simulated enclave."""
 
     def __init__(self, base: int, size: int, untrusted: OcallTarget,
-                 dispatcher: ExceptionDispatcher, trace: Trace) -> None:
+                 dispatcher: ExceptionDispatcher, trace: Trace,
+                 bridge: Callable[[Callable[[], int]], int] | None = None) -> None:
         self._base = base
         self._end = base + size
         self._untrusted = untrusted
         self._dispatcher = dispatcher
         self._trace = trace
+        # how an ocall leaves the enclave and comes back (EEXIT ... ORET)
+        self._bridge = bridge if bridge is not None else (lambda call: call())
 
     def alloc_ocall(self, addr: int, length: int, page_type: int, alloc_flags: int) -> int:
         self._trace.emit(OCALL, "alloc_ocall", addr=addr, length=length,
                          page_type=page_type, flags=alloc_flags)
-        ret = self._untrusted.alloc_ocall(addr, length, page_type, alloc_flags)
+        ret = self._bridge(
+            lambda: self._untrusted.alloc_ocall(addr, length, page_type, alloc_flags))
         return 0 if ret == 0 else errno.EFAULT
 
     def modify_ocall(self, addr: int, length: int, flags_from: int, flags_to: int) -> int:
         self._trace.emit(OCALL, "modify_ocall", addr=addr, length=length,
                          flags_from=flags_from, flags_to=flags_to)
-        ret = self._untrusted.modify_ocall(addr, length, flags_from, flags_to)
+        ret = self._bridge(
+            lambda: self._untrusted.modify_ocall(addr, length, flags_from, flags_to))
         return 0 if ret == 0 else errno.EFAULT
 
     def register_pfhandler(self, handler: PfHandler) -> bool:
