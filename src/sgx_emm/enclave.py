@@ -230,10 +230,7 @@ class Enclave:
                 inline = self.machine.vdso.inline(run)
                 thread = inline.__enter__()
             except FaultReported as exc:
-                raise EnclaveCrashed(f"EENTER through {chosen:#x} faulted: {exc}",
-                                     vector=exc.run.exception_vector,
-                                     errcd=exc.run.exception_error_code,
-                                     addr=exc.run.exception_addr) from None
+                raise _crash(f"EENTER through {chosen:#x} faulted", exc) from None
             stack = _entries()
             stack.append((self, thread))
             try:
@@ -273,30 +270,29 @@ class Enclave:
         try:
             return op()
         except FaultReported as exc:
-            run = exc.run
             what = ("the same fault repeated without progress (livelock)"
-                    if run.extra.get("livelock") else "enclave exception not handled")
-            crash = EnclaveCrashed(
-                f"{what}: vector {run.exception_vector}, "
-                f"error code {run.exception_error_code:#x}, address {run.exception_addr:#x}",
-                vector=run.exception_vector, errcd=run.exception_error_code,
-                addr=run.exception_addr)
+                    if exc.run.extra.get("livelock") else "enclave exception not handled")
+            crash = _crash(what, exc)
             self._dead = self._dead or crash
             raise crash from None
         except EnclaveAbort as exc:
             self._dead = self._dead or exc
             raise
 
+    def _current_thread(self) -> EnclaveThread | None:
+        """This Python thread's innermost entry into this enclave, if any."""
+        return next((t for e, t in reversed(_entries()) if e is self), None)
+
     def _ocall_bridge(self, untrusted: Callable[[], int]) -> int:
         """Leave through this Python thread's enclave thread for an ocall, if inside."""
-        inside = next((t for e, t in reversed(_entries()) if e is self), None)
+        inside = self._current_thread()
         if inside is None:
             return untrusted()
         return inside.ocall(untrusted)
 
     def _on_leaf_thread(self, leaf: Callable[[LeafIssuer], int]) -> int:
         """Run a manager leaf on this Python thread's enclave thread, entering if needed."""
-        inside = next((t for e, t in reversed(_entries()) if e is self), None)
+        inside = self._current_thread()
         if inside is not None:
             thread = inside
             return self._guarded(lambda: leaf(thread))
@@ -348,6 +344,15 @@ class Enclave:
     def host_read(self, addr: int, n: int) -> bytes:
         """Read enclave memory from outside: 0xFF bytes, as on hardware."""
         return self.machine.host_read(addr, n)
+
+
+def _crash(what: str, exc: FaultReported) -> EnclaveCrashed:
+    """The user-facing end of a fault the vDSO reported back out of the enclave."""
+    run = exc.run
+    return EnclaveCrashed(
+        f"{what}: vector {run.exception_vector}, error code "
+        f"{run.exception_error_code:#x}, address {run.exception_addr:#x}",
+        vector=run.exception_vector, errcd=run.exception_error_code, addr=run.exception_addr)
 
 
 def _load_image(machine: Machine, layout: ImageLayout, base: int, size: int) -> EnclaveFd:
