@@ -65,6 +65,11 @@ class Page:
     #: uncommitted from PROT_NONE: the region says READ but the mapping stayed
     #: PROT_NONE, so a fault here can never be served (see test_enclave_errors)
     stale_none: bool = False
+    #: a permission change failed after its ocall: the mapping has the new prot,
+    #: the region the old one, so faults here (an access, or commit_data's
+    #: EACCEPTCOPY writing through a read-only mapping) take paths the model does
+    #: not follow; the machine keeps such pages out of those calls
+    diverged: bool = False
 
     @property
     def prot(self) -> int:
@@ -306,9 +311,12 @@ class Model:
                 eprot = self.pages[p].eprot | (prot if extends else 0)
                 self.pages[p] = replace(self.pages[p], eprot=eprot)
                 if checked and eprot != prot:
+                    for q in group:
+                        self.pages[q] = replace(self.pages[q], diverged=True)
                     raise Refusal(SGX_PAGE_ATTRIBUTES_MISMATCH, partial=True)
             for p in group:
-                self.pages[p] = replace(self.pages[p], si=(self.pages[p].si & ~7) | prot)
+                self.pages[p] = replace(self.pages[p], si=(self.pages[p].si & ~7) | prot,
+                                        diverged=False)
 
     def modify_type(self, addr: int, size: int, page_type: int) -> None:
         if page_type != TCS:
@@ -351,7 +359,7 @@ class Model:
         """Accesses that end well: committed and allowed, or on-demand and allowed."""
         pg = self.pages[p]
         need = W if write else R
-        if pg.ptype == TCS or pg.reserve or pg.stale_none:
+        if pg.ptype == TCS or pg.reserve or pg.stale_none or pg.diverged:
             return False
         if pg.committed:
             return bool(pg.eprot & need) and bool(pg.prot & need)
@@ -617,6 +625,9 @@ class EnclaveMachine(RuleBasedStateMachine):
         pages = size // PAGE
         src = {"source": self.source, "unaligned": self.source + 8,
                "outside": self.enc.base + self.enc.size}[source]
+        targets = (self.model.pages.get(addr + i * PAGE) for i in range(pages))
+        if any(pg is not None and pg.diverged for pg in targets):
+            return  # see Page.diverged
         self.call(lambda: self.model.commit_data(addr, size, src, prot),
                   lambda: self.emm.commit_data(addr, size, src, prot))
         if source == "source":
