@@ -156,6 +156,7 @@ class Enclave:
         threads: int = 4,
         *,
         sgx2: bool = True,
+        reclaim: bool = False,
         leaky_emalloc: bool = True,
         emalloc_merge_right: bool = False,
         machine: Machine | None = None,
@@ -163,7 +164,9 @@ class Enclave:
     ) -> Enclave:
         """Build the platform, load the image, run the trusted init; see module doc.
 
-        `untrusted_runtime(kernel, fd)` builds the ocall services: pass a subclass
+        `reclaim=True` lets the driver page EPC out (EWB/ELDU) when it runs short, so
+        an enclave may commit more than `epc_pages`. `untrusted_runtime(kernel, fd)`
+        builds the ocall services: pass a subclass
         of `UntrustedRuntime` that skips, repeats or lies to model a hostile OS
         (the trusted side must cope using only what the hardware tells it).
         """
@@ -189,7 +192,7 @@ class Enclave:
         if machine is None:
             pages = epc_pages if epc_pages is not None else min(DEFAULT_EPC_PAGES,
                                                                  size // PAGE_SIZE)
-            machine = Machine(pages, sgx2=sgx2)
+            machine = Machine(pages, sgx2=sgx2, reclaim=reclaim)
         fd = _load_image(machine, layout, base, size)
         enclave = cls(machine, layout, base, size, user_base, user_end, fd,
                       untrusted_runtime(machine.kernel, fd))

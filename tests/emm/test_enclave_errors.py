@@ -530,3 +530,17 @@ def test_uncommit_of_a_prot_none_region_leaves_its_mapping_prot_none() -> None:
         assert vma is not None and vma.prot == 0
         t.read(addr, 1)
 
+
+
+def test_reclaim_lets_an_enclave_commit_more_than_the_epc_holds() -> None:
+    small = Enclave.create(size=1 << 30, epc_pages=256, threads=1, reclaim=True)
+    with small.enter() as t:
+        addr = small.emm.alloc(None, 512 * PAGE, COD)
+        for i in range(512):
+            t.write(addr + i * PAGE, bytes([i & 0xFF]))
+        assert all(t.read(addr + i * PAGE, 1) == bytes([i & 0xFF]) for i in range(0, 512, 37))
+    tight = Enclave.create(size=1 << 30, epc_pages=256, threads=1)
+    with pytest.raises(EnclaveCrashed), tight.enter() as t:
+        addr = tight.emm.alloc(None, 512 * PAGE, COD)
+        for i in range(512):
+            t.write(addr + i * PAGE, b"x")  # no free EPC page: SIGBUS, reported
