@@ -63,6 +63,9 @@ def enclave_options(f: F) -> F:
     for name in reversed(ENCLAVE_OPTIONS):
         f = click.option("--" + name.replace("_", "-"), name, type=NUMBER, default=None,
                          help=helps[name])(f)
+    f = click.option("--reclaim", "reclaim", is_flag=True, default=None,
+                     help="Let the driver page EPC out, so the enclave may commit more "
+                          "than --epc-pages.")(f)
     return f
 
 

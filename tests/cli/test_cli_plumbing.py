@@ -74,11 +74,11 @@ def test_enclave_options_reach_the_enclave(made: list[dict[str, Any]], tmp_path:
     path = write(tmp_path, {"op": "read", "addr": "u+0", "size": 1, "thread": 5})
     got = invoke("replay", path, "--threads", "6", "--base", "0x7f0000000000",
                  "--size", str(1 << 36), "--user-base", "0x7f0800000000", "--epc-pages", "0x100",
-                 "--emalloc-initial", "0x20000", "--format", "json")
+                 "--emalloc-initial", "0x20000", "--reclaim", "--format", "json")
     assert got.exit_code == 0
     assert made == [{"base": 0x7F0000000000, "size": 1 << 36, "user_base": 0x7F0800000000,
                      "user_size": None, "epc_pages": 0x100, "emalloc_initial": 0x20000,
-                     "threads": 6}]
+                     "threads": 6, "reclaim": True}]
     assert json.loads(got.output.splitlines()[0])["ret"] == 0  # thread 5 exists
 
 
