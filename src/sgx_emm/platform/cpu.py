@@ -330,20 +330,32 @@ class Cpu:
         enc.children += 1
         return True
 
+    def _valid_operand(self, epc_page: int) -> tuple[int, int]:
+        """EMODPR/EMODT's first operand checks: an EPC page (#GP) that is VALID (#PF).
+        Returns its slot and EPCM flag byte."""
+        slot = self._epc_operand(epc_page)
+        f = self.epc.flags[slot]
+        if not f & F_VALID:
+            raise PageFault(_ENCLS_PF, epc_page)
+        return slot, f
+
+    def _take_conflict(self, slot: int) -> bool:
+        """Whether another SGX2 leaf holds the page (SGX_EPC_PAGE_CONFLICT), once."""
+        if slot in self._conflicts:
+            self._conflicts.discard(slot)
+            return True
+        return False
+
     def emodpr(self, secinfo: int, epc_page: int) -> int:
         with self.lock:
             self.trace.emit(LEAF, "EMODPR", secinfo=secinfo)
             self._require_sgx2()
             if not secinfo_reserved_ok(secinfo) or (secinfo & SI_W and not secinfo & SI_R):
                 raise GeneralProtection()
-            slot = self._epc_operand(epc_page)
-            epc = self.epc
-            f = epc.flags[slot]
-            if not f & F_VALID:
-                raise PageFault(_ENCLS_PF, epc_page)
-            if slot in self._conflicts:
-                self._conflicts.discard(slot)
+            slot, f = self._valid_operand(epc_page)
+            if self._take_conflict(slot):
                 return SGX_EPC_PAGE_CONFLICT
+            epc = self.epc
             if f & (F_PENDING | F_MODIFIED):
                 return SGX_PAGE_NOT_MODIFIABLE
             if epc.pt[slot] != PT_REG:
@@ -362,14 +374,10 @@ class Cpu:
             new_pt = secinfo_pt(secinfo)
             if not secinfo_reserved_ok(secinfo) or new_pt not in (PT_TCS, PT_TRIM):
                 raise GeneralProtection()
-            slot = self._epc_operand(epc_page)
-            epc = self.epc
-            f = epc.flags[slot]
-            if not f & F_VALID:
-                raise PageFault(_ENCLS_PF, epc_page)
-            if slot in self._conflicts:
-                self._conflicts.discard(slot)
+            slot, f = self._valid_operand(epc_page)
+            if self._take_conflict(slot):
                 return SGX_EPC_PAGE_CONFLICT
+            epc = self.epc
             old_pt = epc.pt[slot]
             allowed = (old_pt == PT_REG or (old_pt == PT_TCS and new_pt == PT_TRIM)
                        or (old_pt in (PT_SS_FIRST, PT_SS_REST) and new_pt == PT_TRIM))
