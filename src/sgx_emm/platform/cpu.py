@@ -244,12 +244,7 @@ class Cpu:
                     or base + size > 1 << 64 or secs.ssa_frame_size < 1
                     or secs.miscselect & ~MISC_EXINFO):
                 raise GeneralProtection()
-            epc = self.epc
-            epc.flags[slot] = F_VALID
-            epc.pt[slot] = PT_SECS
-            epc.owner[slot] = slot
-            epc.linaddr[slot] = 0
-            epc.set_page(slot, None)
+            self.epc.install(slot, F_VALID, PT_SECS, slot, 0)
             self.enclaves[slot] = EnclaveControl(slot, base, size, secs.ssa_frame_size,
                                                  secs.miscselect, secs.attributes)
 
@@ -272,12 +267,8 @@ class Cpu:
             if enc.initialized or not enc.contains(linaddr, PAGE_SIZE):
                 raise GeneralProtection()
             epc = self.epc
-            epc.flags[slot] = F_VALID | (0 if pt == PT_TCS else secinfo & SI_RWX)
-            epc.pt[slot] = pt
-            epc.owner[slot] = enc.secs_slot
-            epc.linaddr[slot] = linaddr
-            epc.epoch[slot] = 0
-            epc.set_page(slot, contents)
+            epc.install(slot, F_VALID | (0 if pt == PT_TCS else secinfo & SI_RWX), pt,
+                        enc.secs_slot, linaddr, 0, contents)
             enc.children += 1
 
     def einit(self, secs_page: int) -> None:
@@ -320,13 +311,7 @@ class Cpu:
         enc = self.enclaves.get(secs_slot)
         if enc is None or not enc.initialized or not enc.base <= linaddr < enc.base + enc.size:
             return False
-        epc.flags[slot] = F_VALID | F_R | F_W | F_PENDING
-        epc.pt[slot] = PT_REG
-        epc.owner[slot] = enc.secs_slot
-        epc.linaddr[slot] = linaddr
-        epc.epoch[slot] = 0
-        if slot in epc.contents:
-            del epc.contents[slot]
+        epc.install(slot, F_VALID | F_R | F_W | F_PENDING, PT_REG, enc.secs_slot, linaddr)
         enc.children += 1
         return True
 
@@ -450,12 +435,8 @@ class Cpu:
             enc = self._secs_operand(secs_page)
             if enc.secs_slot != blob.secs_slot:
                 raise GeneralProtection()
-            epc.flags[slot] = blob.flags
-            epc.pt[slot] = blob.pt
-            epc.owner[slot] = blob.secs_slot
-            epc.linaddr[slot] = blob.linaddr
-            epc.epoch[slot] = blob.epoch
-            epc.set_page(slot, blob.contents)
+            epc.install(slot, blob.flags, blob.pt, blob.secs_slot, blob.linaddr, blob.epoch,
+                        blob.contents)
             enc.children += 1
 
     def etrack(self, secs_page: int) -> int:

@@ -100,6 +100,17 @@ class Epc:
             page = self.contents[slot] = bytearray(PAGE_SIZE)
         return page
 
+    def install(self, slot: int, flags: int, pt: int, owner: int, linaddr: int,
+                epoch: int = 0, contents: bytes | None = None) -> None:
+        """Write a whole EPCM entry and the page contents (ECREATE, EADD, EAUG, ELDU):
+        every field, so nothing of the slot's previous life survives."""
+        self.flags[slot] = flags
+        self.pt[slot] = pt
+        self.owner[slot] = owner
+        self.linaddr[slot] = linaddr
+        self.epoch[slot] = epoch
+        self.set_page(slot, contents)
+
     def set_page(self, slot: int, data: bytes | None) -> None:
         """Fill the whole page; zeros (or None) leave it unallocated."""
         if data is None or not any(data):
