@@ -55,7 +55,6 @@ from sgx_emm.platform.secinfo import (
     GPR_RIP,
     GPRSGX_SIZE,
     MISC_EXINFO,
-    PT_NAMES,
     PT_REG,
     PT_SECS,
     PT_SS_FIRST,
@@ -175,10 +174,6 @@ class TcsControl:
     ssa_base: int = 0        # linear address of SSA frame 0
     frame_bytes: int = PAGE_SIZE
 
-    def gpr_addr(self, level: int) -> int:
-        """Linear address of GPRSGX in SSA frame `level` (the frame's last 184 bytes)."""
-        return self.ssa_base + (level + 1) * self.frame_bytes - GPRSGX_SIZE
-
 
 class Cpu:
     """ENCLS/ENCLU leaves over one EPC and one address space."""
@@ -221,10 +216,6 @@ class Cpu:
         leaves on one page cannot arise by itself; this hook stands for it."""
         with self.lock:
             self._conflicts.add(self._epc_operand(paddr))
-
-    def enclave_of(self, secs_paddr: int) -> EnclaveControl:
-        with self.lock:
-            return self._secs_operand(secs_paddr)
 
     def _free_page(self, enc: EnclaveControl | None, slot: int) -> None:
         if enc is not None and self.epc.pt[slot] != PT_SECS:
@@ -973,7 +964,3 @@ class Cpu:
     def epcm_entry(self, paddr: int) -> dict[str, int | bool]:
         with self.lock:
             return self.epc.describe(self._epc_operand(paddr))
-
-    @staticmethod
-    def pt_name(pt: int) -> str:
-        return PT_NAMES.get(pt, str(pt))

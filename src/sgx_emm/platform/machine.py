@@ -20,7 +20,7 @@ import errno
 import os
 import threading
 
-from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
+from sgx_emm.flags import PAGE_SHIFT
 from sgx_emm.platform.cpu import Cpu
 from sgx_emm.platform.epcm import Epc
 from sgx_emm.platform.kernel import EnclaveFd, FaultOutcome, Kernel
@@ -89,7 +89,3 @@ class Machine:
                     raise OSError(errno.EFAULT, f"host access {at:#x}: {os.strerror(errno.EFAULT)}")
             else:  # pragma: no cover - the kernel keeps "fixing" without progress
                 raise OSError(errno.EFAULT, f"host access {at:#x}")
-
-    @property
-    def page_size(self) -> int:
-        return PAGE_SIZE
