@@ -343,6 +343,10 @@ class Enclave:
         """`sgx_register_exception_handler`: runs after the manager's #PF handler."""
         self.dispatcher.register(handler, first=first)
 
+    def unregister_exception_handler(self, handler: ExceptionHandler) -> bool:
+        """`sgx_unregister_exception_handler`: False if it was not registered."""
+        return self.dispatcher.unregister(handler)
+
     # ------------------------------------------------------------ outside views
     def host_read(self, addr: int, n: int) -> bytes:
         """Read enclave memory from outside: 0xFF bytes, as on hardware."""

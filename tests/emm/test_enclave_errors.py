@@ -367,6 +367,11 @@ def test_registered_handler_can_fix_the_fault() -> None:
         assert t.read(addr, 5) == b"fixed"
     assert not enc.crashed
     check_invariants(enc)
+    assert enc.unregister_exception_handler(fixer)
+    assert not enc.unregister_exception_handler(fixer)
+    with pytest.raises(EnclaveCrashed), enc.enter() as t:
+        enc.emm.modify_permissions(addr, PAGE, PROT_READ)
+        t.write(addr, b"again")  # nobody fixes it now
 
 
 def test_custom_region_handler_declining_crashes() -> None:
