@@ -14,3 +14,30 @@ def test_flags_have_c_values() -> None:
 def test_flag_names_cover_every_exported_constant() -> None:
     assert flags.FLAG_NAMES["COMMIT_NOW"] == 2
     assert flags.FLAG_NAMES["PROT_READ"] == 1
+
+
+def test_every_name_outside_code_relies_on_exists_with_its_c_value() -> None:
+    import sgx_emm
+
+    expected = {
+        "RESERVE": 0x1, "COMMIT_NOW": 0x2, "COMMIT_ON_DEMAND": 0x4, "GROWSDOWN": 0x10,
+        "GROWSUP": 0x20, "FIXED": 0x40, "SYSTEM": 0x80, "PAGE_TYPE_TCS": 0x100,
+        "PAGE_TYPE_REG": 0x200, "PAGE_TYPE_TRIM": 0x400, "PAGE_TYPE_SS_FIRST": 0x500,
+        "PAGE_TYPE_SS_REST": 0x600, "PROT_NONE": 0, "PROT_READ": 1, "PROT_WRITE": 2,
+        "PROT_EXEC": 4, "PROT_READ_WRITE": 3, "PROT_READ_EXEC": 5, "PROT_READ_WRITE_EXEC": 7,
+        "EXCEPTION_CONTINUE_SEARCH": 0, "EXCEPTION_CONTINUE_EXECUTION": -1, "PAGE_SIZE": 0x1000,
+    }
+    for name, value in expected.items():
+        assert getattr(flags, name) == value, name
+    assert sgx_emm.PAGE_SIZE == 0x1000
+    assert flags.COMMIT_NOW | flags.FIXED | flags.aligned(13) == 0x0D000042
+    assert isinstance(flags.PROT_READ | flags.PROT_WRITE, int)
+
+
+def test_pfinfo_bit_views_follow_the_pfec() -> None:
+    from sgx_emm.emm.rt import PfInfo
+
+    write = PfInfo(0x7000_0123, 0x8007)
+    assert (write.p, write.rw, write.sgx) == (True, True, True)
+    read = PfInfo(0x7000_0123, 0x4)
+    assert (read.p, read.rw, read.sgx) == (False, False, False)
