@@ -1,9 +1,9 @@
-"""The `sgx-emm` command line: `replay` a call sequence, draw the region `map`.
+"""What the commands share: number and enclave options, reading input, output and
+progress, and replaying a file with streamed per-call output.
 
-Follows spec/replay-format.md; docs/cli.md is the user's guide. Exit status: 0
-when the replay ran (failing calls included), 1 for an input that cannot be
-read or a bad line under --strict, 2 for bad options, 3 when the simulator
-itself raised something unexpected (a bug, reported per line).
+Exit status of every command: 0 when the replay ran (failing calls included), 1
+for an input that cannot be read or a bad line under --strict, 2 for bad options,
+3 when the simulator itself raised something unexpected (a bug, reported per line).
 """
 
 from __future__ import annotations
@@ -76,12 +76,6 @@ def common_options(f: F) -> F:
                      show_default=True, help="Output format.")(f)
     f = click.argument("file", required=False)(f)
     return enclave_options(f)
-
-
-@click.group()
-@click.version_option(package_name="sgx-emm")
-def main() -> None:
-    """Enclave Memory Manager on a simulated SGX2 platform."""
 
 
 def load_lines(file: str | None) -> tuple[str, list[str]]:
@@ -191,45 +185,3 @@ def finish(report: replay.Report) -> None:
         sys.exit(3)
 
 
-@main.command("replay")
-@common_options
-@click.option("--events", is_flag=True,
-              help="Show every event of each call (leaves, ocalls, ioctls, faults, ...).")
-def replay_cmd(file: str | None, fmt: str, strict: bool, events: bool,
-               **options: Any) -> None:
-    """Replay a JSON Lines call sequence FILE ('-' = stdin; bundled example without FILE).
-
-    Prints one line (or JSON object) per call with its result, the address it
-    returned and what it caused, then the region map of both roots and totals.
-    """
-    report = run_replay(file, fmt, strict, options, per_call=True, events=events)
-    console = make_console()
-    if fmt == "json":
-        emit(console, json.dumps(render.final_json(report)))
-    else:
-        render.print_final_text(console, report)
-    finish(report)
-
-
-@main.command("map")
-@common_options
-def map_cmd(file: str | None, fmt: str, strict: bool, **options: Any) -> None:
-    """Replay FILE (or the bundled example) quietly, then draw the region map.
-
-    Both roots, one region per row: address, size, commit mode, prot, type,
-    committed pages as a bar, flags; the manager's metadata reserves are marked.
-    """
-    report = run_replay(file, fmt, strict, options, per_call=False)
-    console = make_console()
-    addr = render.address_format(report)
-    if fmt == "json":
-        emit(console, json.dumps({"layout": render.layout_json(report.layout(), addr),
-                                  "summary": render.summary(report)}))
-    else:
-        console.print(render.map_table(report.layout(), addr))
-        console.print(render.summary_text(report), highlight=False)
-    finish(report)
-
-
-if __name__ == "__main__":
-    main()
