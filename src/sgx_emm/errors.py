@@ -32,3 +32,7 @@ class EnclaveCrashed(RuntimeError):
         self.vector = vector
         self.errcd = errcd
         self.addr = addr
+
+
+class NotEntered(RuntimeError):
+    """Enclave code was run outside its ecall (e.g. a `ThreadContext` after its `with`)."""
