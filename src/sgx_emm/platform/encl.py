@@ -318,3 +318,8 @@ class Encl:
     def evicted(self, addr: int) -> EvictedPage | None:
         """What EWB wrote out for the page at addr, if it is evicted."""
         return self._swapped.get(addr >> PAGE_SHIFT)
+
+    def evicted_pages(self) -> list[EvictedPage]:
+        """Every page of this enclave EWB wrote out (the driver's backing store)."""
+        with self._lock:
+            return list(self._swapped.values())
