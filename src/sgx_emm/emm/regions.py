@@ -259,6 +259,11 @@ class CommittedView:
     def __iter__(self) -> Iterator[bool]:
         return (self[i] for i in range(self._pages))
 
+    def page_runs(self) -> list[tuple[int, int]]:
+        """The committed runs as [first, last) page indices. O(runs)."""
+        b = self._bounds
+        return [(b[k], b[k + 1]) for k in range(0, len(b), 2)]
+
     def count(self, value: bool = True) -> int:
         b = self._bounds
         ones = sum(b[k + 1] - b[k] for k in range(0, len(b), 2))
@@ -289,6 +294,8 @@ class Region:
     committed: CommittedView
     is_meta: bool = False
     has_handler: bool = False
+    #: False for a committing region whose bitmap is missing (only after a bug)
+    has_bitmap: bool = True
 
     @property
     def end(self) -> int:
@@ -308,4 +315,5 @@ def snapshot(ema: Ema, is_meta: bool) -> Region:
     bounds = tuple(b - base for b in ema.bitmap.bounds) if ema.bitmap is not None else ()
     view = CommittedView(ema.pages, bounds)
     return Region(ema.start, ema.size, ema.alloc_flags, ema.si_flags, view,
-                  is_meta, ema.handler is not None)
+                  is_meta, ema.handler is not None,
+                  ema.bitmap is not None or bool(ema.alloc_flags & 0x01))  # 0x01: RESERVE
