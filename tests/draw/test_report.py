@@ -11,6 +11,7 @@ from sgx_emm.draw import Recording
 from sgx_emm.draw.report import report_html
 from sgx_emm.replay import Report
 
+
 def test_report_has_every_part_and_fetches_nothing(tour: tuple[Report, Recording]) -> None:
     report, rec = tour
     page = report_html(report, rec, name="tour", lines=(4,))
