@@ -82,7 +82,7 @@ def report_html(report: Report, rec: Recording, *, name: str = "replay",
         if r is None:
             continue
         cls = "unexpected" if r.as_expected is False else "failed" if call.failed else ""
-        where = fmt(r.addr) if r.addr is not None else fmt(r.target) or ""
+        where = fmt(r.addr if r.addr is not None else r.target) or ""
         ret = f"not run: {r.error}" if r.error is not None else str(r.ret)
         cyc = cycles_of.get(call.line)
         add(f'<tr class="{cls}"><td class="num">{call.line}</td><td>{escape(call.op)}</td>'
