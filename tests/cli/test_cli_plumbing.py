@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from replay_fakes import FakeEnclave
 
 from sgx_emm import cli
+from sgx_emm.cli import common as cli_common
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def made(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         seen.append(options)
         return FakeEnclave(threads=options.get("threads") or 4)
 
-    monkeypatch.setattr(cli, "create_enclave", create)
+    monkeypatch.setattr(cli_common, "create_enclave", create)
     return seen
 
 

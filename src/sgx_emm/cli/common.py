@@ -1,9 +1,9 @@
-"""The `sgx-emm` command line: `replay` a call sequence, draw the region `map`.
+"""What the commands share: number and enclave options, reading input, output and
+progress, and replaying a file with streamed per-call output.
 
-Follows spec/replay-format.md; docs/cli.md is the user's guide. Exit status: 0
-when the replay ran (failing calls included), 1 for an input that cannot be
-read or a bad line under --strict, 2 for bad options, 3 when the simulator
-itself raised something unexpected (a bug, reported per line).
+Exit status of every command: 0 when the replay ran (failing calls included), 1
+for an input that cannot be read or a bad line under --strict, 2 for bad options,
+3 when the simulator itself raised something unexpected (a bug, reported per line).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from sgx_emm import render, replay
+from sgx_emm.draw.recording import Recording, ReplayRecorder
 from sgx_emm.trace import Event
 
 #: Replays shorter than this finish before a progress bar would be worth drawing.
@@ -76,12 +77,6 @@ def common_options(f: F) -> F:
                      show_default=True, help="Output format.")(f)
     f = click.argument("file", required=False)(f)
     return enclave_options(f)
-
-
-@click.group()
-@click.version_option(package_name="sgx-emm")
-def main() -> None:
-    """Enclave Memory Manager on a simulated SGX2 platform."""
 
 
 def load_lines(file: str | None) -> tuple[str, list[str]]:
@@ -144,11 +139,13 @@ def progress_for(console: Console, total: int, label: str) -> Iterator[Callable[
 
 
 def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any],
-               per_call: bool, events: bool = False) -> replay.Report:
+               per_call: bool, events: bool = False,
+               recording: Recording | None = None) -> replay.Report:
     """Replay FILE, streaming per-call output when `per_call`; exits on --strict stops.
 
     With `events`, every trace event a call caused (leaf, ocall, syscall, ioctl,
     page fault, AEX, entry, handler) is shown under it, in the order it happened.
+    A `recording` keeps every event, call by call, for the pictures (sgx_emm.draw).
     """
     console = make_console()
     name, lines = load_lines(file)
@@ -158,10 +155,13 @@ def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any]
     seen: list[Event] = []
     if events:
         enclave.trace.subscribe(seen.append)
+    recorder = ReplayRecorder(recording.attach(enclave), lines) if recording else None
 
     with progress_for(console, len(lines), f"replaying {name}") as advance:
         def on_result(result: replay.CallResult) -> None:
             advance()
+            if recorder is not None:
+                recorder(result)
             if not per_call:
                 return
             if write_json:
@@ -191,45 +191,3 @@ def finish(report: replay.Report) -> None:
         sys.exit(3)
 
 
-@main.command("replay")
-@common_options
-@click.option("--events", is_flag=True,
-              help="Show every event of each call (leaves, ocalls, ioctls, faults, ...).")
-def replay_cmd(file: str | None, fmt: str, strict: bool, events: bool,
-               **options: Any) -> None:
-    """Replay a JSON Lines call sequence FILE ('-' = stdin; bundled example without FILE).
-
-    Prints one line (or JSON object) per call with its result, the address it
-    returned and what it caused, then the region map of both roots and totals.
-    """
-    report = run_replay(file, fmt, strict, options, per_call=True, events=events)
-    console = make_console()
-    if fmt == "json":
-        emit(console, json.dumps(render.final_json(report)))
-    else:
-        render.print_final_text(console, report)
-    finish(report)
-
-
-@main.command("map")
-@common_options
-def map_cmd(file: str | None, fmt: str, strict: bool, **options: Any) -> None:
-    """Replay FILE (or the bundled example) quietly, then draw the region map.
-
-    Both roots, one region per row: address, size, commit mode, prot, type,
-    committed pages as a bar, flags; the manager's metadata reserves are marked.
-    """
-    report = run_replay(file, fmt, strict, options, per_call=False)
-    console = make_console()
-    addr = render.address_format(report)
-    if fmt == "json":
-        emit(console, json.dumps({"layout": render.layout_json(report.layout(), addr),
-                                  "summary": render.summary(report)}))
-    else:
-        console.print(render.map_table(report.layout(), addr))
-        console.print(render.summary_text(report), highlight=False)
-    finish(report)
-
-
-if __name__ == "__main__":
-    main()
