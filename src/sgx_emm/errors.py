@@ -115,3 +115,7 @@ class EnclaveCrashed(RuntimeError):
         self.errcd = errcd
         self.addr = addr
         self.cause = cause or message
+
+
+class NotEntered(RuntimeError):
+    """Enclave code was run outside its ecall (e.g. a `ThreadContext` after its `with`)."""

@@ -208,15 +208,26 @@ class EmaOps:
             raise _accept_abort(rc, secinfo, addr)
 
     def commit_pages(self, start: int, size: int, si_flags: int, grow_up: bool) -> None:
-        """do_commit for COMMIT_NOW: high->low when `grow_up`, else low->high; abort on failure."""
+        """do_commit for COMMIT_NOW: high->low when `grow_up`, else low->high; abort on failure.
+
+        Anything raised part-way (an abort, a custom handler unwinding, no TCS for
+        a leaf) carries the accepted pages as `accepted = (lo, hi)` byte
+        addresses, so the caller can record them.
+        """
         secinfo = si_flags | PENDING
         eaccept = self.prims.eaccept
-        pages = range(start + size - PAGE_SIZE, start - 1, -PAGE_SIZE) if grow_up else range(
-            start, start + size, PAGE_SIZE)
-        for page in pages:
-            rc = eaccept(secinfo, page)
-            if rc:
-                raise _accept_abort(rc, secinfo, page)
+        end = start + size
+        pages = range(end - PAGE_SIZE, start - 1, -PAGE_SIZE) if grow_up else range(
+            start, end, PAGE_SIZE)
+        page = pages.start
+        try:
+            for page in pages:
+                rc = eaccept(secinfo, page)
+                if rc:
+                    raise _accept_abort(rc, secinfo, page)
+        except BaseException as exc:
+            exc.accepted = (page + PAGE_SIZE, end) if grow_up else (start, page)  # type: ignore[attr-defined]
+            raise
 
     def do_commit(self, ema: Ema, start: int, end: int) -> int:
         """ema_do_commit: EACCEPT each uncommitted page of the clipped range.
@@ -228,8 +239,11 @@ class EmaOps:
         assert bm is not None
         lo = max(start, ema.start) >> PAGE_SHIFT
         hi = min(end, ema.end) >> PAGE_SHIFT
+        holes = bm.holes_list(lo, hi)
+        if not holes:
+            return 0
         eaccept = self.prims.eaccept
-        for s, e in list(bm.holes(lo, hi)):
+        for s, e in holes:
             for page in range(s, e):
                 rc = eaccept(_REG_RW_PENDING, page << PAGE_SHIFT)
                 if rc:
@@ -250,7 +264,7 @@ class EmaOps:
         assert bm is not None
         page_type = ema.si_flags & PAGE_TYPE_MASK
         modify = self.rt.modify_ocall
-        for s, e in list(bm.runs(start >> PAGE_SHIFT, end >> PAGE_SHIFT)):
+        for s, e in bm.runs_list(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             addr, length = s << PAGE_SHIFT, (e - s) << PAGE_SHIFT
             if modify(addr, length, prot | page_type, prot | PAGE_TYPE_TRIM):
                 raise EmmError(errno.EFAULT, ocall_problem(
@@ -345,19 +359,25 @@ class EmaOps:
         node.si_flags = (node.si_flags & ~PAGE_TYPE_MASK & ~PROT_MASK) | PAGE_TYPE_TCS
 
     def commit_data(self, ema: Ema, start: int, end: int, data: int, prot: int) -> None:
-        """ema_do_commit_data: EACCEPTCOPY each page, then mark them (EFAULT on failure)."""
+        """ema_do_commit_data: EACCEPTCOPY each page, then mark them (EFAULT on failure).
+
+        Deviation: on a failure the pages already copied are marked too (the
+        reference leaves them accepted but unrecorded), so the caller can roll
+        them back and the books never hide an accepted page.
+        """
         secinfo = prot | PAGE_TYPE_REG
         eacceptcopy = self.prims.eacceptcopy
+        bm = ema.bitmap
+        assert bm is not None
         src = data
         for page in range(start, end, PAGE_SIZE):
             rc = eacceptcopy(secinfo, page, src)
             if rc:
+                bm.set_range(start >> PAGE_SHIFT, page >> PAGE_SHIFT)
                 raise EmmError(errno.EFAULT, f"EACCEPTCOPY of {src:#x} to {page:#x} "
                                f"(secinfo {secinfo_text(secinfo)}) failed with "
                                f"{sgx_result_name(rc)} ({rc})")
             src += PAGE_SIZE
-        bm = ema.bitmap
-        assert bm is not None
         bm.set_range(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
 
 

@@ -18,6 +18,7 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
+from sgx_emm.emm.bitmap import CommitBitmap
 from sgx_emm.emm.ema_ops import (
     SIZEOF_EMA,
     EmaOps,
@@ -429,8 +430,12 @@ class EnclaveMemoryManager:
                 self._rt, f"alloc_ocall for {node.start:#x}-{node.end:#x}"))
         commit_now = bool(alloc_flags & COMMIT_NOW)
         if commit_now:
-            ops.commit_pages(node.start, node.size, node.si_flags,
-                             grow_up=not alloc_flags & GROWSDOWN)
+            try:
+                ops.commit_pages(node.start, node.size, node.si_flags,
+                                 grow_up=not alloc_flags & GROWSDOWN)
+            except BaseException as exc:
+                self._record_partial_commit(node, getattr(exc, "accepted", (0, 0)))
+                raise
         if not ops.new_bitmap(node, full=commit_now):
             ops.destroy(root, node)
             raise EmmError(errno.ENOMEM, "no metadata memory for the commit bitmap")
@@ -453,6 +458,23 @@ class EnclaveMemoryManager:
             return f"range {start:#x}-{end:#x} leaves the root's range"
         return (f"range {start:#x}-{end:#x} overlaps reservations that could not be split "
                 "(no metadata memory)")
+
+    def _record_partial_commit(self, node: Ema, accepted: tuple[int, int]) -> None:
+        """Deviation: something unwound through COMMIT_NOW's EACCEPT loop.
+
+        The reference longjmps out and leaves a region without a bitmap; we give
+        it one holding exactly the pages accepted so far, so the region stays
+        usable (commit, uncommit, dealloc) and the books match the EPCM. If the
+        metadata cannot be had now, the bitmap is kept without its C-side blocks.
+        """
+        ok = False
+        with contextlib.suppress(Exception):
+            ok = self._ops.new_bitmap(node, full=False)
+        if not ok or node.bitmap is None:
+            node.bitmap = CommitBitmap()
+        lo, hi = accepted
+        if lo < hi:
+            node.bitmap.set_range(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT)
 
     def _can_reuse(self, ema: Ema) -> bool:
         """can_erealloc: the allocator's own reserves only while it adds one."""
@@ -532,11 +554,12 @@ class EnclaveMemoryManager:
             raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free space "
                            f"(the first region starts at {overlapped[0].start:#x})")
         prev_end = overlapped[0].start
+        in_meta = self._meta.in_meta_area
         for ema in overlapped:
             if holes and ema.start != prev_end:
                 raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} has a hole at "
                                f"{prev_end:#x}-{ema.start:#x}")
-            if guard_meta and self._is_meta(ema):
+            if guard_meta and ema.payload is not None and in_meta(ema.payload):
                 raise EmmError(errno.EACCES, f"{_region(ema)} holds the manager's own "
                                "metadata")
             if check is not None:
@@ -573,7 +596,7 @@ class EnclaveMemoryManager:
             for ema in overlapped:
                 lo, hi = max(addr, ema.start), min(end, ema.end)
                 prot = ema.si_flags & PROT_MASK
-                target = self._readable_for_trim(root, ema, lo, hi)
+                target = self._readable_for_trim(root, ema, lo, hi) if not prot else ema
                 self._ops.uncommit_real(target, lo, hi, prot)
         finally:
             lock.release()
@@ -605,7 +628,8 @@ class EnclaveMemoryManager:
                 lo, hi = max(addr, ema.start), min(end, ema.end)
                 node = ema
                 if not ema.alloc_flags & RESERVE:
-                    node = self._readable_for_trim(root, ema, lo, hi)
+                    if not ema.si_flags & PROT_MASK:
+                        node = self._readable_for_trim(root, ema, lo, hi)
                     ops.uncommit_real(node, lo, hi, PROT_NONE)
                 if lo > node.start:
                     node = ops.split(root, node, lo, False)
@@ -689,13 +713,38 @@ class EnclaveMemoryManager:
             overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
                                        check=check)
             ops = self._ops
-            for ema in overlapped:
-                lo, hi = max(addr, ema.start), min(end, ema.end)
-                ops.commit_data(ema, lo, hi, data + lo - addr, prot)
-            for ema in overlapped:
-                ops.modify_permissions(root, ema, addr, end, prot)
+            try:
+                for ema in overlapped:
+                    lo, hi = max(addr, ema.start), min(end, ema.end)
+                    ops.commit_data(ema, lo, hi, data + lo - addr, prot)
+                for ema in overlapped:
+                    ops.modify_permissions(root, ema, addr, end, prot)
+            except EmmError:
+                self._roll_back_commit(root, addr, end)
+                raise
         finally:
             lock.release()
+
+    def _roll_back_commit(self, root: RegionList, addr: int, end: int) -> None:
+        """Deviation: a failed commit_data trims what the range now holds.
+
+        Every page of [addr, end) was uncommitted when the call began; pages it
+        copied (or that faults committed meanwhile) are trimmed again exactly as
+        `uncommit` trims them, so no
+        accepted page outlives the call unrecorded or with a prot the region does
+        not have (the reference leaves them). If the trim's own ocall fails, the
+        pages stay committed and recorded.
+        """
+        for ema in root.overlapping(addr, end):
+            if ema.bitmap is None:
+                continue
+            lo, hi = max(addr, ema.start), min(end, ema.end)
+            if not ema.bitmap.any_set(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT):
+                continue
+            prot = ema.si_flags & PROT_MASK
+            with contextlib.suppress(EmmError):
+                target = self._readable_for_trim(root, ema, lo, hi)
+                self._ops.uncommit_real(target, lo, hi, prot)
 
     # ---------------------------------------------------------- fault handler
 
