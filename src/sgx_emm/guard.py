@@ -21,14 +21,21 @@ as `enc.manager` for tests and benchmarks that drive it directly.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sgx_emm.emm import EnclaveMemoryManager, Region
 from sgx_emm.emm.rt import FaultHandler, PfInfo
 from sgx_emm.flags import AllocFlags, PageType, Prot
 
-if TYPE_CHECKING:
-    from sgx_emm.enclave import Enclave
+
+class EnclaveHost(Protocol):
+    """What the guard needs of its enclave (`sgx_emm.Enclave`, which imports this
+    module: naming it here would make an import cycle)."""
+
+    @property
+    def base(self) -> int: ...
+
+    def require_entry(self, call: str = ...) -> None: ...
 
 _FLAG_TYPES = (AllocFlags, PageType, Prot)
 _FAMILY_NAMES: dict[type, str] = {AllocFlags: "AllocFlags", PageType: "PageType", Prot: "Prot"}
@@ -72,7 +79,7 @@ class GuardedManager:
 
     __slots__ = ("_enclave", "_manager")
 
-    def __init__(self, enclave: Enclave, manager: EnclaveMemoryManager) -> None:
+    def __init__(self, enclave: EnclaveHost, manager: EnclaveMemoryManager) -> None:
         self._enclave = enclave
         self._manager = manager
 
