@@ -118,3 +118,13 @@ def test_a_python_run_can_be_recorded_and_written(tmp_path: Path) -> None:
     with enc.enter():
         enc.emm.alloc(None, 0x1000, flags.COMMIT_NOW)
     assert len(rec.events()) == n
+
+
+def test_trace_record_is_the_python_call_on_a_trace(tmp_path: Path) -> None:
+    enc = Enclave.create()
+    with enc.trace.record() as rec, enc.enter():
+        enc.emm.alloc(None, 0x1000, flags.COMMIT_NOW)
+    out = tmp_path / "t.json"
+    rec.write_perfetto(str(out))
+    events = check_format(json.loads(out.read_text()))
+    assert {"ecall", "EAUG", "EACCEPT", "mmap"} <= {e["name"] for e in events}
