@@ -13,10 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:     # the pictures live above this layer; imported on use
-    from sgx_emm.draw.recording import Recording
+from typing import Any
 
 #: Event categories the layers use; names inside a category are free-form but
 #: stable (leaf names in capitals, ocall / syscall / ioctl names as in C).
@@ -95,15 +92,6 @@ class Trace:
             return
         for key in keys:
             self.emit(*key)
-
-    def record(self) -> Recording:
-        """Keep every later event, in order, until the recording is detached (a
-        context manager): for pictures, e.g. `rec.write_perfetto("run.json")` for
-        ui.perfetto.dev. `sgx_emm.draw.Recording().attach(enclave)` also knows the
-        enclave's threads and address ranges."""
-        from sgx_emm.draw.recording import Recording
-
-        return Recording().attach(self)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` for every later event; returns the unsubscribe function."""
