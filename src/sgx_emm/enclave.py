@@ -13,13 +13,15 @@ ERESUME into phase 2, the manager's handler first).
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
+from sgx_emm.books import BooksDisagree, Difference, check_books
 from sgx_emm.emm import EnclaveMemoryManager
-from sgx_emm.errors import EnclaveAbort, EnclaveCrashed
+from sgx_emm.errors import EmmError, EnclaveAbort, EnclaveCrashed, NotEntered
 from sgx_emm.flags import (
     COMMIT_ON_DEMAND,
     FIXED,
@@ -34,6 +36,7 @@ from sgx_emm.flags import (
 from sgx_emm.platform import (
     MAP_FIXED,
     MAP_SHARED,
+    CpuFault,
     EnclaveFd,
     EnclaveThread,
     FaultReported,
@@ -78,8 +81,16 @@ MAX_NESTED_EXCEPTIONS = 32
 _tls = threading.local()
 
 
-class OutOfTcs(RuntimeError):
-    """Every load-time TCS is in use (the SDK's SGX_ERROR_OUT_OF_TCS)."""
+class OutOfTcs(EmmError, RuntimeError):
+    """Every load-time TCS is in use (the SDK's SGX_ERROR_OUT_OF_TCS).
+
+    An `EmmError` with errno EAGAIN, so a manager call made outside any entry
+    (each leaf then needs a TCS of its own) fails with a documented error; it
+    stays a RuntimeError for code written against the earlier class.
+    """
+
+    def __init__(self, message: str) -> None:
+        EmmError.__init__(self, errno.EAGAIN, message)
 
 
 def _entries() -> list[tuple[Enclave, EnclaveThread]]:
@@ -104,28 +115,36 @@ class ThreadContext:
     def __init__(self, enclave: Enclave, thread: EnclaveThread) -> None:
         self.enclave = enclave
         self.thread = thread
+        #: False once the `with` block that made this context has ended
+        self.active = True
 
     @property
     def tcs(self) -> int:
         return self.thread.tcs_addr
 
+    def _run(self, op: Callable[[], T]) -> T:
+        if not self.active:
+            raise NotEntered(f"this thread context (TCS {self.tcs:#x}) was used after its "
+                             "`with enc.enter()` block ended; enter again")
+        return self.enclave._guarded(op)
+
     def read(self, addr: int, n: int) -> bytes:
-        return self.enclave._guarded(lambda: self.thread.read(addr, n))
+        return self._run(lambda: self.thread.read(addr, n))
 
     def write(self, addr: int, data: bytes) -> None:
-        self.enclave._guarded(lambda: self.thread.write(addr, bytes(data)))
+        self._run(lambda: self.thread.write(addr, bytes(data)))
 
     def fetch(self, addr: int, n: int) -> bytes:
-        return self.enclave._guarded(lambda: self.thread.fetch(addr, n))
+        return self._run(lambda: self.thread.fetch(addr, n))
 
     def eaccept(self, secinfo: int, addr: int) -> int:
-        return self.enclave._guarded(lambda: self.thread.eaccept(secinfo, addr))
+        return self._run(lambda: self.thread.eaccept(secinfo, addr))
 
     def eacceptcopy(self, secinfo: int, dest: int, src: int) -> int:
-        return self.enclave._guarded(lambda: self.thread.eacceptcopy(secinfo, dest, src))
+        return self._run(lambda: self.thread.eacceptcopy(secinfo, dest, src))
 
     def emodpe(self, secinfo: int, addr: int) -> int:
-        return self.enclave._guarded(lambda: self.thread.emodpe(secinfo, addr))
+        return self._run(lambda: self.thread.emodpe(secinfo, addr))
 
     @property
     def stack(self) -> StackView:
@@ -153,6 +172,8 @@ class Enclave:
         self.dispatcher = ExceptionDispatcher(self.trace)
         self.tcs_addresses = [base + off for off in layout.tcs_offsets()]
         self._free_tcs = list(reversed(self.tcs_addresses))
+        #: TCSes that broke while in use (never handed out again)
+        self._retired: set[int] = set()
         self._tcs_lock = threading.Lock()
         self._entered: dict[int, int] = {}     # TCS -> entries through it now
         self._config: EnclaveConfig | None = None
@@ -276,12 +297,14 @@ class Enclave:
                 raise _crash(f"EENTER through {chosen:#x} faulted", exc) from None
             stack = _entries()
             stack.append((self, thread))
+            ctx = ThreadContext(self, thread)
             try:
-                yield ThreadContext(self, thread)
+                yield ctx
             except (EnclaveAbort, EnclaveCrashed) as exc:
                 self._dead = self._dead or exc
                 raise
             finally:
+                ctx.active = False
                 stack.pop()
                 inline.__exit__(None, None, None)
         finally:
@@ -291,7 +314,7 @@ class Enclave:
                     self._entered[chosen] = left
                 else:
                     del self._entered[chosen]
-            if tcs is None or borrowed:
+            if (tcs is None or borrowed) and chosen not in self._retired:
                 self._give_tcs(chosen)
 
     def _borrow_tcs(self, tcs: int) -> bool:
@@ -369,7 +392,20 @@ class Enclave:
         inside = self._current_thread()
         if inside is None:
             return untrusted()
-        return inside.ocall(untrusted)
+        try:
+            return inside.ocall(untrusted)
+        except CpuFault as fault:
+            # the ORET's EENTER faulted: the enclave broke the TCS it runs on (or its
+            # SSA) while outside; the thread can never come back in
+            tcs = inside.tcs_addr
+            self._retired.add(tcs)
+            crash = EnclaveCrashed(
+                f"EENTER through TCS {tcs:#x} after an ocall faulted (vector {fault.vector}, "
+                f"error code {fault.errcd:#x}, address {fault.addr:#x}): the TCS or its SSA "
+                "is no longer a valid, accepted page; the TCS is retired",
+                vector=fault.vector, errcd=fault.errcd, addr=fault.addr)
+            self._dead = self._dead or crash
+            raise crash from None
 
     def _on_leaf_thread(self, leaf: Callable[[LeafIssuer], int]) -> int:
         """Run a manager leaf on this Python thread's enclave thread, entering if needed."""
@@ -493,6 +529,17 @@ class Enclave:
         return self._service("loader", lambda: Loader(self))  # type: ignore[return-value]
 
     # ------------------------------------------------------------ outside views
+    def check(self, *, raise_on_difference: bool = False) -> list[Difference]:
+        """The manager's books against the EPCM and page tables: [] when they agree.
+
+        Lists every difference (see `sgx_emm.books`), or raises `BooksDisagree`
+        with them when `raise_on_difference`. Call it between manager calls.
+        """
+        diffs = check_books(self)
+        if diffs and raise_on_difference:
+            raise BooksDisagree(diffs)
+        return diffs
+
     def host_read(self, addr: int, n: int) -> bytes:
         """Read enclave memory from outside: 0xFF bytes, as on hardware."""
         return self.machine.host_read(addr, n)

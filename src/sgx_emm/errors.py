@@ -1,8 +1,11 @@
-"""The exceptions that cross layer boundaries (see ../shared/design.md, Conventions).
+"""The exceptions that cross layer boundaries, each saying why it was raised.
 
-`EmmError` carries the C result of a manager call as an errno; `EnclaveAbort` is
-the manager's `abort()`; `EnclaveCrashed` is an enclave exception nobody handled.
-Platform faults are internal to the simulator and never escape it as such.
+`EmmError` carries the C result of a manager call (`errno`, the value the C
+reference returns, so ported C tests compare equal) and `reason`, the check that
+failed with its values. `EnclaveAbort` is the manager's `abort()`; `EnclaveCrashed`
+is an enclave exception nobody handled. Both carry `cause`, one sentence saying
+what went wrong as far as the platform can tell. Platform faults are internal to
+the simulator and never escape it as such.
 """
 
 from __future__ import annotations
@@ -10,25 +13,109 @@ from __future__ import annotations
 import errno as _errno
 import os
 
+#: The ENCLU result codes the manager can see (EAX after EACCEPT / EACCEPTCOPY /
+#: EMODPE), by value. The C reference hands such a code back to its caller as if
+#: it were an errno, so `EmmError.errno` may hold one: `EmmError.result_name`
+#: names it as what it is.
+SGX_RESULT_NAMES: dict[int, str] = {
+    7: "SGX_EPC_PAGE_CONFLICT",
+    11: "SGX_NOT_TRACKED",
+    13: "SGX_CHILD_PRESENT",
+    14: "SGX_ENCLAVE_ACT",
+    17: "SGX_PREV_TRK_INCMPL",
+    19: "SGX_PAGE_ATTRIBUTES_MISMATCH",
+    20: "SGX_PAGE_NOT_MODIFIABLE",
+}
+
+
+def errno_name(err: int) -> str:
+    """`EINVAL` for 22; the number as text when it is no errno of this system."""
+    return _errno.errorcode.get(err, str(err))
+
+
+def sgx_result_name(code: int) -> str:
+    """`SGX_PAGE_ATTRIBUTES_MISMATCH` for 19; `SGX_ERROR_<n>` for a code we do not know."""
+    return SGX_RESULT_NAMES.get(code, f"SGX_ERROR_{code}")
+
 
 class EmmError(OSError):
-    """A manager call failed with the C reference's errno (EINVAL, EACCES, ...)."""
+    """A manager call failed: `errno` is the C reference's result, `reason` says why.
 
-    def __init__(self, err: int, message: str | None = None) -> None:
-        name = _errno.errorcode.get(err, str(err))
-        super().__init__(err, message or f"{name}: {os.strerror(err)}")
+    `errno` keeps the exact value the C code returns (EINVAL, EACCES, EEXIST, EPERM,
+    ENOMEM, EFAULT, or, where the reference passes an ENCLU result through, that
+    SGX code). `reason` names the check that failed with the values involved,
+    e.g. ``"size 0x64 is not a multiple of the page size"``. `str(e)` shows both.
+    """
+
+    def __init__(self, err: int, reason: str | None = None, *,
+                 sgx_leaf: str | None = None) -> None:
+        self.sgx_code = sgx_leaf is not None
+        if sgx_leaf is not None:
+            # an ENCLU result passed through as the return value: name it as one
+            reason = f"{sgx_result_name(err)} ({err}) from {sgx_leaf}" + (
+                f" {reason}" if reason else "")
+        self.reason = reason or os.strerror(err)
+        super().__init__(err, self.reason)
+
+    @classmethod
+    def from_leaf(cls, code: int, leaf: str, addr: int, context: str = "") -> EmmError:
+        """The error for an ENCLU leaf that returned `code` on the page at `addr`."""
+        where = f"at {addr:#x}" + (f" ({context})" if context else "")
+        return cls(code, where, sgx_leaf=leaf)
+
+    @property
+    def result_name(self) -> str:
+        """The C result by name: `EINVAL`, or `SGX_PAGE_ATTRIBUTES_MISMATCH` for a leaf code."""
+        err = int(self.errno or 0)
+        return sgx_result_name(err) if self.sgx_code else errno_name(err)
+
+    def __str__(self) -> str:
+        if self.sgx_code:
+            return self.reason
+        return f"[Errno {self.errno}] {self.result_name}: {self.reason}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_emm_error, (self.errno, self.reason, self.sgx_code))
+
+
+def _rebuild_emm_error(err: int, reason: str, sgx_code: bool) -> EmmError:
+    e = EmmError(err, reason)
+    e.sgx_code = sgx_code
+    return e
 
 
 class EnclaveAbort(RuntimeError):
-    """The enclave called abort(): its state is unrecoverable."""
+    """The enclave called abort(): its state is unrecoverable.
+
+    `cause` is one sentence saying which expectation broke (for instance an
+    EACCEPT the manager relied on failing, with the page and the SGX code).
+    """
+
+    def __init__(self, message: str, *, cause: str | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause or message
 
 
 class EnclaveCrashed(RuntimeError):
-    """An enclave exception reached the end of the handler chain unhandled."""
+    """An enclave exception reached the end of the handler chain unhandled.
+
+    `vector`, `errcd` and `addr` are the exception as the enclave saw it;
+    `cause` is one sentence naming what the platform knows about it: the
+    architectural check that raised the fault, the page's EPCM and page-table
+    state, or, for an endless fault loop, what each handler did and why nothing
+    changed. `str(e)` ends with the cause.
+    """
 
     def __init__(self, message: str, *, vector: int | None = None,
-                 errcd: int | None = None, addr: int | None = None) -> None:
-        super().__init__(message)
+                 errcd: int | None = None, addr: int | None = None,
+                 cause: str | None = None) -> None:
+        full = f"{message}: {cause}" if cause and cause not in message else message
+        super().__init__(full)
         self.vector = vector
         self.errcd = errcd
         self.addr = addr
+        self.cause = cause or message
+
+
+class NotEntered(RuntimeError):
+    """Enclave code was run outside its ecall (e.g. a `ThreadContext` after its `with`)."""

@@ -2717,6 +2717,15 @@ def run_case(name: str) -> None:
         assert got == result, f"step {i} {op}: {got!r} != {result!r}"
         if result == "ABORT":
             return
+        if op[0] in ("commit_data", "mm_commit_data") and result == "EFAULT" and any(
+                c[0] == "C" for c in calls):
+            # Deviation (docs/deviations.md): the reference keeps the pages it
+            # copied before failing, accepted but unrecorded or with a prot the
+            # region does not have; we trim them again. Same calls up to the
+            # failure, then the trim; the books differ from here on, so the case
+            # ends.
+            assert compress(rt.calls)[:len(calls)] == calls, f"step {i} {op}"
+            return
         assert compress(rt.calls) == calls, f"step {i} {op}"
         rt.reset()
     final = FINAL.get(name)

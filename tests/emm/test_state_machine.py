@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from sgx_emm import EmmError, Enclave
+from sgx_emm.books import PROT as PROT_DIFFERENCE
 from sgx_emm.emm import Region
 from sgx_emm.enclave import ThreadContext
 from sgx_emm.flags import PAGE_SIZE
@@ -260,7 +261,10 @@ class Model:
 
     def uncommit(self, addr: int, size: int) -> None:
         end = page_align_range(addr, size)
-        pages = self.covered(addr, end, holes=True, check=check_uncommit)
+        self.trim(self.covered(addr, end, holes=True, check=check_uncommit))
+
+    def trim(self, pages: list[int]) -> None:
+        """Uncommit `pages` as the manager's trim does (PROT_NONE regions become READ)."""
         for p in pages:
             pg = self.pages[p]
             si = pg.si
@@ -350,9 +354,12 @@ class Model:
         eprots = {p: self.pages[p].eprot for p in pages}
         try:
             self.change_prot(pages, prot)
-        finally:
-            for p in pages:
-                self.pages[p] = replace(self.pages[p], eprot=eprots[p])
+        except Refusal:
+            # Deviation: a failed commit_data trims the pages it copied again
+            self.trim(pages)
+            raise
+        for p in pages:
+            self.pages[p] = replace(self.pages[p], eprot=eprots[p])
 
     # ------------------------------------------------------------ accesses
     def access_ok(self, p: int, write: bool) -> bool:
@@ -662,6 +669,9 @@ class EnclaveMachine(RuleBasedStateMachine):
         exempt = frozenset(p for p, pg in model.pages.items()
                            if pg.committed and pg.eprot != pg.prot)
         check_invariants(self.enc, prot_exempt=exempt)
+        differences = [d for d in self.enc.check()
+                       if not (d.kind == PROT_DIFFERENCE and d.addr in exempt)]
+        assert differences == [], differences
         assert self.emm.regions("rts") == self.rts, "the public API changed the rts root"
         regions = [r for r in self.emm.regions() if not r.is_meta]
         starts = [r.start for r in regions]

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from sgx_emm import render, replay
+from sgx_emm.draw.recording import Recording, ReplayRecorder
 from sgx_emm.trace import Event
 
 #: Replays shorter than this finish before a progress bar would be worth drawing.
@@ -138,11 +139,13 @@ def progress_for(console: Console, total: int, label: str) -> Iterator[Callable[
 
 
 def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any],
-               per_call: bool, events: bool = False) -> replay.Report:
+               per_call: bool, events: bool = False,
+               recording: Recording | None = None) -> replay.Report:
     """Replay FILE, streaming per-call output when `per_call`; exits on --strict stops.
 
     With `events`, every trace event a call caused (leaf, ocall, syscall, ioctl,
     page fault, AEX, entry, handler) is shown under it, in the order it happened.
+    A `recording` keeps every event, call by call, for the pictures (sgx_emm.draw).
     """
     console = make_console()
     name, lines = load_lines(file)
@@ -152,10 +155,15 @@ def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any]
     seen: list[Event] = []
     if events:
         enclave.trace.subscribe(seen.append)
+    recorder = ReplayRecorder(recording.attach(enclave), lines) if recording else None
 
+    if per_call and not write_json:
+        emit(console, Text(render.call_header(), style="bold"))
     with progress_for(console, len(lines), f"replaying {name}") as advance:
         def on_result(result: replay.CallResult) -> None:
             advance()
+            if recorder is not None:
+                recorder(result)
             if not per_call:
                 return
             if write_json:

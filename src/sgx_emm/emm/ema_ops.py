@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from sgx_emm.emm.bitmap import CommitBitmap
 from sgx_emm.emm.regions import Ema, RegionList
-from sgx_emm.emm.rt import FaultHandler, Primitives, RuntimeAbstraction
+from sgx_emm.emm.rt import FaultHandler, OcallDiagnostics, Primitives, RuntimeAbstraction
 from sgx_emm.emm.values import (
     MODIFIED,
     PAGE_TYPE_REG,
@@ -34,12 +34,13 @@ from sgx_emm.emm.values import (
     PROT_WRITE,
     RESERVE,
 )
-from sgx_emm.errors import EmmError, EnclaveAbort
+from sgx_emm.errors import EmmError, EnclaveAbort, sgx_result_name
 from sgx_emm.flags import (
     PAGE_SHIFT,
     PAGE_SIZE,
     PAGE_TYPE_MASK,
     PROT_MASK,
+    secinfo_text,
 )
 
 #: C sizeof of the reference's metadata objects (x86-64).
@@ -83,6 +84,8 @@ class EmaOps:
         self.prims = primitives
         self.meta = meta
         self.touch = touch
+        #: the page whose EACCEPT made the last `do_commit` fail (for the error's reason)
+        self.failed_page = 0
 
     # ---- metadata life cycle (ema_new, bit_array_new, ema_split, ema_destroy) ----
 
@@ -142,7 +145,7 @@ class EmaOps:
         meta = self.meta
         new_payload = meta.malloc(SIZEOF_EMA)
         if new_payload is None:
-            raise EmmError(errno.ENOMEM)
+            raise EmmError(errno.ENOMEM, _split_nomem(ema, addr, "region record"))
         upper_map: tuple[int, int] | None = None
         old_data = ema.map_data
         if ema.bitmap is not None:
@@ -152,20 +155,20 @@ class EmaOps:
             low_data = meta.malloc(low_bytes)
             if low_data is None:
                 meta.free(new_payload)
-                raise EmmError(errno.ENOMEM)
+                raise EmmError(errno.ENOMEM, _split_nomem(ema, addr, "lower commit bitmap"))
             self.touch(low_data, low_bytes)
             high_struct = meta.malloc(SIZEOF_BIT_ARRAY)
             if high_struct is None:
                 meta.free(low_data)
                 meta.free(new_payload)
-                raise EmmError(errno.ENOMEM)
+                raise EmmError(errno.ENOMEM, _split_nomem(ema, addr, "upper bitmap record"))
             self.touch(high_struct, _BIT_ARRAY_DATA_OFFSET)
             high_data = meta.malloc(high_bytes)
             if high_data is None:
                 meta.free(high_struct)
                 meta.free(low_data)
                 meta.free(new_payload)
-                raise EmmError(errno.ENOMEM)
+                raise EmmError(errno.ENOMEM, _split_nomem(ema, addr, "upper commit bitmap"))
             self.touch(high_struct + _BIT_ARRAY_DATA_OFFSET,
                        SIZEOF_BIT_ARRAY - _BIT_ARRAY_DATA_OFFSET)
             self.touch(high_data, high_bytes)
@@ -200,18 +203,31 @@ class EmaOps:
     # ---- leaves ----
 
     def accept_or_abort(self, secinfo: int, addr: int) -> None:
-        if self.prims.eaccept(secinfo, addr):
-            raise EnclaveAbort(f"EACCEPT {secinfo:#x} at {addr:#x} failed")
+        rc = self.prims.eaccept(secinfo, addr)
+        if rc:
+            raise _accept_abort(rc, secinfo, addr)
 
     def commit_pages(self, start: int, size: int, si_flags: int, grow_up: bool) -> None:
-        """do_commit for COMMIT_NOW: high->low when `grow_up`, else low->high; abort on failure."""
+        """do_commit for COMMIT_NOW: high->low when `grow_up`, else low->high; abort on failure.
+
+        Anything raised part-way (an abort, a custom handler unwinding, no TCS for
+        a leaf) carries the accepted pages as `accepted = (lo, hi)` byte
+        addresses, so the caller can record them.
+        """
         secinfo = si_flags | PENDING
         eaccept = self.prims.eaccept
-        pages = range(start + size - PAGE_SIZE, start - 1, -PAGE_SIZE) if grow_up else range(
-            start, start + size, PAGE_SIZE)
-        for page in pages:
-            if eaccept(secinfo, page):
-                raise EnclaveAbort(f"EACCEPT {secinfo:#x} at {page:#x} failed")
+        end = start + size
+        pages = range(end - PAGE_SIZE, start - 1, -PAGE_SIZE) if grow_up else range(
+            start, end, PAGE_SIZE)
+        page = pages.start
+        try:
+            for page in pages:
+                rc = eaccept(secinfo, page)
+                if rc:
+                    raise _accept_abort(rc, secinfo, page)
+        except BaseException as exc:
+            exc.accepted = (page + PAGE_SIZE, end) if grow_up else (start, page)  # type: ignore[attr-defined]
+            raise
 
     def do_commit(self, ema: Ema, start: int, end: int) -> int:
         """ema_do_commit: EACCEPT each uncommitted page of the clipped range.
@@ -223,12 +239,16 @@ class EmaOps:
         assert bm is not None
         lo = max(start, ema.start) >> PAGE_SHIFT
         hi = min(end, ema.end) >> PAGE_SHIFT
+        holes = bm.holes_list(lo, hi)
+        if not holes:
+            return 0
         eaccept = self.prims.eaccept
-        for s, e in list(bm.holes(lo, hi)):
+        for s, e in holes:
             for page in range(s, e):
                 rc = eaccept(_REG_RW_PENDING, page << PAGE_SHIFT)
                 if rc:
                     bm.set_range(s, page)
+                    self.failed_page = page << PAGE_SHIFT
                     return rc
             bm.set_range(s, e)
         return 0
@@ -244,23 +264,27 @@ class EmaOps:
         assert bm is not None
         page_type = ema.si_flags & PAGE_TYPE_MASK
         modify = self.rt.modify_ocall
-        for s, e in list(bm.runs(start >> PAGE_SHIFT, end >> PAGE_SHIFT)):
+        for s, e in bm.runs_list(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             addr, length = s << PAGE_SHIFT, (e - s) << PAGE_SHIFT
             if modify(addr, length, prot | page_type, prot | PAGE_TYPE_TRIM):
-                raise EmmError(errno.EFAULT)
+                raise EmmError(errno.EFAULT, ocall_problem(
+                    self.rt, _modify_what(addr, length, prot | page_type,
+                                          prot | PAGE_TYPE_TRIM)))
             for page in range(addr, addr + length, PAGE_SIZE):
                 self.accept_or_abort(_TRIM_MODIFIED, page)
             bm.clear_range(s, e)
             if modify(addr, length, prot | PAGE_TYPE_TRIM, prot | PAGE_TYPE_TRIM):
-                raise EmmError(errno.EFAULT)
+                raise EmmError(errno.EFAULT, ocall_problem(
+                    self.rt, _modify_what(addr, length, prot | PAGE_TYPE_TRIM,
+                                          prot | PAGE_TYPE_TRIM)))
 
     def modify_permissions(self, root: RegionList, ema: Ema, start: int, end: int,
                            new_prot: int) -> Ema:
         """ema_modify_permissions on the part of `ema` inside [start, end).
 
         Returns the record that now covers that part. Raises EmmError(EFAULT)
-        on an ocall failure, EmmError(code) when an EACCEPT fails (the
-        reference returns the SGX code), EmmError(ENOMEM) if a split fails.
+        on an ocall failure, an EmmError whose errno is the SGX code when an
+        EACCEPT fails (the reference returns that code), EmmError(ENOMEM) if a split fails.
         """
         prot = ema.si_flags & PROT_MASK
         if prot == new_prot:
@@ -269,7 +293,8 @@ class EmaOps:
         lo, hi = max(start, ema.start), min(end, ema.end)
         modify = self.rt.modify_ocall
         if modify(lo, hi - lo, prot | page_type, new_prot | page_type):
-            raise EmmError(errno.EFAULT)
+            raise EmmError(errno.EFAULT, ocall_problem(
+                self.rt, _modify_what(lo, hi - lo, prot | page_type, new_prot | page_type)))
         secinfo = new_prot | PAGE_TYPE_REG | PR
         extends = (new_prot | prot) != prot
         accept = (new_prot & _WX) != _WX
@@ -280,12 +305,15 @@ class EmaOps:
             if accept:
                 rc = eaccept(secinfo, page)
                 if rc:
-                    raise EmmError(rc)
+                    raise EmmError.from_leaf(rc, "EACCEPT", page,
+                                             f"secinfo {secinfo_text(secinfo)}")
         node = self.split_range(root, ema, lo, hi)
         node.si_flags = (node.si_flags & ~PROT_MASK) | new_prot
         if new_prot == PROT_NONE and modify(lo, hi - lo, page_type | PROT_NONE,
                                             page_type | PROT_NONE):
-            raise EmmError(errno.EFAULT)
+            raise EmmError(errno.EFAULT, ocall_problem(
+                self.rt, _modify_what(lo, hi - lo, page_type | PROT_NONE,
+                                      page_type | PROT_NONE)))
         return node
 
     def match_region_prot(self, ema: Ema, page: int) -> None:
@@ -300,7 +328,10 @@ class EmaOps:
             return
         page_type = ema.si_flags & PAGE_TYPE_MASK
         if self.rt.modify_ocall(page, PAGE_SIZE, PROT_READ_WRITE | page_type, prot | page_type):
-            raise EnclaveAbort(f"modify_ocall for a fault commit at {page:#x} failed")
+            raise EnclaveAbort(f"modify_ocall for a fault commit at {page:#x} failed",
+                               cause=ocall_problem(self.rt, _modify_what(
+                                   page, PAGE_SIZE, PROT_READ_WRITE | page_type,
+                                   prot | page_type)) + " while committing a faulting page")
         secinfo = prot | PAGE_TYPE_REG | PR
         if prot & ~PROT_READ_WRITE:
             self.prims.emodpe(secinfo, page)
@@ -312,29 +343,71 @@ class EmaOps:
         prot = ema.si_flags & PROT_MASK
         page_type = ema.si_flags & PAGE_TYPE_MASK
         if not ema.committed(addr):
-            raise EmmError(errno.EACCES)
+            raise EmmError(errno.EACCES, f"page {addr:#x} is not committed")
         if page_type == PAGE_TYPE_TCS:
             return
         if prot != PROT_READ_WRITE or page_type != PAGE_TYPE_REG:
-            raise EmmError(errno.EACCES)
+            raise EmmError(errno.EACCES, f"page {addr:#x} is "
+                           f"{secinfo_text(ema.si_flags).split(' ')[0]}, not REG|RW (only a "
+                           "REG|RW page can become a TCS)")
         if self.rt.modify_ocall(addr, PAGE_SIZE, prot | page_type, prot | PAGE_TYPE_TCS):
-            raise EmmError(errno.EFAULT)
+            raise EmmError(errno.EFAULT, ocall_problem(
+                self.rt, _modify_what(addr, PAGE_SIZE, prot | page_type,
+                                      prot | PAGE_TYPE_TCS)))
         self.accept_or_abort(_TCS_MODIFIED, addr)
         node = self.split_range(root, ema, addr, addr + PAGE_SIZE)
         node.si_flags = (node.si_flags & ~PAGE_TYPE_MASK & ~PROT_MASK) | PAGE_TYPE_TCS
 
     def commit_data(self, ema: Ema, start: int, end: int, data: int, prot: int) -> None:
-        """ema_do_commit_data: EACCEPTCOPY each page, then mark them (EFAULT on failure)."""
+        """ema_do_commit_data: EACCEPTCOPY each page, then mark them (EFAULT on failure).
+
+        Deviation: on a failure the pages already copied are marked too (the
+        reference leaves them accepted but unrecorded), so the caller can roll
+        them back and the books never hide an accepted page.
+        """
         secinfo = prot | PAGE_TYPE_REG
         eacceptcopy = self.prims.eacceptcopy
-        src = data
-        for page in range(start, end, PAGE_SIZE):
-            if eacceptcopy(secinfo, page, src):
-                raise EmmError(errno.EFAULT)
-            src += PAGE_SIZE
         bm = ema.bitmap
         assert bm is not None
+        src = data
+        for page in range(start, end, PAGE_SIZE):
+            rc = eacceptcopy(secinfo, page, src)
+            if rc:
+                bm.set_range(start >> PAGE_SHIFT, page >> PAGE_SHIFT)
+                raise EmmError(errno.EFAULT, f"EACCEPTCOPY of {src:#x} to {page:#x} "
+                               f"(secinfo {secinfo_text(secinfo)}) failed with "
+                               f"{sgx_result_name(rc)} ({rc})")
+            src += PAGE_SIZE
         bm.set_range(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+
+
+def ocall_problem(rt: object, what: str) -> str:
+    """Why an ocall failed: what was asked, and what the untrusted side reported.
+
+    The trusted side only learns "failed" (EFAULT); a runtime that offers
+    `last_ocall_failure()` (see `OcallDiagnostics`) adds the untrusted side's
+    own explanation, for people: the manager never acts on it.
+    """
+    detail = rt.last_ocall_failure() if isinstance(rt, OcallDiagnostics) else None
+    return f"{what} failed" + (f": {detail}" if detail else
+                               " (the untrusted runtime returned an error)")
+
+
+def _modify_what(addr: int, length: int, flags_from: int, flags_to: int) -> str:
+    return (f"modify_ocall {addr:#x}-{addr + length:#x} from "
+            f"{secinfo_text(flags_from).split(' ')[0]} to {secinfo_text(flags_to).split(' ')[0]}")
+
+
+def _split_nomem(ema: Ema, addr: int, what: str) -> str:
+    return (f"no metadata memory for the {what} needed to split region "
+            f"{ema.start:#x}-{ema.end:#x} at {addr:#x}")
+
+
+def _accept_abort(rc: int, secinfo: int, addr: int) -> EnclaveAbort:
+    """EACCEPT failed where the manager relies on it: the enclave cannot go on."""
+    cause = (f"{sgx_result_name(rc)} ({rc}) from EACCEPT at {addr:#x} with secinfo "
+             f"{secinfo_text(secinfo)}: the OS did not make the change the manager asked for")
+    return EnclaveAbort(f"EACCEPT {secinfo:#x} at {addr:#x} failed", cause=cause)
 
 
 def fault_allows(si_flags: int, write: bool) -> bool:

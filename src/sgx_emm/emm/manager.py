@@ -18,7 +18,14 @@ import errno
 from collections.abc import Callable
 from typing import Any
 
-from sgx_emm.emm.ema_ops import SIZEOF_EMA, EmaOps, MetaAllocatorLike, fault_allows
+from sgx_emm.emm.bitmap import CommitBitmap
+from sgx_emm.emm.ema_ops import (
+    SIZEOF_EMA,
+    EmaOps,
+    MetaAllocatorLike,
+    fault_allows,
+    ocall_problem,
+)
 from sgx_emm.emm.emalloc import MetaAllocator
 from sgx_emm.emm.placement import U64, RootBounds, find_free_region, free_at
 from sgx_emm.emm.regions import Ema, Region, RegionList, snapshot
@@ -40,7 +47,7 @@ from sgx_emm.emm.values import (
     RESERVE,
     SYSTEM,
 )
-from sgx_emm.errors import EmmError, EnclaveAbort
+from sgx_emm.errors import EmmError, EnclaveAbort, sgx_result_name
 from sgx_emm.flags import (
     ALIGNMENT_MASK,
     ALIGNMENT_SHIFT,
@@ -51,6 +58,9 @@ from sgx_emm.flags import (
     PAGE_SIZE,
     PAGE_TYPE_MASK,
     PROT_MASK,
+    alloc_flags_text,
+    prot_letters,
+    secinfo_text,
 )
 
 _PAGE_MASK = PAGE_SIZE - 1
@@ -69,23 +79,63 @@ _Saved = tuple[int, int, int, int, FaultHandler | None, Any]
 def _check_range(addr: int, size: int) -> int:
     """Deviation: unaligned, empty or wrapping ranges are EINVAL. Returns the end."""
     if addr < 0 or size <= 0 or addr & _PAGE_MASK or size & _PAGE_MASK:
-        raise EmmError(errno.EINVAL)
+        raise EmmError(errno.EINVAL, _range_problem(addr, size))
     end = addr + size
     if end > U64:  # size_t wrap-around
-        raise EmmError(errno.EINVAL)
+        raise EmmError(errno.EINVAL, f"range {addr:#x} + size {size:#x} wraps around 2^64")
     return end
+
+
+def _range_problem(addr: int, size: int) -> str:
+    """Why (addr, size) is not a page-aligned, non-empty range (cold path)."""
+    if addr < 0:
+        return f"address {addr:#x} is negative"
+    if size <= 0:
+        return f"size {size:#x} is not positive"
+    if addr & _PAGE_MASK:
+        return f"address {addr:#x} is not page aligned"
+    return f"size {size:#x} is not a multiple of the page size"
+
+
+def _region(ema: Ema) -> str:
+    """`region 0x7f..0000-0x7f..2000 (COMMIT_ON_DEMAND, REG|RW)` for reasons."""
+    mode = ("RESERVE" if ema.alloc_flags & RESERVE else "COMMIT_NOW"
+            if ema.alloc_flags & COMMIT_NOW else "COMMIT_ON_DEMAND"
+            if ema.alloc_flags & COMMIT_ON_DEMAND else "static")
+    return (f"region {ema.start:#x}-{ema.end:#x} ({mode}, "
+            f"{secinfo_text(ema.si_flags).split(' ')[0]})")
+
+
+def _commit_mode_problem(flags: int) -> str:
+    modes = flags & (RESERVE | COMMIT_NOW | COMMIT_ON_DEMAND)
+    if not modes:
+        return (f"flags {alloc_flags_text(flags)} name no commit mode (one of RESERVE, "
+                "COMMIT_NOW, COMMIT_ON_DEMAND)")
+    return f"flags {alloc_flags_text(flags)} name more than one commit mode"
+
+
+def _uncommitted_problem(ema: Ema, lo: int, hi: int) -> str:
+    """Which page of [lo, hi) in `ema` is not committed (cold path)."""
+    bm = ema.bitmap
+    holes = list(bm.holes(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT)) if bm is not None else []
+    page = holes[0][0] << PAGE_SHIFT if holes else lo
+    return f"page {page:#x} of {_region(ema)} is not committed"
 
 
 def _check_commit(ema: Ema) -> None:
     """Commit needs a writable REG region that is not a bare reservation (EACCES)."""
     si = ema.si_flags
-    if not si & PROT_WRITE or not si & PAGE_TYPE_REG or ema.alloc_flags & RESERVE:
-        raise EmmError(errno.EACCES)
+    if ema.alloc_flags & RESERVE:
+        raise EmmError(errno.EACCES, f"{_region(ema)} is a reservation: it cannot hold pages")
+    if not si & PAGE_TYPE_REG:
+        raise EmmError(errno.EACCES, f"{_region(ema)} is not of type REG")
+    if not si & PROT_WRITE:
+        raise EmmError(errno.EACCES, f"{_region(ema)} is not writable (commit EACCEPTs RW)")
 
 
 def _check_uncommit(ema: Ema) -> None:
     if ema.alloc_flags & RESERVE:
-        raise EmmError(errno.EACCES)
+        raise EmmError(errno.EACCES, f"{_region(ema)} is a reservation: nothing to uncommit")
 
 
 class EnclaveMemoryManager:
@@ -123,7 +173,8 @@ class EnclaveMemoryManager:
         self._user_bounds = RootBounds(False, user_base, user_end, within)
         self._rts_bounds = RootBounds(True, user_base, user_end, within)
         if not self._rt.register_pfhandler(self.handle_page_fault):
-            raise EmmError(errno.EFAULT)
+            raise EmmError(errno.EFAULT, "the runtime refused to register the #PF handler "
+                           "(another one is installed)")
         lock = self._acquire()
         try:
             self._meta.init(emalloc_initial)
@@ -137,7 +188,8 @@ class EnclaveMemoryManager:
     def _acquire(self) -> Mutex:
         lock = self._lock
         if lock is None:
-            raise EmmError(errno.EFAULT)
+            raise EmmError(errno.EFAULT, "the manager is not initialized (sgx_mm_init "
+                           "has not run)")
         lock.acquire()
         return lock
 
@@ -154,7 +206,8 @@ class EnclaveMemoryManager:
         """sgx_mm_alloc on the user root; returns the region's address."""
         flags = int(flags)
         if flags & SYSTEM:
-            raise EmmError(errno.EINVAL)
+            raise EmmError(errno.EINVAL, "SYSTEM is reserved for the runtime's own regions "
+                           "(mm_alloc)")
         return self._alloc(False, addr, size, flags, handler, private)
 
     def dealloc(self, addr: int, size: int) -> None:
@@ -205,28 +258,30 @@ class EnclaveMemoryManager:
         flags, prot = int(flags), int(prot)
         end = _check_range(addr, size)  # Deviation: unaligned / empty / wrapping
         if not self._rt.is_within_enclave(addr, size):
-            raise EmmError(errno.EACCES)
+            raise EmmError(errno.EACCES, f"range {addr:#x}-{end:#x} is not inside the enclave")
         if flags & ~_INIT_EMA_FLAGS:
-            raise EmmError(errno.EINVAL)
+            raise EmmError(errno.EINVAL, f"flags {alloc_flags_text(flags)} have bits "
+                           f"mm_init_ema does not take ({flags & ~_INIT_EMA_FLAGS:#x})")
         if prot & ~PROT_MASK:
-            raise EmmError(errno.EINVAL)
+            raise EmmError(errno.EINVAL, f"prot {prot:#x} has bits other than R/W/X")
         lock = self._acquire()
         try:
             root, bounds = self._rts, self._rts_bounds
             if not free_at(bounds, addr, size, root.first_overlap(addr, end) is not None):
-                raise EmmError(errno.EINVAL)
+                raise EmmError(errno.EINVAL, f"range {addr:#x}-{end:#x} is not free on the "
+                               "rts root (overlaps a region or the user range)")
             page_type = flags & PAGE_TYPE_MASK
             if not page_type and not flags & RESERVE:
                 page_type = PAGE_TYPE_REG  # Deviation: no type means REG (a reserve has none)
             ema = self._ops.new(root, addr, end, flags & ALLOC_FLAGS_MASK, prot | page_type,
                                 handler, private)
             if ema is None:
-                raise EmmError(errno.ENOMEM)
+                raise EmmError(errno.ENOMEM, "no metadata memory for the region record")
             if flags & RESERVE:
                 return
             if not self._ops.new_bitmap(ema, full=True):
                 self._ops.destroy(root, ema)
-                raise EmmError(errno.ENOMEM)
+                raise EmmError(errno.ENOMEM, "no metadata memory for the commit bitmap")
         finally:
             lock.release()
 
@@ -258,7 +313,11 @@ class EnclaveMemoryManager:
             if ema is not None and ema.bitmap is not None:
                 if not ema.bitmap.test(page >> PAGE_SHIFT):
                     if not ema.alloc_flags & COMMIT_ON_DEMAND:
-                        raise EnclaveAbort(f"metadata write to uncommitted page {page:#x}")
+                        raise EnclaveAbort(
+                            f"metadata write to uncommitted page {page:#x}",
+                            cause=f"the manager wrote its metadata to uncommitted page "
+                                  f"{page:#x} of {_region(ema)}, which does not commit "
+                                  "on demand")
                     self._fault_commit(ema, page)
                 if self._is_meta(ema):
                     run = ema.bitmap.run_at(page >> PAGE_SHIFT)
@@ -294,22 +353,27 @@ class EnclaveMemoryManager:
         alloc_flags = flags & ALLOC_FLAGS_MASK
         # Deviation: exactly one commit mode (the reference accepts several)
         if alloc_flags & (RESERVE | COMMIT_NOW | COMMIT_ON_DEMAND) not in _COMMIT_MODES:
-            raise EmmError(errno.EINVAL)
+            raise EmmError(errno.EINVAL, _commit_mode_problem(flags))
         page_type = flags & PAGE_TYPE_MASK
         if page_type not in _ALLOC_PAGE_TYPES:  # Deviation: values, not a bit mask
-            raise EmmError(errno.EINVAL)
+            raise EmmError(errno.EINVAL, f"page type {page_type:#x} cannot be allocated "
+                           "(only REG, SS_FIRST or SS_REST)")
         page_type = page_type or PAGE_TYPE_REG
         if size <= 0 or size & _PAGE_MASK:  # Deviation: size 0
-            raise EmmError(errno.EINVAL)
+            raise EmmError(errno.EINVAL, f"size {size:#x} is not positive" if size <= 0 else
+                           f"size {size:#x} is not a multiple of the page size")
         shift = (flags & ALIGNMENT_MASK) >> ALIGNMENT_SHIFT or PAGE_SHIFT
         if shift < PAGE_SHIFT or shift > 63:  # Deviation: > 63
-            raise EmmError(errno.EINVAL)
+            raise EmmError(errno.EINVAL, f"alignment ALIGNED({shift}) is not between "
+                           f"the page size (12) and 63")
         align = 1 << shift
         start = addr or 0
         if start & (align - 1) or start < 0:
-            raise EmmError(errno.EINVAL)
+            raise EmmError(errno.EINVAL, f"address {start:#x} is not aligned to {align:#x}"
+                           if start >= 0 else f"address {start:#x} is negative")
         if start and not self._rt.is_within_enclave(start, size):
-            raise EmmError(errno.EACCES)
+            raise EmmError(errno.EACCES, f"range {start:#x} + size {size:#x} is not inside "
+                           "the enclave")
         lock = self._acquire()
         try:
             root, bounds = self._root(rts)
@@ -325,22 +389,26 @@ class EnclaveMemoryManager:
                                                       alloc_flags, si_flags, handler, private,
                                                       saved)
                     if node is None and alloc_flags & FIXED:
-                        raise EmmError(errno.EEXIST)
+                        raise EmmError(errno.EEXIST,
+                                       self._overlap_problem(bounds, overlapped, start, end))
                 elif free_at(bounds, start, size, False):
                     found = start
                 elif alloc_flags & FIXED:
-                    raise EmmError(errno.EPERM)
+                    raise EmmError(errno.EPERM, f"FIXED range {start:#x}-{end:#x} is outside "
+                                   f"the {'rts' if rts else 'user'} root's range")
             if node is None:
                 if found is None:
                     first, last = root.first, root.last
                     found = find_free_region(root.gaps, first.start if first else None,
                                              last.end if last else 0, bounds, size, align)
                     if found is None:
-                        raise EmmError(errno.ENOMEM)
+                        raise EmmError(errno.ENOMEM, f"no free range of size {size:#x} "
+                                       f"aligned to {align:#x} in the "
+                                       f"{'rts' if rts else 'user'} root")
                 node = self._ops.new(root, found, found + size, alloc_flags, si_flags,
                                      handler, private)
                 if node is None:
-                    raise EmmError(errno.ENOMEM)
+                    raise EmmError(errno.ENOMEM, "no metadata memory for the region record")
             self._do_alloc(root, node, saved)
             return node.start
         finally:
@@ -357,14 +425,55 @@ class EnclaveMemoryManager:
             ops.destroy(root, node)
             if saved:  # Deviation: a re-used reserve stays in place
                 self._restore_reserves(root, saved)
-            raise EmmError(errno.EFAULT)
+            raise EmmError(errno.EFAULT, ocall_problem(
+                self._rt, f"alloc_ocall for {node.start:#x}-{node.end:#x}"))
         commit_now = bool(alloc_flags & COMMIT_NOW)
         if commit_now:
-            ops.commit_pages(node.start, node.size, node.si_flags,
-                             grow_up=not alloc_flags & GROWSDOWN)
+            try:
+                ops.commit_pages(node.start, node.size, node.si_flags,
+                                 grow_up=not alloc_flags & GROWSDOWN)
+            except BaseException as exc:
+                self._record_partial_commit(node, getattr(exc, "accepted", (0, 0)))
+                raise
         if not ops.new_bitmap(node, full=commit_now):
             ops.destroy(root, node)
-            raise EmmError(errno.ENOMEM)
+            raise EmmError(errno.ENOMEM, "no metadata memory for the commit bitmap")
+
+    def _overlap_problem(self, bounds: RootBounds, overlapped: list[Ema], start: int,
+                         end: int) -> str:
+        """Why a FIXED range over existing regions could not reuse them (cold path)."""
+        prev_end = overlapped[0].start
+        for ema in overlapped:
+            if not ema.alloc_flags & RESERVE:
+                return f"range {start:#x}-{end:#x} overlaps {_region(ema)}, not a reservation"
+            if not self._can_reuse(ema):
+                return (f"range {start:#x}-{end:#x} overlaps {_region(ema)}, which holds the "
+                        "manager's metadata")
+            if ema.start != prev_end:
+                return (f"range {start:#x}-{end:#x} overlaps reservations with a gap at "
+                        f"{prev_end:#x}-{ema.start:#x}")
+            prev_end = ema.end
+        if not bounds.in_root_range(start, end - start):
+            return f"range {start:#x}-{end:#x} leaves the root's range"
+        return (f"range {start:#x}-{end:#x} overlaps reservations that could not be split "
+                "(no metadata memory)")
+
+    def _record_partial_commit(self, node: Ema, accepted: tuple[int, int]) -> None:
+        """Deviation: something unwound through COMMIT_NOW's EACCEPT loop.
+
+        The reference longjmps out and leaves a region without a bitmap; we give
+        it one holding exactly the pages accepted so far, so the region stays
+        usable (commit, uncommit, dealloc) and the books match the EPCM. If the
+        metadata cannot be had now, the bitmap is kept without its C-side blocks.
+        """
+        ok = False
+        with contextlib.suppress(Exception):
+            ok = self._ops.new_bitmap(node, full=False)
+        if not ok or node.bitmap is None:
+            node.bitmap = CommitBitmap()
+        lo, hi = accepted
+        if lo < hi:
+            node.bitmap.set_range(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT)
 
     def _can_reuse(self, ema: Ema) -> bool:
         """can_erealloc: the allocator's own reserves only while it adds one."""
@@ -438,19 +547,26 @@ class EnclaveMemoryManager:
         last region is EINVAL once every region has passed.
         """
         overlapped = root.overlapping(start, end)
-        if not overlapped or overlapped[0].start > start:
-            raise EmmError(errno.EINVAL)
+        if not overlapped:
+            raise EmmError(errno.EINVAL, f"no region overlaps {start:#x}-{end:#x}")
+        if overlapped[0].start > start:
+            raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free space "
+                           f"(the first region starts at {overlapped[0].start:#x})")
         prev_end = overlapped[0].start
+        in_meta = self._meta.in_meta_area
         for ema in overlapped:
             if holes and ema.start != prev_end:
-                raise EmmError(errno.EINVAL)
-            if guard_meta and self._is_meta(ema):
-                raise EmmError(errno.EACCES)
+                raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} has a hole at "
+                               f"{prev_end:#x}-{ema.start:#x}")
+            if guard_meta and ema.payload is not None and in_meta(ema.payload):
+                raise EmmError(errno.EACCES, f"{_region(ema)} holds the manager's own "
+                               "metadata")
             if check is not None:
                 check(ema)
             prev_end = ema.end
         if holes and prev_end < end:
-            raise EmmError(errno.EINVAL)
+            raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} runs past the last "
+                           f"region, which ends at {prev_end:#x}")
         return overlapped
 
     def _commit(self, rts: bool, addr: int, size: int, *, guard_meta: bool) -> None:
@@ -464,7 +580,8 @@ class EnclaveMemoryManager:
             for ema in overlapped:
                 rc = self._ops.do_commit(ema, addr, end)
                 if rc:
-                    raise EmmError(rc)
+                    raise EmmError.from_leaf(rc, "EACCEPT", self._ops.failed_page,
+                                             "committing a page")
         finally:
             lock.release()
 
@@ -478,7 +595,7 @@ class EnclaveMemoryManager:
             for ema in overlapped:
                 lo, hi = max(addr, ema.start), min(end, ema.end)
                 prot = ema.si_flags & PROT_MASK
-                target = self._readable_for_trim(root, ema, lo, hi)
+                target = self._readable_for_trim(root, ema, lo, hi) if not prot else ema
                 self._ops.uncommit_real(target, lo, hi, prot)
         finally:
             lock.release()
@@ -510,7 +627,8 @@ class EnclaveMemoryManager:
                 lo, hi = max(addr, ema.start), min(end, ema.end)
                 node = ema
                 if not ema.alloc_flags & RESERVE:
-                    node = self._readable_for_trim(root, ema, lo, hi)
+                    if not ema.si_flags & PROT_MASK:
+                        node = self._readable_for_trim(root, ema, lo, hi)
                     ops.uncommit_real(node, lo, hi, PROT_NONE)
                 if lo > node.start:
                     node = ops.split(root, node, lo, False)
@@ -523,20 +641,23 @@ class EnclaveMemoryManager:
     def _modify_permissions(self, rts: bool, addr: int, size: int, prot: int) -> None:
         end = _check_range(addr, size)
         if prot & ~PROT_MASK:  # Deviation: undefined prot bits
-            raise EmmError(errno.EINVAL)
+            raise EmmError(errno.EINVAL, f"prot {prot:#x} has bits other than R/W/X")
         if prot & PROT_EXEC and not prot & PROT_READ:
-            raise EmmError(errno.EINVAL)
+            raise EmmError(errno.EINVAL, f"prot {prot_letters(prot)} has X without R")
         lock = self._acquire()
         try:
             root = self._rts if rts else self._user
 
             def check(ema: Ema) -> None:
-                if not ema.si_flags & PAGE_TYPE_REG or ema.alloc_flags & RESERVE:
-                    raise EmmError(errno.EACCES)
+                if ema.alloc_flags & RESERVE:
+                    raise EmmError(errno.EACCES, f"{_region(ema)} is a reservation: it has "
+                                   "no pages")
+                if not ema.si_flags & PAGE_TYPE_REG:
+                    raise EmmError(errno.EACCES, f"{_region(ema)} is not of type REG")
                 bm = ema.bitmap
-                if bm is None or not bm.all_set(max(addr, ema.start) >> PAGE_SHIFT,
-                                                min(end, ema.end) >> PAGE_SHIFT):
-                    raise EmmError(errno.EINVAL)
+                lo, hi = max(addr, ema.start), min(end, ema.end)
+                if bm is None or not bm.all_set(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT):
+                    raise EmmError(errno.EINVAL, _uncommitted_problem(ema, lo, hi))
 
             overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
                                        check=check)
@@ -547,9 +668,11 @@ class EnclaveMemoryManager:
 
     def _modify_type(self, rts: bool, addr: int, size: int, page_type: int) -> None:
         if page_type != PAGE_TYPE_TCS:
-            raise EmmError(errno.EPERM)
+            raise EmmError(errno.EPERM, f"page type {page_type:#x} is not PAGE_TYPE_TCS "
+                           "(the only type a page can be changed to)")
         if size != PAGE_SIZE:
-            raise EmmError(errno.EINVAL)
+            raise EmmError(errno.EINVAL, f"size {size:#x} is not one page (a TCS is one "
+                           "page)")
         end = _check_range(addr, size)
         lock = self._acquire()
         try:
@@ -561,12 +684,16 @@ class EnclaveMemoryManager:
 
     def _commit_data(self, rts: bool, addr: int, size: int, data: int, prot: int) -> None:
         end = _check_range(addr, size)
-        if data < 0 or data & _PAGE_MASK or prot & ~PROT_MASK:
-            raise EmmError(errno.EINVAL)
+        if data < 0 or data & _PAGE_MASK:
+            raise EmmError(errno.EINVAL, f"data address {data:#x} is not page aligned"
+                           if data >= 0 else f"data address {data:#x} is negative")
+        if prot & ~PROT_MASK:
+            raise EmmError(errno.EINVAL, f"prot {prot:#x} has bits other than R/W/X")
         if prot & PROT_EXEC and not prot & PROT_READ:  # Deviation: X without R
-            raise EmmError(errno.EINVAL)
+            raise EmmError(errno.EINVAL, f"prot {prot_letters(prot)} has X without R")
         if not self._rt.is_within_enclave(data, size):
-            raise EmmError(errno.EINVAL)
+            raise EmmError(errno.EINVAL, f"data {data:#x} + size {size:#x} is not inside "
+                           "the enclave (EACCEPTCOPY copies from enclave memory)")
         lock = self._acquire()
         try:
             root = self._rts if rts else self._user
@@ -574,22 +701,49 @@ class EnclaveMemoryManager:
             def check(ema: Ema) -> None:
                 _check_commit(ema)
                 if not ema.alloc_flags & COMMIT_ON_DEMAND:
-                    raise EmmError(errno.EINVAL)
+                    raise EmmError(errno.EINVAL, f"{_region(ema)} is not COMMIT_ON_DEMAND")
                 bm = ema.bitmap
-                if bm is not None and bm.any_set(max(addr, ema.start) >> PAGE_SHIFT,
-                                                 min(end, ema.end) >> PAGE_SHIFT):
-                    raise EmmError(errno.EACCES)
+                lo, hi = max(addr, ema.start) >> PAGE_SHIFT, min(end, ema.end) >> PAGE_SHIFT
+                if bm is not None and bm.any_set(lo, hi):
+                    page = next(p for p in range(lo, hi) if bm.test(p)) << PAGE_SHIFT
+                    raise EmmError(errno.EACCES, f"page {page:#x} is already committed "
+                                   "(commit_data needs uncommitted pages)")
 
             overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
                                        check=check)
             ops = self._ops
-            for ema in overlapped:
-                lo, hi = max(addr, ema.start), min(end, ema.end)
-                ops.commit_data(ema, lo, hi, data + lo - addr, prot)
-            for ema in overlapped:
-                ops.modify_permissions(root, ema, addr, end, prot)
+            try:
+                for ema in overlapped:
+                    lo, hi = max(addr, ema.start), min(end, ema.end)
+                    ops.commit_data(ema, lo, hi, data + lo - addr, prot)
+                for ema in overlapped:
+                    ops.modify_permissions(root, ema, addr, end, prot)
+            except EmmError:
+                self._roll_back_commit(root, addr, end)
+                raise
         finally:
             lock.release()
+
+    def _roll_back_commit(self, root: RegionList, addr: int, end: int) -> None:
+        """Deviation: a failed commit_data trims what the range now holds.
+
+        Every page of [addr, end) was uncommitted when the call began; pages it
+        copied (or that faults committed meanwhile) are trimmed again exactly as
+        `uncommit` trims them, so no
+        accepted page outlives the call unrecorded or with a prot the region does
+        not have (the reference leaves them). If the trim's own ocall fails, the
+        pages stay committed and recorded.
+        """
+        for ema in root.overlapping(addr, end):
+            if ema.bitmap is None:
+                continue
+            lo, hi = max(addr, ema.start), min(end, ema.end)
+            if not ema.bitmap.any_set(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT):
+                continue
+            prot = ema.si_flags & PROT_MASK
+            with contextlib.suppress(EmmError):
+                target = self._readable_for_trim(root, ema, lo, hi)
+                self._ops.uncommit_real(target, lo, hi, prot)
 
     # ---------------------------------------------------------- fault handler
 
@@ -619,14 +773,23 @@ class EnclaveMemoryManager:
                     return EXCEPTION_CONTINUE_SEARCH
                 self._fault_commit(ema, page)
                 return EXCEPTION_CONTINUE_EXECUTION
-            raise EnclaveAbort(f"#PF at {pfinfo.maddr:#x} in a region that cannot fault")
+            raise EnclaveAbort(
+                f"#PF at {pfinfo.maddr:#x} in a region that cannot fault",
+                cause=(f"a #PF ({'write' if pfinfo.rw else 'read'}) at {pfinfo.maddr:#x} hit "
+                       f"uncommitted page {page:#x} of {_region(ema)}, which does not commit "
+                       "on demand"))
         finally:
             if held:
                 lock.release()
 
     def _fault_commit(self, ema: Ema, page: int) -> None:
-        if self._ops.do_commit(ema, page, page + PAGE_SIZE):
-            raise EnclaveAbort(f"EACCEPT of faulting page {page:#x} failed")
+        rc = self._ops.do_commit(ema, page, page + PAGE_SIZE)
+        if rc:
+            raise EnclaveAbort(
+                f"EACCEPT of faulting page {page:#x} failed",
+                cause=(f"{sgx_result_name(rc)} ({rc}) from EACCEPT at {page:#x} while "
+                       f"committing it on demand in {_region(ema)}: the OS did not EAUG "
+                       "the page the fault asked for"))
         self._ops.match_region_prot(ema, page)  # Deviation: the page gets the region's prot
 
 

@@ -77,6 +77,17 @@ class RuntimeAbstraction(Protocol):
 
 
 @runtime_checkable
+class OcallDiagnostics(Protocol):
+    """Optional: a runtime that can say why its last ocall on this thread failed.
+
+    Only for the reason of an error shown to people; the manager's behaviour
+    never depends on it (the untrusted side is not trusted).
+    """
+
+    def last_ocall_failure(self) -> str | None: ...
+
+
+@runtime_checkable
 class Primitives(Protocol):
     """The ENCLU leaves the manager issues; each returns the SGX code (0 = success).
 

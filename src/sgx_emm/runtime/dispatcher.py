@@ -121,7 +121,6 @@ class ExceptionDispatcher:
         crash = EnclaveCrashed(
             f"{cause}: vector {record.vector}, address {record.maddr:#x}, "
             f"error code {record.errcd:#x}",
-            vector=record.vector, errcd=record.errcd, addr=record.maddr)
-        crash.cause = cause  # type: ignore[attr-defined]
+            vector=record.vector, errcd=record.errcd, addr=record.maddr, cause=cause)
         self.crashed = crash
         raise crash

@@ -66,6 +66,21 @@ class TrustedRuntime:
             lambda: self._untrusted.modify_ocall(addr, length, flags_from, flags_to))
         return 0 if ret == 0 else errno.EFAULT
 
+    def last_ocall_failure(self) -> str | None:
+        """What the untrusted side said about this thread's last failed ocall.
+
+        Diagnostics only (`OcallDiagnostics`): the manager's result stays EFAULT
+        whatever this says.
+        """
+        ask = getattr(self._untrusted, "last_failure", None)
+        if not callable(ask):
+            return None
+        try:
+            why = ask()
+        except Exception:  # an untrusted runtime may be broken or hostile
+            return None
+        return why if isinstance(why, str) else None
+
     def register_pfhandler(self, handler: PfHandler) -> bool:
         return self._dispatcher.register_pfhandler(handler)
 

@@ -16,6 +16,7 @@ without progress.
 from __future__ import annotations
 
 import errno
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -43,6 +44,18 @@ def split_flags(flags: int) -> tuple[int, int]:
     return flags & 0x7, (flags >> 8) & 0xFF
 
 
+def _why(err: OSError, prot_to: int | None = None) -> str:
+    """An OSError from the kernel as one phrase: its own reason when it has one."""
+    reason = getattr(err, "reason", None)
+    if reason:
+        return str(reason)
+    text = err.strerror or str(err)
+    if (err.errno == errno.EINVAL and prot_to is not None and prot_to & PROT_WRITE
+            and not prot_to & PROT_READ and "RESTRICT_PERMISSIONS" in text):
+        return f"{text} (the driver refuses W without R)"
+    return text
+
+
 class UntrustedRuntime:
     """`alloc_ocall` / `modify_ocall` over one enclave fd of one process."""
 
@@ -50,6 +63,15 @@ class UntrustedRuntime:
         self.kernel = kernel
         self.fd = fd
         self.max_retries = max_retries
+        self._why = threading.local()
+
+    def last_failure(self) -> str | None:
+        """Why this thread's last ocall failed, for people (None after a success)."""
+        why: str | None = getattr(self._why, "text", None)
+        return why
+
+    def _note(self, text: str | None) -> None:
+        self._why.text = text
 
     # ------------------------------------------------------------ the two ocalls
     def alloc_ocall(self, addr: int, length: int, page_type: int, alloc_flags: int) -> int:
@@ -57,15 +79,22 @@ class UntrustedRuntime:
         try:
             self.kernel.mmap(addr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
                              self.fd)
-        except OSError:
+        except OSError as err:
+            self._note(f"mmap of {addr:#x}-{addr + length:#x} failed: {_why(err)}")
             return errno.EFAULT
+        self._note(None)
         return 0
 
     def modify_ocall(self, addr: int, length: int, flags_from: int, flags_to: int) -> int:
+        self._note(None)
         try:
             ok = self._modify(addr, length, flags_from, flags_to)
-        except OSError:
+        except OSError as err:
+            self._note(_why(err, split_flags(flags_to)[0]))
             return errno.EFAULT
+        if not ok:
+            self._note(f"no row of the untrusted runtime's table takes {flags_from:#x} "
+                       f"to {flags_to:#x}")
         return 0 if ok else errno.EFAULT
 
     def _modify(self, addr: int, length: int, flags_from: int, flags_to: int) -> bool:
