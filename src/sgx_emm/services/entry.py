@@ -14,14 +14,14 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sgx_emm.enclave import Enclave, ThreadContext
+    from sgx_emm.services.host import Entered, Host
 
 
 class NotInsideEnclave(RuntimeError):
     """A service that only runs inside the enclave was called outside any entry."""
 
 
-def current(enc: Enclave, what: str) -> ThreadContext:
+def current(enc: Host, what: str) -> Entered:
     """The calling Python thread's entry into `enc`; NotInsideEnclave if there is none."""
     ctx = enc.current()
     if ctx is None:
@@ -31,7 +31,7 @@ def current(enc: Enclave, what: str) -> ThreadContext:
 
 
 @contextmanager
-def inside(enc: Enclave) -> Iterator[ThreadContext]:
+def inside(enc: Host) -> Iterator[Entered]:
     """The caller's entry if it has one, else an ecall on a free TCS for the block."""
     ctx = enc.current()
     if ctx is not None:

@@ -48,7 +48,7 @@ from sgx_emm.services.config import EnclaveConfig
 from sgx_emm.services.entry import current
 
 if TYPE_CHECKING:
-    from sgx_emm.enclave import Enclave
+    from sgx_emm.services.host import Host
 
 #: The small-request size classes, in bytes; larger requests take whole pages.
 SIZE_CLASSES = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
@@ -88,7 +88,7 @@ def heap_bounds(layout: ImageLayout) -> tuple[int, int, int]:
     return start, static_end, names[-1].offset + names[-1].size
 
 
-def commit_initial_heap(enc: Enclave) -> None:
+def commit_initial_heap(enc: Host) -> None:
     """The trusted init's commit of the heap from HeapMinSize up to HeapInitSize."""
     cfg = enc.config
     start, static_end, _end = heap_bounds(enc.layout)
@@ -101,7 +101,7 @@ def commit_initial_heap(enc: Enclave) -> None:
 class Heap:
     """Size-class allocator over the heap region; see the module doc."""
 
-    def __init__(self, enc: Enclave, config: EnclaveConfig) -> None:
+    def __init__(self, enc: Host, config: EnclaveConfig) -> None:
         self._enc = enc
         policy = config.policy
         self._explicit = policy.heap_commit == "explicit"

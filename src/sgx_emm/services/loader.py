@@ -35,7 +35,7 @@ from sgx_emm.flags import (
 from sgx_emm.services.entry import current
 
 if TYPE_CHECKING:
-    from sgx_emm.enclave import Enclave
+    from sgx_emm.services.host import Host
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class LoadedCode:
 class Loader:
     """Loads and unloads code; see the module doc."""
 
-    def __init__(self, enc: Enclave) -> None:
+    def __init__(self, enc: Host) -> None:
         self._enc = enc
         self._lock = threading.Lock()
         self._loaded: dict[int, LoadedCode] = {}

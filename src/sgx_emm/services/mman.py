@@ -49,7 +49,7 @@ from sgx_emm.flags import (
 from sgx_emm.services.entry import current
 
 if TYPE_CHECKING:
-    from sgx_emm.enclave import Enclave
+    from sgx_emm.services.host import Host
 
 MAP_SHARED = 0x01
 MAP_PRIVATE = 0x02
@@ -99,7 +99,7 @@ class Mman:
     writable and executable at once (EACCES).
     """
 
-    def __init__(self, enc: Enclave, *, wx: bool = False) -> None:
+    def __init__(self, enc: Host, *, wx: bool = False) -> None:
         self._enc = enc
         self.wx = wx
         self._lock = threading.RLock()

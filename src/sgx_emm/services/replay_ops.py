@@ -28,15 +28,13 @@ from __future__ import annotations
 import errno as _errno
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from sgx_emm.flags import PAGE_SIZE, PROT_READ_EXEC
 from sgx_emm.platform import TcsImage
 from sgx_emm.replay.ops import OpContext, register_op
 from sgx_emm.services import mman as M
-
-if TYPE_CHECKING:
-    from sgx_emm.enclave import Enclave, ThreadContext
+from sgx_emm.services.stack import StackView
 
 _MAP_FLAGS = {name: getattr(M, name) for name in (
     "MAP_SHARED", "MAP_PRIVATE", "MAP_FIXED", "MAP_ANONYMOUS", "MAP_NORESERVE",
@@ -45,13 +43,10 @@ _ADVICE = {"MADV_NORMAL": M.MADV_NORMAL, "MADV_WILLNEED": M.MADV_WILLNEED,
            "MADV_DONTNEED": M.MADV_DONTNEED}
 
 
-def _enc(ctx: OpContext) -> Enclave:
-    """The replay's enclave: the services' ops run on the simulated enclave only."""
-    return cast("Enclave", ctx.enclave)
-
-
-def _thread(ctx: OpContext) -> ThreadContext:
-    return cast("ThreadContext", ctx.thread)
+def _enc(ctx: OpContext) -> Any:
+    """The replay's enclave: the services' ops need the simulated enclave's services
+    (`heap`, `mman`, `threads`, `loader`, `add_thread`), which EnclaveLike omits."""
+    return ctx.enclave
 
 
 def _refused(ctx: OpContext, err: int, detail: str) -> None:
@@ -160,7 +155,7 @@ def _job(enc: Any, args: dict[str, Any]) -> Callable[[], int | None]:
         "idle": lambda: None,
         "malloc": lambda: enc.heap.malloc(size),
         "calloc": lambda: enc.heap.calloc(1, size),
-        "touch_stack": lambda: enc.current().stack.touch(size),
+        "touch_stack": lambda: StackView(enc.current()).touch(size),
         "write": lambda: enc.current().write(args["addr"], args.get("data", b"\0")),
         "mmap": lambda: _mmap_and_touch(enc, size),
     }
@@ -239,7 +234,7 @@ def _enter(ctx: OpContext) -> None:
 
 
 def _stack_touch(ctx: OpContext) -> None:
-    ctx.result.addr = _thread(ctx).stack.touch(ctx.args["size"])
+    ctx.result.addr = StackView(ctx.thread).touch(ctx.args["size"])  # type: ignore[arg-type]
 
 
 def _write_tcs(ctx: OpContext) -> None:
@@ -252,7 +247,7 @@ def _write_tcs(ctx: OpContext) -> None:
                      ogsbase=(tls - enc.base) if tls is not None else 0,
                      fslimit=PAGE_SIZE - 1 if tls is not None else 0,
                      gslimit=PAGE_SIZE - 1 if tls is not None else 0)
-    _thread(ctx).write(a["addr"], image.to_bytes())
+    ctx.thread.write(a["addr"], image.to_bytes())
 
 
 _SIZE = {"size": "size"}

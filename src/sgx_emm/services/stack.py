@@ -27,14 +27,14 @@ from sgx_emm.flags import PAGE_SIZE
 from sgx_emm.runtime.dispatcher import VECTOR_PF, ExceptionRecord
 
 if TYPE_CHECKING:
-    from sgx_emm.enclave import Enclave, ThreadContext
+    from sgx_emm.services.host import Entered, Host
     from sgx_emm.services.threads import ThreadMemory
 
 
 class StackView:
     """The stack of one entered thread (`t.stack`)."""
 
-    def __init__(self, ctx: ThreadContext) -> None:
+    def __init__(self, ctx: Entered) -> None:
         self._ctx = ctx
         enc = ctx.enclave
         memory = enc.thread_contexts.memory(ctx.tcs)
@@ -122,7 +122,7 @@ class StackView:
         committed.update(range(low, page + PAGE_SIZE, PAGE_SIZE))
 
 
-def stack_overflow_cause(enc: Enclave, record: ExceptionRecord) -> str | None:
+def stack_overflow_cause(enc: Host, record: ExceptionRecord) -> str | None:
     """"stack overflow ..." when an unhandled #PF hit a thread's stack guard page."""
     if record.vector != VECTOR_PF:
         return None

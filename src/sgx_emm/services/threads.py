@@ -30,6 +30,7 @@ thread is joined. Dynamic TCSes beyond the pool's needs are trimmed at join.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import threading
 from collections.abc import Callable
@@ -52,7 +53,7 @@ from sgx_emm.services.config import TCS_POLICY_BOUND, EnclaveConfig
 from sgx_emm.services.entry import inside
 
 if TYPE_CHECKING:
-    from sgx_emm.enclave import Enclave
+    from sgx_emm.services.host import Host
 
 #: The FS/GS limit written into every TCS: the TLS is one page.
 TLS_LIMIT = PAGE_SIZE - 1
@@ -86,7 +87,7 @@ class ThreadMemory:
         return self.stack_top - self.stack_limit
 
 
-def image_threads(enc: Enclave) -> dict[int, ThreadMemory]:
+def image_threads(enc: Host) -> dict[int, ThreadMemory]:
     """The threads laid out in the image, by TCS address."""
     out: dict[int, ThreadMemory] = {}
     layout, base = enc.layout, enc.base
@@ -104,7 +105,7 @@ def image_threads(enc: Enclave) -> dict[int, ThreadMemory]:
     return out
 
 
-def tcs_image(enc: Enclave, ssa: int, tls: int) -> TcsImage:
+def tcs_image(enc: Host, ssa: int, tls: int) -> TcsImage:
     """A TCS that EACCEPT accepts and EENTER enters: SSA frames and TLS in the enclave,
     offsets from the enclave base, entry at the image's code."""
     return TcsImage(ossa=ssa - enc.base, nssa=NSSA, oentry=enc.layout.find("code").offset,
@@ -115,7 +116,7 @@ def tcs_image(enc: Enclave, ssa: int, tls: int) -> TcsImage:
 class ThreadContexts:
     """Builds and trims dynamic threads (`enc.add_thread`, `enc.remove_thread`)."""
 
-    def __init__(self, enc: Enclave, config: EnclaveConfig) -> None:
+    def __init__(self, enc: Host, config: EnclaveConfig) -> None:
         self._enc = enc
         self._config = config
         self._lock = threading.Lock()
@@ -218,6 +219,14 @@ class ThreadContexts:
             raise
 
 
+class OutOfTcs(EmmError, RuntimeError):
+    """No TCS for a new thread: every one is busy and no more may be built
+    (errno EAGAIN, as the SDK's SGX_ERROR_OUT_OF_TCS)."""
+
+    def __init__(self, message: str) -> None:
+        EmmError.__init__(self, errno.EAGAIN, message)
+
+
 @dataclass(eq=False)
 class ThreadHandle:
     """One thread started by `Threads.create`; pass it to `join`."""
@@ -240,7 +249,7 @@ class ThreadHandle:
 class Threads:
     """`enc.threads`: run functions inside the enclave, each on a TCS of its own."""
 
-    def __init__(self, enc: Enclave, contexts: ThreadContexts, config: EnclaveConfig) -> None:
+    def __init__(self, enc: Host, contexts: ThreadContexts, config: EnclaveConfig) -> None:
         self._enc = enc
         self._contexts = contexts
         self._config = config
@@ -310,15 +319,13 @@ class Threads:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        from sgx_emm.enclave import OutOfTcs
-
         if not self._room():
             raise OutOfTcs(f"every TCS is busy and TCSMaxNum = {self._config.max_threads} "
                            "threads exist")
         try:
             return self._contexts.add()
         except RuntimeError as exc:
-            if isinstance(exc, OutOfTcs):
+            if isinstance(exc, EmmError) and exc.errno == errno.EAGAIN:
                 raise OutOfTcs("every TCS is busy, and building a new one needs a free TCS "
                                "to run on: keep one ready with TCSMinPool") from None
             raise OutOfTcs(f"every TCS is busy: {exc}") from None
