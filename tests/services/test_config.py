@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from services_support import small
 
 from sgx_emm import Enclave
 from sgx_emm.flags import PAGE_SIZE
 from sgx_emm.runtime.layout import build_layout
 from sgx_emm.services import ConfigError, EnclaveConfig, GrowthPolicy
 from sgx_emm.services.heap import heap_bounds
-
-from services_support import small
 
 SDK_XML = """<EnclaveConfiguration>
   <ProdID>0</ProdID>

@@ -51,9 +51,8 @@ def test_remove_thread_trims_it(enc: Enclave) -> None:
     enc.remove_thread(tcs)
     assert enc.thread_contexts.memory(tcs) is None
     assert not [r for r in enc.emm.regions("user") if start <= r.start < start + size]
-    with pytest.raises((EnclaveCrashed, ValueError)):
-        with enc.enter(tcs=tcs):
-            pass
+    with pytest.raises((EnclaveCrashed, ValueError)), enc.enter(tcs=tcs):
+        pass
 
 
 def test_remove_thread_refuses_what_it_cannot_remove(enc: Enclave) -> None:
