@@ -36,6 +36,7 @@ def map_cmd(file: str | None, fmt: str, strict: bool, svg_file: str | None, epc:
         emit(console, json.dumps({"layout": render.layout_json(report.layout(), addr),
                                   "summary": render.summary(report)}))
     else:
-        console.print(render.map_table(report.layout(), addr))
+        render.print_block(console, render.map_table(
+            report.layout(), addr, width=console.width if console.is_terminal else None))
         console.print(render.summary_text(report), highlight=False)
     finish(report)
