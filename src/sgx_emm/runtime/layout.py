@@ -11,7 +11,7 @@ The image occupies the bottom of ELRANGE; the user range lies above it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sgx_emm.flags import (
     PAGE_SIZE,
@@ -61,12 +61,22 @@ class ImageLayout:
 
     entries: tuple[LayoutEntry, ...]
     image_size: int
+    _index: dict[tuple[str, int | None], LayoutEntry] = field(
+        init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        # the loader looks up each thread's entries once: a dict keeps that linear
+        index: dict[tuple[str, int | None], LayoutEntry] = {}
+        for entry in self.entries:
+            index.setdefault((entry.name, entry.thread), entry)
+        object.__setattr__(self, "_index", index)
 
     def find(self, name: str, thread: int | None = None) -> LayoutEntry:
-        for entry in self.entries:
-            if entry.name == name and entry.thread == thread:
-                return entry
-        raise KeyError((name, thread))
+        """The first entry called `name` (of `thread`, if given); O(1)."""
+        try:
+            return self._index[(name, thread)]
+        except KeyError:
+            raise KeyError((name, thread)) from None
 
     def tcs_offsets(self) -> list[int]:
         return [e.offset for e in self.entries if e.name == "tcs"]
