@@ -91,7 +91,7 @@ def load_lines(file: str | None) -> tuple[str, list[str]]:
             with open(file, "rb") as fh:
                 data = fh.read()
             name = file
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte order mark is not part of the text
     except OSError as e:
         raise click.ClickException(f"cannot read {file}: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
