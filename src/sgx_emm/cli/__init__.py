@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from sgx_emm.cli.attacks import attacks_cmd
 from sgx_emm.cli.common import PROGRESS_MIN_LINES, progress_for
 from sgx_emm.cli.map import map_cmd
 from sgx_emm.cli.replay import replay_cmd
@@ -24,5 +25,6 @@ def main() -> None:
 
 main.add_command(replay_cmd)
 main.add_command(map_cmd)
+main.add_command(attacks_cmd)
 
 __all__ = ["PROGRESS_MIN_LINES", "main", "progress_for"]
