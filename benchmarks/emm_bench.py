@@ -1,11 +1,24 @@
-"""The manager benchmark of spec/bench-workload.md.
+"""The manager benchmark: one fixed call mix, shared with the C reference comparison.
 
     python benchmarks/emm_bench.py N M SEED [--backend null|sim]
+    python benchmarks/emm_bench.py 1000,10000,50000 20000 1 --compare ./cbench --repeat 3
 
 Setup: N one-page COMMIT_ON_DEMAND allocations; loop: M calls drawn with
 splitmix64 (commit, uncommit, realloc, mprotect, fault). Prints the setup and
 loop times, microseconds per call and the final region count; the last line is
-`per_call_us=<float> regions=<int>`.
+`per_call_us=<float> regions=<int>`. The M draws are made before the clock
+starts: the figure is the manager's time, not the PRNG's.
+
+N may be a comma-separated list. `--compare CMD` runs `CMD N M SEED` (a build
+of the C reference driving the same workload over null primitives; it must
+print a `per_call_us=<float>` line, best measured in process CPU time) beside
+each size in the same run, and prints both per-call times, their ratio and the
+growth of our per-call time from the smallest to the largest N, beside the
+goals (at most 2.5x C at 1,000 regions, at least 10x faster at 50,000, growth
+at most 1.3x). `--repeat K` runs each side K times and keeps the fastest,
+printing the slowest beside it as the noise of the run. The comparison uses
+this process's CPU time for the loop (the machine may be shared; wall time
+counts the other tenants too).
 
 Back ends: `null` (the manager over the null runtime: ocalls and leaves only
 count) and `sim` (the full simulated enclave; plug it in `make_sim_backend`).
@@ -15,6 +28,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
+import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -117,68 +133,143 @@ BACKENDS: dict[str, Callable[[], Backend]] = {
 }
 
 
-def run(n: int, m: int, seed: int, backend: Backend) -> tuple[float, float, int]:
-    emm = backend.emm
+def draws(m: int, seed: int, n: int) -> list[tuple[int, int, int]]:
+    """The loop's (kind, index, r2) triples, drawn in the workload's order."""
     rng = SplitMix64(seed)
+    out = []
+    for _ in range(m):
+        r = rng.next()
+        i = rng.next() % n
+        out.append((r % 5, i, rng.next()))
+    return out
+
+
+def run(n: int, m: int, seed: int, backend: Backend) -> tuple[float, float, int]:
+    """(setup seconds, loop seconds, final region count); wall-clock seconds."""
+    setup, loop, _, regions = run_timed(n, m, seed, backend)
+    return setup, loop, regions
+
+
+def run_timed(n: int, m: int, seed: int,
+              backend: Backend) -> tuple[float, float, float, int]:
+    """(setup s, loop s, loop CPU s of this process, final region count)."""
+    emm = backend.emm
+    seq = draws(m, seed, n)
     t0 = time.perf_counter()
     addr = [emm.alloc(None, PAGE, COMMIT_ON_DEMAND) for _ in range(n)]
     committed = [False] * n
     prot = [int(PROT_READ_WRITE)] * n
-    t1 = time.perf_counter()
+    t_setup = time.perf_counter()
     rw, r_only = int(PROT_READ_WRITE), int(PROT_READ)
-    for _ in range(m):
-        r = rng.next()
-        kind = r % 5
-        i = rng.next() % n
-        r2 = rng.next()
+    commit, uncommit = emm.commit, emm.uncommit
+    dealloc, alloc, mprotect = emm.dealloc, emm.alloc, emm.modify_permissions
+    fault = backend.fault
+    c1 = time.process_time()
+    t1 = time.perf_counter()
+    for kind, i, r2 in seq:
         try:
             if kind == 0:
-                emm.commit(addr[i], PAGE)
+                commit(addr[i], PAGE)
                 committed[i] = True
             elif kind == 1:
-                emm.uncommit(addr[i], PAGE)
+                uncommit(addr[i], PAGE)
                 committed[i] = False
             elif kind == 2:
-                emm.dealloc(addr[i], PAGE)
-                addr[i] = emm.alloc(None, PAGE, COMMIT_ON_DEMAND)
+                dealloc(addr[i], PAGE)
+                addr[i] = alloc(None, PAGE, COMMIT_ON_DEMAND)
                 committed[i] = False
                 prot[i] = rw
             elif kind == 3:
                 if not committed[i]:
                     with contextlib.suppress(EmmError):
-                        emm.commit(addr[i], PAGE)
+                        commit(addr[i], PAGE)
                     committed[i] = True
                 new_prot = r_only if prot[i] == rw else rw
-                emm.modify_permissions(addr[i], PAGE, new_prot)
+                mprotect(addr[i], PAGE, new_prot)
                 prot[i] = new_prot
             else:
-                result = backend.fault(addr[i] + (r2 & 0xFF8), bool((r2 >> 12) & 1))
+                result = fault(addr[i] + (r2 & 0xFF8), bool((r2 >> 12) & 1))
                 if result == EXCEPTION_CONTINUE_EXECUTION:
                     committed[i] = True
         except EmmError:
             pass
     t2 = time.perf_counter()
-    return t1 - t0, t2 - t1, backend.region_count()
+    c2 = time.process_time()
+    return t_setup - t0, t2 - t1, c2 - c1, backend.region_count()
+
+
+_PER_CALL = re.compile(r"per_call_us=([0-9.eE+-]+)")
+
+
+def run_reference(cmd: str, n: int, m: int, seed: int) -> float:
+    """Per-call microseconds the reference command reports for one size."""
+    argv = [*shlex.split(cmd), str(n), str(m), str(seed)]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    found = _PER_CALL.findall(out)
+    if not found:
+        raise SystemExit(f"{cmd!r} printed no per_call_us= line:\n{out}")
+    return float(found[-1])
+
+
+def _spread(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.2f}" if len(values) == 1 else f"{lo:.2f} (slowest {hi:.2f})"
+
+
+def compare(sizes: list[int], m: int, seed: int, backend_name: str, cmd: str,
+            repeat: int) -> None:
+    """Both implementations per size, fastest of `repeat`, then ratio and growth."""
+    ours: dict[int, float] = {}
+    print(f"{'regions':>8} {'C us/call':>22} {'sgx-emm us/call':>22} {'ratio':>7}")
+    for n in sizes:
+        c_runs, py_runs = [], []
+        for _ in range(repeat):
+            c_runs.append(run_reference(cmd, n, m, seed))
+            _, _, cpu, _ = run_timed(n, m, seed, BACKENDS[backend_name]())
+            py_runs.append(cpu / m * 1e6)
+        c, py = min(c_runs), min(py_runs)
+        ours[n] = py
+        ratio = py / c
+        word = f"{ratio:.2f}x C" if ratio >= 1 else f"{1 / ratio:.1f}x faster"
+        print(f"{n:>8} {_spread(c_runs):>22} {_spread(py_runs):>22} {word:>12}")
+    lo, hi = min(sizes), max(sizes)
+    if hi != lo:
+        print(f"growth {lo} -> {hi}: {ours[hi] / ours[lo]:.2f}x (goal <= 1.3)")
+    print("goals: <= 2.5x C at 1,000 regions; >= 10x faster than C at 50,000")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("n", type=int, help="live regions (setup allocations)")
+    parser.add_argument("n", help="live regions (setup allocations); a comma list with --compare")
     parser.add_argument("m", type=int, help="calls in the timed loop")
     parser.add_argument("seed", type=int)
     parser.add_argument("--backend", choices=sorted(BACKENDS), default="null")
+    parser.add_argument("--compare", metavar="CMD",
+                        help="reference command, run as `CMD N M SEED` beside each size")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per side, fastest kept")
     args = parser.parse_args(argv)
-    if args.n <= 0 or args.m < 0:
-        parser.error("N must be positive and M non-negative")
-    backend = BACKENDS[args.backend]()
-    setup, loop, regions = run(args.n, args.m, args.seed, backend)
-    per_call = loop / args.m * 1e6 if args.m else 0.0
-    print(f"backend={backend.name} N={args.n} M={args.m} seed={args.seed}")
-    print(f"setup_s={setup:.3f}")
-    print(f"loop_s={loop:.3f}")
-    print(f"us_per_call={per_call:.2f}")
-    print(f"regions={regions}")
-    print(f"per_call_us={per_call:.3f} regions={regions}")
+    try:
+        sizes = [int(x) for x in args.n.split(",")]
+    except ValueError:
+        parser.error(f"N must be an integer or a comma list of integers, not {args.n!r}")
+    if any(n <= 0 for n in sizes) or args.m < 0 or args.repeat < 1:
+        parser.error("N must be positive, M non-negative and --repeat at least 1")
+    if args.compare:
+        if args.m == 0:
+            parser.error("--compare needs M > 0")
+        compare(sizes, args.m, args.seed, args.backend, args.compare, args.repeat)
+        return 0
+    for n in sizes:
+        backend = BACKENDS[args.backend]()
+        setup, loop, cpu, regions = run_timed(n, args.m, args.seed, backend)
+        per_call = loop / args.m * 1e6 if args.m else 0.0
+        print(f"backend={backend.name} N={n} M={args.m} seed={args.seed}")
+        print(f"setup_s={setup:.3f}")
+        print(f"loop_s={loop:.3f}")
+        print(f"us_per_call={per_call:.2f}")
+        print(f"cpu_us_per_call={cpu / args.m * 1e6 if args.m else 0.0:.2f}")
+        print(f"regions={regions}")
+        print(f"per_call_us={per_call:.3f} regions={regions}")
     return 0
 
 

@@ -42,6 +42,8 @@ def test_operations_match_a_set(steps: list[tuple[str, list[int]]], probe: list[
     assert all(e2 < s2 or s2 > e1 for (_, e1), (s2, e2) in zip(runs, runs[1:], strict=False))
     holes = list(bm.holes(lo, hi))
     assert [p for s, e in holes for p in range(s, e)] == sorted(inside - model)
+    assert bm.runs_list(lo, hi) == runs
+    assert bm.holes_list(lo, hi) == holes
 
 
 @settings(max_examples=300)

@@ -117,6 +117,45 @@ class CommitBitmap:
             yield max(b[i], lo), min(b[i + 1], hi)
             i += 2
 
+    def runs_list(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """`runs` as a list, built without a generator (the manager's hot paths)."""
+        if lo >= hi:
+            return []
+        b = self._b
+        i = bisect_right(b, lo)
+        if i & 1:
+            i -= 1
+        j = bisect_left(b, hi)  # boundaries below hi
+        if j & 1:
+            j += 1  # the run open at hi ends at b[j]; clip it below
+        out = [(b[k], b[k + 1]) for k in range(i, j, 2)]
+        if out:
+            s, e = out[0]
+            if s < lo:
+                out[0] = (lo, e)
+            s, e = out[-1]
+            if e > hi:
+                out[-1] = (s, hi)
+        return out
+
+    def holes_list(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """`holes` as a list; the empty list at once when all of [lo, hi) is set."""
+        if lo >= hi:
+            return []
+        b = self._b
+        i = bisect_right(b, lo)
+        if i & 1 and b[i] >= hi:
+            return []
+        out = []
+        cur = lo
+        for s, e in self.runs_list(lo, hi):
+            if s > cur:
+                out.append((cur, s))
+            cur = e
+        if cur < hi:
+            out.append((cur, hi))
+        return out
+
     def holes(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
         """Maximal uncommitted runs inside ``[lo, hi)``, ascending."""
         cur = lo

@@ -239,8 +239,11 @@ class EmaOps:
         assert bm is not None
         lo = max(start, ema.start) >> PAGE_SHIFT
         hi = min(end, ema.end) >> PAGE_SHIFT
+        holes = bm.holes_list(lo, hi)
+        if not holes:
+            return 0
         eaccept = self.prims.eaccept
-        for s, e in list(bm.holes(lo, hi)):
+        for s, e in holes:
             for page in range(s, e):
                 rc = eaccept(_REG_RW_PENDING, page << PAGE_SHIFT)
                 if rc:
@@ -261,7 +264,7 @@ class EmaOps:
         assert bm is not None
         page_type = ema.si_flags & PAGE_TYPE_MASK
         modify = self.rt.modify_ocall
-        for s, e in list(bm.runs(start >> PAGE_SHIFT, end >> PAGE_SHIFT)):
+        for s, e in bm.runs_list(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             addr, length = s << PAGE_SHIFT, (e - s) << PAGE_SHIFT
             if modify(addr, length, prot | page_type, prot | PAGE_TYPE_TRIM):
                 raise EmmError(errno.EFAULT, ocall_problem(

@@ -553,11 +553,12 @@ class EnclaveMemoryManager:
             raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free space "
                            f"(the first region starts at {overlapped[0].start:#x})")
         prev_end = overlapped[0].start
+        in_meta = self._meta.in_meta_area
         for ema in overlapped:
             if holes and ema.start != prev_end:
                 raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} has a hole at "
                                f"{prev_end:#x}-{ema.start:#x}")
-            if guard_meta and self._is_meta(ema):
+            if guard_meta and ema.payload is not None and in_meta(ema.payload):
                 raise EmmError(errno.EACCES, f"{_region(ema)} holds the manager's own "
                                "metadata")
             if check is not None:
@@ -594,7 +595,7 @@ class EnclaveMemoryManager:
             for ema in overlapped:
                 lo, hi = max(addr, ema.start), min(end, ema.end)
                 prot = ema.si_flags & PROT_MASK
-                target = self._readable_for_trim(root, ema, lo, hi)
+                target = self._readable_for_trim(root, ema, lo, hi) if not prot else ema
                 self._ops.uncommit_real(target, lo, hi, prot)
         finally:
             lock.release()
@@ -626,7 +627,8 @@ class EnclaveMemoryManager:
                 lo, hi = max(addr, ema.start), min(end, ema.end)
                 node = ema
                 if not ema.alloc_flags & RESERVE:
-                    node = self._readable_for_trim(root, ema, lo, hi)
+                    if not ema.si_flags & PROT_MASK:
+                        node = self._readable_for_trim(root, ema, lo, hi)
                     ops.uncommit_real(node, lo, hi, PROT_NONE)
                 if lo > node.start:
                     node = ops.split(root, node, lo, False)

@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sortedcontainers import SortedList  # type: ignore[import-untyped]
-
+from sgx_emm.emm.sorted_ints import SortedInts
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
 
 U64 = (1 << 64) - 1
@@ -60,7 +59,7 @@ class GapIndex:
     __slots__ = ("_lists", "_length", "_mask")
 
     def __init__(self) -> None:
-        self._lists: list[SortedList | None] = [None] * _NUM_CLASSES
+        self._lists: list[SortedInts | None] = [None] * _NUM_CLASSES
         self._length: dict[int, int] = {}
         self._mask = 0
 
@@ -72,27 +71,54 @@ class GapIndex:
         return sorted(self._length.items())
 
     def add(self, start: int, length: int) -> None:
+        """Record a gap that is not yet recorded (under a page: nothing)."""
         pages = length >> PAGE_SHIFT
         if pages <= 0:
             return
         self._length[start] = length
-        cls = _size_class(pages)
+        cls = pages - 1 if pages <= _EXACT_CLASSES else 57 + (pages - 1).bit_length()
         lst = self._lists[cls]
         if lst is None:
-            lst = self._lists[cls] = SortedList()
+            lst = self._lists[cls] = SortedInts()
         lst.add(start)
         self._mask |= 1 << cls
 
     def remove(self, start: int) -> None:
+        """Forget the gap at `start`, if one is recorded."""
         length = self._length.pop(start, None)
         if length is None:
             return
-        cls = _size_class(length >> PAGE_SHIFT)
+        self._drop(start, length)
+
+    def _drop(self, start: int, length: int) -> None:
+        pages = length >> PAGE_SHIFT
+        cls = pages - 1 if pages <= _EXACT_CLASSES else 57 + (pages - 1).bit_length()
         lst = self._lists[cls]
         assert lst is not None
         lst.remove(start)
         if not lst:
             self._mask &= ~(1 << cls)
+
+    def set(self, start: int, length: int) -> None:
+        """Make the gap at `start` `length` bytes long (under a page: no gap).
+
+        The neighbour updates of an insert or remove mostly change a gap's
+        length within its size class; then only the length is rewritten.
+        """
+        lengths = self._length
+        old = lengths.get(start)
+        if old is None:
+            self.add(start, length)
+            return
+        pages, old_pages = length >> PAGE_SHIFT, old >> PAGE_SHIFT
+        if pages == old_pages or (
+                pages > _EXACT_CLASSES and old_pages > _EXACT_CLASSES
+                and (pages - 1).bit_length() == (old_pages - 1).bit_length()):
+            lengths[start] = length
+            return
+        del lengths[start]
+        self._drop(start, old)
+        self.add(start, length)
 
     def first_fit(self, size: int, accept: Callable[[int, int], int | None]) -> int | None:
         pages = -(-size // PAGE_SIZE)
@@ -110,20 +136,13 @@ class GapIndex:
                 m ^= low
                 lst = lists[low.bit_length() - 1]
                 assert lst is not None
-                if after < 0:
-                    s = lst[0]
-                else:
-                    i = lst.bisect_right(after)
-                    if i == len(lst):
-                        continue
-                    s = lst[i]
-                if best < 0 or s < best:
+                s = lst.min() if after < 0 else lst.after(after)
+                if s is not None and (best < 0 or s < best):
                     best = s
             if partial and (self._mask >> cls) & 1:
                 lst = lists[cls]
                 assert lst is not None
-                start_at = 0 if after < 0 else lst.bisect_right(after)
-                for s in lst.islice(start_at):
+                for s in (lst if after < 0 else lst.iter_after(after)):
                     if best >= 0 and s >= best:
                         break
                     if length[s] >= size:

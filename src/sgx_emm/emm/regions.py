@@ -17,11 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, overload
 
-from sortedcontainers import SortedList  # type: ignore[import-untyped]
-
 from sgx_emm.emm.bitmap import CommitBitmap
 from sgx_emm.emm.placement import GapIndex
 from sgx_emm.emm.rt import FaultHandler
+from sgx_emm.emm.sorted_ints import SortedInts
 from sgx_emm.flags import PAGE_SHIFT, PAGE_TYPE_MASK, PROT_MASK
 
 
@@ -91,7 +90,7 @@ class RegionList:
     __slots__ = ("_starts", "_by_start", "first", "last", "gaps")
 
     def __init__(self) -> None:
-        self._starts: SortedList = SortedList()
+        self._starts = SortedInts()
         self._by_start: dict[int, Ema] = {}
         self.first: Ema | None = None
         self.last: Ema | None = None
@@ -109,31 +108,25 @@ class RegionList:
     def _floor(self, addr: int) -> Ema | None:
         """The region with the highest start <= `addr`, or None. O(log n).
 
-        Reads SortedList's two-level layout (`_maxes`, `_lists`: the documented
-        design of sortedcontainers) to answer with two C-level bisects; the
-        public `bisect` + `__getitem__` pair costs three times as much, and
-        this lookup is on every call's path.
+        Most calls name a region's first page, so an exact start is tried in
+        the dict before the ordered index is searched.
         """
-        starts = self._starts
-        maxes = starts._maxes
-        if not maxes:
-            return None
-        pos = bisect_right(maxes, addr)
-        lists = starts._lists
-        if pos == len(maxes):
-            return self._by_start[maxes[-1]]
-        sub = lists[pos]
-        i = bisect_right(sub, addr)
-        if i:
-            return self._by_start[sub[i - 1]]
-        if pos:
-            return self._by_start[maxes[pos - 1]]
-        return None
+        by_start = self._by_start
+        node = by_start.get(addr)
+        if node is not None:
+            return node
+        start = self._starts.floor(addr)
+        return None if start is None else by_start[start]
 
     def find(self, addr: int) -> Ema | None:
         """The region holding `addr`, or None."""
-        node = self._floor(addr)
-        return node if node is not None and addr < node.end else None
+        node = self._by_start.get(addr)
+        if node is None:
+            start = self._starts.floor(addr)
+            if start is None:
+                return None
+            node = self._by_start[start]
+        return node if addr < node.end else None
 
     def first_overlap(self, start: int, end: int) -> Ema | None:
         """The lowest region overlapping [start, end) (search_ema_range's `first`)."""
@@ -157,44 +150,45 @@ class RegionList:
 
     def insert(self, ema: Ema) -> None:
         """Link a region into its address slot (it must overlap nothing)."""
-        prev = self._floor(ema.start)
+        start, end = ema.start, ema.end
+        prev = self._floor(start)
         nxt = prev.next if prev is not None else self.first
-        self._starts.add(ema.start)
-        self._by_start[ema.start] = ema
+        self._starts.add(start)
+        self._by_start[start] = ema
         ema.prev = prev
         ema.next = nxt
         gaps = self.gaps
         if prev is not None:
             prev.next = ema
-            if nxt is not None:
-                gaps.remove(prev.end)
-            gaps.add(prev.end, ema.start - prev.end)
+            gaps.set(prev.end, start - prev.end)
         else:
             self.first = ema
         if nxt is not None:
             nxt.prev = ema
-            gaps.add(ema.end, nxt.start - ema.end)
+            gaps.add(end, nxt.start - end)
         else:
             self.last = ema
 
     def remove(self, ema: Ema) -> None:
         """Unlink a region; its range becomes free."""
         prev, nxt = ema.prev, ema.next
-        self._starts.remove(ema.start)
-        del self._by_start[ema.start]
+        start = ema.start
+        self._starts.remove(start)
+        del self._by_start[start]
         gaps = self.gaps
-        if prev is not None:
-            gaps.remove(prev.end)
-            prev.next = nxt
-        else:
-            self.first = nxt
         if nxt is not None:
             gaps.remove(ema.end)
             nxt.prev = prev
         else:
             self.last = prev
-        if prev is not None and nxt is not None:
-            gaps.add(prev.end, nxt.start - prev.end)
+        if prev is not None:
+            prev.next = nxt
+            if nxt is not None:
+                gaps.set(prev.end, nxt.start - prev.end)
+            else:
+                gaps.remove(prev.end)
+        else:
+            self.first = nxt
         ema.prev = ema.next = None
 
     def split(self, ema: Ema, addr: int, new: Ema, new_lower: bool) -> None:

@@ -1,0 +1,156 @@
+"""A sorted set of integers with floor / successor queries, for the manager's indexes.
+
+The region list (start addresses) and the gap index (gap starts per size
+class) each keep one or more of these. It is the two-level layout that
+`sortedcontainers.SortedList` documents - a list of sorted sublists of about
+`LOAD` items plus the list of their maxima - cut down to the operations the
+manager needs and with every operation in a single Python call, because these
+run several times on every alloc and dealloc. The bisects run in C.
+
+Complexity: add / remove / floor / after are O(log n) plus an O(LOAD) list
+shift; len() and min() are O(1). Memory: one list slot per item plus one per
+sublist.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterator
+
+#: Target sublist length: a sublist is split at twice this, merged below half.
+LOAD = 512
+
+
+class SortedInts:
+    """Distinct integers in ascending order."""
+
+    __slots__ = ("_lists", "_maxes", "_len")
+
+    def __init__(self) -> None:
+        self._lists: list[list[int]] = []
+        self._maxes: list[int] = []
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def __iter__(self) -> Iterator[int]:
+        for sub in self._lists:
+            yield from sub
+
+    def __contains__(self, value: int) -> bool:
+        maxes = self._maxes
+        pos = bisect_left(maxes, value)
+        if pos == len(maxes):
+            return False
+        sub = self._lists[pos]
+        i = bisect_left(sub, value)
+        return sub[i] == value
+
+    def min(self) -> int | None:
+        """The smallest item, or None. O(1)."""
+        return self._lists[0][0] if self._maxes else None
+
+    def add(self, value: int) -> None:
+        """Insert `value` (it must not be present)."""
+        maxes = self._maxes
+        self._len += 1
+        if not maxes:
+            self._lists.append([value])
+            maxes.append(value)
+            return
+        pos = bisect_right(maxes, value)
+        lists = self._lists
+        if pos == len(maxes):
+            pos -= 1
+            sub = lists[pos]
+            sub.append(value)
+            maxes[pos] = value
+        else:
+            sub = lists[pos]
+            insort(sub, value)
+        if len(sub) > LOAD << 1:
+            half = sub[LOAD:]
+            del sub[LOAD:]
+            maxes[pos] = sub[-1]
+            lists.insert(pos + 1, half)
+            maxes.insert(pos + 1, half[-1])
+
+    def remove(self, value: int) -> None:
+        """Delete `value`; KeyError if absent."""
+        maxes = self._maxes
+        pos = bisect_left(maxes, value)
+        if pos == len(maxes):
+            raise KeyError(value)
+        lists = self._lists
+        sub = lists[pos]
+        i = bisect_left(sub, value)
+        if sub[i] != value:
+            raise KeyError(value)
+        del sub[i]
+        self._len -= 1
+        if len(sub) > LOAD >> 1:
+            maxes[pos] = sub[-1]
+            return
+        if len(lists) > 1:
+            # merge the small sublist into a neighbour, re-splitting if too long
+            if not pos:
+                pos = 1
+            prev = lists[pos - 1]
+            prev.extend(lists[pos])
+            del lists[pos]
+            del maxes[pos]
+            if len(prev) > LOAD << 1:
+                half = prev[LOAD:]
+                del prev[LOAD:]
+                lists.insert(pos, half)
+                maxes.insert(pos, half[-1])
+            maxes[pos - 1] = prev[-1]
+        elif sub:
+            maxes[0] = sub[-1]
+        else:
+            del lists[0]
+            del maxes[0]
+
+    def floor(self, value: int) -> int | None:
+        """The largest item <= `value`, or None."""
+        maxes = self._maxes
+        if not maxes:
+            return None
+        pos = bisect_right(maxes, value)
+        if pos == len(maxes):
+            return maxes[-1]
+        sub = self._lists[pos]
+        i = bisect_right(sub, value)
+        if i:
+            return sub[i - 1]
+        if pos:
+            return maxes[pos - 1]
+        return None
+
+    def after(self, value: int) -> int | None:
+        """The smallest item > `value`, or None."""
+        maxes = self._maxes
+        pos = bisect_right(maxes, value)
+        if pos == len(maxes):
+            return None
+        sub = self._lists[pos]
+        return sub[bisect_right(sub, value)]
+
+    def iter_after(self, value: int) -> Iterator[int]:
+        """Items > `value`, ascending."""
+        maxes = self._maxes
+        pos = bisect_right(maxes, value)
+        lists = self._lists
+        if pos == len(maxes):
+            return
+        sub = lists[pos]
+        yield from sub[bisect_right(sub, value):]
+        for k in range(pos + 1, len(lists)):
+            yield from lists[k]
+
+
+__all__ = ["LOAD", "SortedInts"]
