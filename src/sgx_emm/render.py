@@ -8,6 +8,7 @@ the totals of the trace by kind.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -38,7 +39,11 @@ ROUTINE_ENTRY_EVENTS = frozenset({"EENTER", "EEXIT"})
 
 
 class AddressFormat:
-    """Writes addresses as the input reads them: `u+OFF` in the user range, else hex."""
+    """Writes addresses as the input reads them: `u+OFF` in the user range, else hex.
+
+    `rewrite(text)` applies the same form to the addresses inside a sentence (an
+    error's reason, a crash's cause), so output shows one address form throughout.
+    """
 
     def __init__(self, user_base: int, user_end: int) -> None:
         self.user_base = user_base
@@ -50,6 +55,24 @@ class AddressFormat:
         if self.user_base <= addr < self.user_end:
             return f"u+{addr - self.user_base:#x}"
         return f"{addr:#x}"
+
+    def rewrite(self, text: str | None) -> str | None:
+        """`text` with every hex number in the user range written `u+OFF`; a number
+        already followed by its relative form in parentheses loses the duplicate."""
+        if not text:
+            return text
+
+        def one(m: re.Match[str]) -> str:
+            n = int(m.group(1), 16)
+            if self.user_base <= n < self.user_end:
+                return f"u+{n - self.user_base:#x}"
+            return m.group(0)
+
+        return _HEX_WITH_ALIAS.sub(one, text)
+
+
+#: A hex number, optionally followed by the " (u+OFF)" a cause may add after it.
+_HEX_WITH_ALIAS = re.compile(r"\b0x([0-9a-fA-F]+)\b(?: \(u\+0x[0-9a-fA-F]+\))?")
 
 
 #: Event detail keys whose values are enclave addresses (shown as `u+OFF`).
@@ -99,6 +122,9 @@ def call_json(result: CallResult, fmt: AddressFormat) -> dict[str, Any]:
         if result.op is not None:
             obj["op"] = result.op
         obj["error"] = result.error
+        if result.expect is not None:
+            obj["expect"] = result.expect
+            obj["as_expected"] = False
         return obj
     # "addr": what an alloc returned, else the address the call acted on (what `$N`
     # names); "target" repeats the latter for calls that return nothing.
@@ -110,8 +136,12 @@ def call_json(result: CallResult, fmt: AddressFormat) -> dict[str, Any]:
         obj["thread"] = result.thread
     if result.data is not None:
         obj["data"] = result.data.hex()
+    if result.reason is not None:
+        obj["reason"] = fmt.rewrite(result.reason)
     if result.detail is not None:
-        obj["detail"] = result.detail
+        obj["detail"] = fmt.rewrite(result.detail)
+    if result.note is not None:
+        obj["note"] = result.note
     if result.expect is not None:
         obj["expect"] = result.expect
         obj["as_expected"] = result.as_expected
@@ -200,6 +230,11 @@ def call_text(result: CallResult, fmt: AddressFormat) -> Text:
     if result.error is not None:
         style = "red" if result.bad_input or result.internal else "yellow"
         text.append(f"error: {result.error}", style=style)
+        if result.expect is not None:
+            text.append(f"  UNEXPECTED (expected {result.expect}, did not run)",
+                        style="bold red")
+        if result.note:
+            text.append(f"  # {result.note}", style="dim")
         return text
     where = f"→ {fmt(result.addr)}" if result.addr is not None else fmt(result.target) or ""
     text.append(f"{where:<22} ")
@@ -214,10 +249,18 @@ def call_text(result: CallResult, fmt: AddressFormat) -> Text:
         text.append(f"  data {_data_text(result.data)}")
     if result.as_expected is False:
         text.append(f"  UNEXPECTED (expected {result.expect})", style="bold red")
-    if result.detail:
-        text.append(f"  ({result.detail})", style="red")
+    why = result.reason or result.detail
+    if why:
+        text.append(f"  ({fmt.rewrite(why)})", style="red")
+    if result.note:
+        text.append(f"  # {result.note}", style="dim")
     text.rstrip()
     return text
+
+
+def call_header() -> str:
+    """The column heads above the per-call lines."""
+    return f"{'line':>4}  {'op':<24}{'address':<22} {'result':<18} caused"
 
 
 COMMIT_MODES = {

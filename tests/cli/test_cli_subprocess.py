@@ -162,12 +162,12 @@ def test_text_output(tmp_path: Path) -> None:
                  {"op": "bogus"})
     done = sgx_emm("replay", path)
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    lines = done.stdout.splitlines()[1:]  # below the header row
     assert lines[0].split()[:5] == ["0", "alloc", "→", "u+0x400000", "0"]
     first_touch = lines[1].split()
     assert first_touch[:4] == ["1", "write@t1", "u+0x400000", "0"]
     assert "EACCEPT=1" in first_touch and any(w.startswith("pf:0x") for w in first_touch)
-    assert lines[2].split() == ["2", "commit", "u+0x900000", "EINVAL"]
+    assert lines[2].split()[:4] == ["2", "commit", "u+0x900000", "EINVAL"]
     assert lines[3].split(None, 2) == ["3", "bogus", "error: unknown op 'bogus'"]
     out = done.stdout
     assert "region map" in out and "totals" in out and "leaves" in out

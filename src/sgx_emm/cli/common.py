@@ -157,6 +157,8 @@ def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any]
         enclave.trace.subscribe(seen.append)
     recorder = ReplayRecorder(recording.attach(enclave), lines) if recording else None
 
+    if per_call and not write_json:
+        emit(console, Text(render.call_header(), style="bold"))
     with progress_for(console, len(lines), f"replaying {name}") as advance:
         def on_result(result: replay.CallResult) -> None:
             advance()

@@ -283,8 +283,8 @@ class EmaOps:
         """ema_modify_permissions on the part of `ema` inside [start, end).
 
         Returns the record that now covers that part. Raises EmmError(EFAULT)
-        on an ocall failure, EmmError(code) when an EACCEPT fails (the
-        reference returns the SGX code), EmmError(ENOMEM) if a split fails.
+        on an ocall failure, an EmmError whose errno is the SGX code when an
+        EACCEPT fails (the reference returns that code), EmmError(ENOMEM) if a split fails.
         """
         prot = ema.si_flags & PROT_MASK
         if prot == new_prot:

@@ -8,6 +8,7 @@ surprise.
 
 from __future__ import annotations
 
+import errno as _errno
 import json
 import re
 from collections.abc import Iterable
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sgx_emm import flags as F
+from sgx_emm.errors import SGX_RESULT_NAMES
 from sgx_emm.replay.ops import HANDLER_KINDS, OPS
 
 MAX_U64 = (1 << 64) - 1
@@ -168,6 +170,28 @@ class Call:
     args: dict[str, Any]
     thread: int = 0
     expect: str | None = None
+    note: str | None = None
+
+
+#: Results a line may name in "expect" besides errno and SGX code names.
+RESULT_WORDS = ("ABORT", "CRASH", "CONTINUE_EXECUTION", "CONTINUE_SEARCH")
+
+
+def parse_expect(value: object) -> str:
+    """An "expect" value: 0 (or another number), an errno name such as EINVAL, an SGX
+    code name, or one of RESULT_WORDS. Unknown names are refused, so a typo cannot
+    make every line "unexpected"."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise LineError(f'"expect" must be 0 or a result name, got {value!r}')
+    text = str(value).strip()
+    if isinstance(value, int) or text.isdigit():
+        return str(int(text))
+    if (text in RESULT_WORDS or text in _errno.errorcode.values()
+            or text in SGX_RESULT_NAMES.values()):
+        return text
+    raise LineError(f'"expect": unknown result name {text!r} (use 0, an errno name such '
+                    "as EINVAL, an SGX code name such as SGX_PAGE_ATTRIBUTES_MISMATCH, "
+                    f"or one of {', '.join(RESULT_WORDS)})")
 
 
 def parse_line(text: str, line: int) -> Call | None:
@@ -205,9 +229,11 @@ def parse_call(obj: object, line: int) -> Call:
         args[name] = _parse_field(obj[name], f"{op}.{name}", kind, line)
     thread = parse_number(obj["thread"], "thread") if "thread" in obj else 0
     expect = obj.get("expect")
-    if expect is not None and (isinstance(expect, bool) or not isinstance(expect, int | str)):
-        raise LineError(f'"expect" must be 0 or a result name, got {expect!r}')
-    return Call(line, op, args, thread, None if expect is None else str(expect))
+    note = obj.get("note")
+    if note is not None and not isinstance(note, str):
+        raise LineError(f'"note" must be a string, got {note!r}')
+    return Call(line, op, args, thread, None if expect is None else parse_expect(expect),
+                note)
 
 
 def _parse_field(value: object, what: str, kind: str, line: int) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sgx_emm import flags as F
+from sgx_emm.errors import errno_name
 from sgx_emm.replay.interfaces import EnclaveLike
 
 
@@ -22,6 +23,9 @@ class CallResult:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     error: str | None = None
     detail: str | None = None  # message of an abort / crash / internal error
+    reason: str | None = None  # why a call failed: EmmError.reason, or a crash's cause
+    code: int | None = None  # the numeric C result behind an error name in `ret`
+    note: str | None = None  # the line's "note", shown with it
     expect: str | None = None
     bad_input: bool = False  # the error is the input's fault (--strict stops on it)
     internal: bool = False  # the simulator raised something unexpected
@@ -31,7 +35,13 @@ class CallResult:
         """Whether `ret` is what the line's "expect" asked for (None: no expect)."""
         if self.expect is None:
             return None
-        return self.error is None and str(self.ret) == self.expect
+        if self.error is not None:
+            return False
+        if str(self.ret) == self.expect:
+            return True
+        # an SGX code the reference passes off as an errno matches either name
+        return self.code is not None and self.expect in (errno_name(self.code),
+                                                         str(self.code))
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ per-call counts and totals come from the same stream.
 
 from __future__ import annotations
 
-import errno as _errno
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -51,7 +50,8 @@ class Replayer:
         return self.run_call(call)
 
     def run_call(self, call: Call) -> CallResult:
-        result = CallResult(call.line, call.op, thread=call.thread, expect=call.expect)
+        result = CallResult(call.line, call.op, thread=call.thread, expect=call.expect,
+                            note=call.note)
         if self.dead is not None:
             verb = "aborted" if self.dead.ret == "ABORT" else "crashed"
             result.error = f"not run: the enclave {verb} at line {self.dead.line}"
@@ -74,12 +74,12 @@ class Replayer:
             if result.ret is None:
                 result.ret = 0
         except EmmError as e:
-            result.ret = _errno.errorcode.get(e.errno or 0, str(e.errno))
+            result.ret, result.code, result.reason = e.result_name, e.errno, e.reason
         except EnclaveAbort as e:
-            result.ret, result.detail = "ABORT", str(e)
+            result.ret, result.detail, result.reason = "ABORT", str(e), e.cause
             self.dead = result
         except EnclaveCrashed as e:
-            result.ret, result.detail = "CRASH", str(e)
+            result.ret, result.detail, result.reason = "CRASH", str(e), e.cause
             self.dead = result
         except Exception as e:  # a simulator bug: report it and carry on
             result.error = f"internal error: {type(e).__name__}: {e}"
