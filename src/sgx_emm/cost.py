@@ -41,8 +41,8 @@ DEFAULT_CYCLES: dict[str, int] = {
     "leaf:EMODT": 3_000,
     "leaf:EREMOVE": 3_000,
     "leaf:ETRACK": 5_000,       # includes the IPIs that flush other CPUs' TLBs
-    "leaf:EWB": 20_000,
-    "leaf:ELDU": 20_000,
+    "leaf:EWB": 15_000,
+    "leaf:ELDU": 15_000,
     "leaf:ECREATE": 20_000,
     "leaf:EADD": 12_000,        # EADD plus the EEXTENDs that measure the page
     "leaf:EINIT": 80_000,

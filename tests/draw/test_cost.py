@@ -76,3 +76,16 @@ def test_summary_adds_calls_and_kinds() -> None:
     assert kinds["leaf:EAUG"] == (2, 200)
     assert kinds["call:commit"] == (1, 10)
     assert s.to_json()["total_cycles"] == 220
+
+
+def test_the_docs_list_every_default_with_its_value() -> None:
+    """docs/cost-model.md is where each figure's source is: it must stay in step."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cost-model.md").read_text()
+    listed = {}
+    for line in doc.splitlines():
+        parts = [p.strip() for p in line.strip().strip("|").split("|")]
+        if len(parts) == 3 and parts[0].startswith("`") and parts[1].isdigit():
+            listed[parts[0].strip("`")] = int(parts[1])
+    assert listed == DEFAULT_CYCLES

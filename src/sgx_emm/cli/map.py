@@ -9,17 +9,27 @@ import click
 
 from sgx_emm import render
 from sgx_emm.cli.common import common_options, emit, finish, make_console, run_replay
+from sgx_emm.draw.recording import Recording
 
 
 @click.command("map")
 @common_options
-def map_cmd(file: str | None, fmt: str, strict: bool, **options: Any) -> None:
+@click.option("--svg", "svg_file", metavar="FILE", default=None,
+              help="Also draw the map as an SVG picture (needs the draw extra).")
+@click.option("--epc", is_flag=True, help="With --svg: add a plot of EPC use after each call.")
+def map_cmd(file: str | None, fmt: str, strict: bool, svg_file: str | None, epc: bool,
+            **options: Any) -> None:
     """Replay FILE (or the bundled example) quietly, then draw the region map.
 
     Both roots, one region per row: address, size, commit mode, prot, type,
     committed pages as a bar, flags; the manager's metadata reserves are marked.
     """
-    report = run_replay(file, fmt, strict, options, per_call=False)
+    recording = Recording() if svg_file and epc else None
+    report = run_replay(file, fmt, strict, options, per_call=False, recording=recording)
+    if svg_file:
+        from sgx_emm.cli.pictures import write_map_svg
+
+        write_map_svg(svg_file, report, recording)
     console = make_console()
     addr = render.address_format(report)
     if fmt == "json":

@@ -42,3 +42,15 @@ def record(file: str | None, strict: bool, options: dict[str, Any]) -> tuple[Rep
     report = run_replay(file, "text", strict, options, per_call=False, recording=recording)
     recording.detach()
     return report, recording
+
+
+def write_map_svg(path: str, report: Report, recording: Recording | None) -> None:
+    """The region map of a finished replay as SVG (with EPC use when recorded)."""
+    from sgx_emm.draw.mapsvg import map_svg_of
+    from sgx_emm.draw.svg import DrawingUnavailable
+
+    try:
+        text = map_svg_of(report, recording)
+    except DrawingUnavailable as e:
+        raise click.ClickException(str(e)) from None
+    write_output(path, text)

@@ -60,6 +60,25 @@ def decode_secinfo(value: int) -> str:
     return " ".join([prot, *state, _PAGE_TYPES.get(pt, f"PT={pt:#x}")])
 
 
+_MAP_FLAGS = (("MAP_SHARED", 0x1), ("MAP_PRIVATE", 0x2), ("MAP_FIXED", 0x10),
+              ("MAP_ANONYMOUS", 0x20))
+_ALLOC_FLAGS = (("RESERVE", 0x1), ("COMMIT_NOW", 0x2), ("COMMIT_ON_DEMAND", 0x4),
+                ("GROWSDOWN", 0x10), ("GROWSUP", 0x20), ("FIXED", 0x40), ("SYSTEM", 0x80))
+
+
+def _page_type(pt: int) -> str:
+    return _PAGE_TYPES.get(pt, f"PT={pt:#x}")
+
+
+def _bit_names(value: int, names: tuple[tuple[str, int], ...]) -> str:
+    """`A|B` for the known bits of value, any others in hex; `0` for none."""
+    parts = [n for n, bit in names if value & bit]
+    rest = value & ~sum(bit for _, bit in names)
+    if rest:
+        parts.append(f"{rest:#x}")
+    return "|".join(parts) or "0"
+
+
 def prot_text(value: int) -> str:
     return "|".join(c for c, bit in (("R", 1), ("W", 2), ("X", 4)) if value & bit) or "NONE"
 
@@ -77,8 +96,14 @@ def event_args(event: Event, rec: Recording) -> dict[str, str]:
             out[key] = decode_secinfo(value)
         elif key in ("prot", "permissions"):
             out[key] = prot_text(value)
-        elif key == "length":
-            out[key] = f"{value:#x}"
+        elif key in ("flags_from", "flags_to"):
+            out[key] = f"{prot_text(value)} {_page_type(value >> 8)}"
+        elif key == "page_type":
+            out[key] = _page_type(value if value < 0x100 else value >> 8)
+        elif key == "flags" and event.category == SYSCALL:
+            out[key] = _bit_names(value, _MAP_FLAGS)
+        elif key == "flags" and event.category == OCALL:
+            out[key] = _bit_names(value, _ALLOC_FLAGS)
         else:
             out[key] = f"{value:#x}"
     return out
@@ -324,6 +349,8 @@ class _Interpreter:
         where = args.get("addr", args.get("maddr", ""))
         errcd = args.get("errcd")
         parts = [event.name if event.category == AEX else "#PF"]
+        if errcd is None and event.category == PAGE_FAULT:
+            errcd = event.name          # the kernel names its faults by error code
         if errcd is not None:
             parts.append(f"errcd={errcd}")
         if where:

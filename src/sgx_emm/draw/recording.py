@@ -29,6 +29,7 @@ class CallRecord:
     events: list[Event] = field(default_factory=list)
     result: CallResult | None = None
     args: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
 
     @property
     def ret(self) -> int | str | None:
@@ -62,6 +63,8 @@ class Recording:
         self.size = 0
         self.user_base = 0
         self.user_end = 0
+        self.epc_start: int | None = None     # EPC pages in use when attached
+        self.epc_pages: int | None = None     # EPC capacity
 
     # -- collecting
     def attach(self, source: Any) -> Recording:
@@ -71,6 +74,12 @@ class Recording:
             value = getattr(source, name, None)
             if isinstance(value, int):
                 setattr(self, name, value)
+        epc = getattr(getattr(source, "machine", None), "epc", None)
+        used = getattr(epc, "used", None)
+        if isinstance(used, int):
+            self.epc_start = used
+            capacity = getattr(epc, "npages", None)
+            self.epc_pages = capacity if isinstance(capacity, int) else None
         tcs = getattr(source, "tcs_addresses", None)
         if tcs:
             self._tcs_index = {t: i for i, t in enumerate(tcs)}
@@ -96,10 +105,11 @@ class Recording:
                 self._first_thread = thread
         self._pending.append(event)
 
-    def end_call(self, result: CallResult, args: dict[str, Any] | None = None) -> CallRecord:
+    def end_call(self, result: CallResult, args: dict[str, Any] | None = None,
+                 note: str | None = None) -> CallRecord:
         """Close the events since the last call as the call `result` reports."""
         record = CallRecord(result.line, result.op or "?", result.thread, self._pending,
-                            result, dict(args or {}))
+                            result, dict(args or {}), note)
         self._pending = []
         self._first_thread = None
         self.closed.append(record)
@@ -141,17 +151,24 @@ class Recording:
 _NOT_ARGS = frozenset({"op", "expect", "note", "thread"})
 
 
-def line_args(text: Any) -> dict[str, Any]:
-    """The arguments a replay line passes, as written (for labels); {} if unreadable."""
+def _line_object(text: Any) -> dict[str, Any]:
     obj = text
     if isinstance(text, str):
         try:
             obj = json.loads(text)
         except ValueError:
             return {}
-    if not isinstance(obj, dict):
-        return {}
-    return {k: v for k, v in obj.items() if k not in _NOT_ARGS}
+    return obj if isinstance(obj, dict) else {}
+
+
+def line_args(text: Any) -> dict[str, Any]:
+    """The arguments a replay line passes, as written (for labels); {} if unreadable."""
+    return {k: v for k, v in _line_object(text).items() if k not in _NOT_ARGS}
+
+
+def line_note(text: Any) -> str | None:
+    note = _line_object(text).get("note")
+    return note if isinstance(note, str) else None
 
 
 class ReplayRecorder:
@@ -163,7 +180,7 @@ class ReplayRecorder:
 
     def __call__(self, result: CallResult) -> None:
         text = self.lines[result.line] if 0 <= result.line < len(self.lines) else None
-        self.recording.end_call(result, line_args(text))
+        self.recording.end_call(result, line_args(text), line_note(text))
 
 
 def record_replay(lines: list[Any], **enclave_options: Any) -> tuple[Report, Recording]:
