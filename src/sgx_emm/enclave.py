@@ -179,7 +179,8 @@ class Enclave:
         sgx2: bool = True,
         reclaim: bool = False,
         leaky_emalloc: bool = True,
-        emalloc_merge_right: bool = False,
+        emalloc_legacy_2022: bool = False,
+        emalloc_merge_right: bool | None = None,
         machine: Machine | None = None,
         untrusted_runtime: UntrustedFactory = UntrustedRuntime,
     ) -> Enclave:
@@ -217,15 +218,17 @@ class Enclave:
         fd = _load_image(machine, layout, base, size)
         enclave = cls(machine, layout, base, size, user_base, user_end, fd,
                       untrusted_runtime(machine.kernel, fd))
-        enclave._trusted_init(emalloc_initial, leaky_emalloc, emalloc_merge_right)
+        enclave._trusted_init(emalloc_initial, leaky_emalloc, emalloc_legacy_2022,
+                              emalloc_merge_right)
         return enclave
 
     def _trusted_init(self, emalloc_initial: int, leaky_emalloc: bool,
-                      emalloc_merge_right: bool) -> None:
+                      emalloc_legacy_2022: bool, emalloc_merge_right: bool | None) -> None:
         """The SDK's first ecall: sgx_mm_init, then one EMA per layout entry."""
         meta = self.base + self.layout.meta_area_offset
         self.emm = EnclaveMemoryManager(self.runtime, self.primitives, meta_area_base=meta,
                                         leaky_emalloc=leaky_emalloc,
+                                        emalloc_legacy_2022=emalloc_legacy_2022,
                                         emalloc_merge_right=emalloc_merge_right)
         with self.enter():
             self.emm.init(self.user_base, self.user_end, emalloc_initial=emalloc_initial)

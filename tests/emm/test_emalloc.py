@@ -79,10 +79,10 @@ class FakeHost:
 
 
 def make(leaky: bool = True, *, init: bool = True, host: FakeHost | None = None,
-         merge_right: bool = True) -> tuple[MetaAllocator, FakeHost]:
+         legacy_2022: bool = False) -> tuple[MetaAllocator, FakeHost]:
     host = host or FakeHost()
     alloc = MetaAllocator(host, meta_area_base=META_BASE, leaky=leaky,
-                          merge_right=merge_right)
+                          legacy_2022=legacy_2022)
     host.allocator = alloc
     if init:
         alloc.init()
@@ -219,13 +219,34 @@ def test_merge_swallows_several_free_right_neighbours() -> None:
     assert alloc.malloc(232) == a
 
 
-def test_merge_right_disabled_keeps_freed_blocks_apart() -> None:
-    alloc, _ = make(merge_right=False)
+def test_pre_2023_allocator_keeps_freed_blocks_apart() -> None:
+    """`legacy_2022=True`: the reference before 893dcbc never merged, so a freed
+    record's three blocks are re-used exactly by the next record."""
+    alloc, _ = make(legacy_2022=True)
+    assert alloc.legacy_2022
     rec = _region_record(alloc)
     alloc.malloc(EMA)
     _free_region_record(alloc, rec)
     assert len(alloc.free_blocks()) == 3
     assert _region_record(alloc) == rec
+
+
+def test_the_default_follows_the_reference_today() -> None:
+    host = FakeHost()
+    assert not MetaAllocator(host, meta_area_base=META_BASE).legacy_2022
+
+
+@pytest.mark.parametrize(("merge_right", "legacy"), [(True, False), (False, True)])
+def test_merge_right_is_the_older_spelling_of_the_same_choice(merge_right: bool,
+                                                               legacy: bool) -> None:
+    alloc = MetaAllocator(FakeHost(), meta_area_base=META_BASE, merge_right=merge_right)
+    assert alloc.legacy_2022 is legacy
+
+
+def test_merge_right_contradicting_legacy_2022_is_refused() -> None:
+    with pytest.raises(ValueError, match="contradicts"):
+        MetaAllocator(FakeHost(), meta_area_base=META_BASE, legacy_2022=True,
+                      merge_right=True)
 
 
 # ------------------------------------------------------ large list: best fit

@@ -52,11 +52,11 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.live: dict[int, int] = {}  # payload -> block size
         self.alloc: MetaAllocator
 
-    @initialize(leaky=st.booleans(), merge_right=st.booleans())
-    def start(self, leaky: bool, merge_right: bool) -> None:
+    @initialize(leaky=st.booleans(), legacy_2022=st.booleans())
+    def start(self, leaky: bool, legacy_2022: bool) -> None:
         host = BumpHost()
         self.alloc = MetaAllocator(host, meta_area_base=META_BASE, leaky=leaky,
-                                   merge_right=merge_right)
+                                   legacy_2022=legacy_2022)
         host.allocator = self.alloc
         self.alloc.init()
 

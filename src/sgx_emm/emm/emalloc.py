@@ -2,16 +2,19 @@
 
 The C manager keeps its region records in enclave memory that it carves out of the
 user range with this allocator, so the allocator decides where user regions land.
-We reproduce its address choices byte for byte (spec/emm.md, "Internal metadata
-allocator (emalloc)"), but hold only bookkeeping: blocks are (address, size) entries
-in dicts, free lists are insertion-ordered dicts, reserves are bump pointers.
+We reproduce its address choices byte for byte, as intel/sgx-emm does them at
+commit dc85099 (2025), but hold only bookkeeping: blocks are (address, size)
+entries in dicts, free lists are insertion-ordered dicts, reserves are bump
+pointers.
 
 Block layout as in the reference: an 8-byte header, the caller's payload after it;
 block size = request + 8 rounded up to 8, at least 16. Free blocks of 16..2056 bytes
 sit in one LIFO list per size (step 8); larger ones in one best-fit list. A freed
-block swallows free right neighbours (the spec's description, which this module
-follows; see the `merge_right` note on `MetaAllocator`); a free block ending at its
-reserve's bump pointer gives the space back to the reserve instead.
+block swallows the free blocks to its right, one after another; a free block ending
+at its reserve's bump pointer gives the space back to the reserve instead. Merged
+blocks land in the list of their new size, which the exact-size requests of region
+records (80, 32, 16 bytes) never ask for: under churn the reserves fill up and new
+ones are added, as in the reference.
 
 Caller holds the manager's recursive lock, as with the C allocator ("single thread
 only; caller holds mm_lock"): the allocator re-enters the manager to add reserves,
@@ -111,6 +114,16 @@ def _round_up(value: int, align: int) -> int:
 class MetaAllocator:
     """`emalloc` / `efree` with the reference's placement, leaks and reserve growth.
 
+    The default follows the reference as it is today: a freed block merges with
+    every free block to its right (intel/sgx-emm 893dcbc, 2023), and `init` takes
+    the size of the first reserve, after which the increment starts again at
+    64 KiB (eb4d16c, 2023).
+
+    `legacy_2022=True` models the pre-2023 reference instead, whose merge never
+    happened: its `neighbor_right` passed the block's end address where a size
+    belongs, so the test always failed and freed blocks were re-used exactly, and
+    churn with a constant number of live regions never added a reserve.
+
     `leaky=True` (default) keeps the reference's free-list rules. `leaky=False`
     is a documented deviation in which merged free blocks are re-usable; exactly
     these three things differ, nothing else:
@@ -127,13 +140,12 @@ class MetaAllocator:
        size that end there follow it; the reference pulls back only blocks of the
        best-fit list (`merge_large_blocks_to_reserve`).
 
-    `merge_right=False` (default) never merges a freed block with its right
-    neighbour. That is what the reference does as written: `neighbor_right` passes
-    the block's end address where a size belongs, so its test never holds in a
-    real address space, and a differential harness around the C code confirmed it
-    (same addresses, reserves and call logs over long churn). spec/emm.md
-    describes merging, and the 128-byte leak that would follow; `merge_right=True`
-    models that description, as an option.
+    An 8-byte tail that no block owns (point 2 above, in the leaky model) ends a
+    merge here. The reference reads whatever stale bytes lie there as a block
+    header; we cannot know them, and treat the tail as in use.
+
+    `merge_right` is the older spelling of the same choice: `merge_right=False`
+    is `legacy_2022=True`.
 
     Complexity: exact-size lists O(1); the best-fit list is walked linearly (it
     holds only blocks over 2056 bytes, which are rare); reserves are walked newest
@@ -142,12 +154,16 @@ class MetaAllocator:
     """
 
     def __init__(self, host: MetaHost, *, meta_area_base: int, leaky: bool = True,
-                 merge_right: bool = False) -> None:
+                 legacy_2022: bool = False, merge_right: bool | None = None) -> None:
+        if merge_right is not None:
+            if legacy_2022 and merge_right:
+                raise ValueError("legacy_2022=True never merges; merge_right=True contradicts it")
+            legacy_2022 = not merge_right
         self._host = host
         self._meta_base = meta_area_base
         self._meta_used = 0
         self._leaky = leaky
-        self._merge_right = merge_right
+        self._legacy_2022 = legacy_2022
         self._adding_reserve = False
         self._increment = INITIAL_RESERVE_SIZE
         # Reserves newest first (allocation order), and sorted by base (lookup).
@@ -173,6 +189,11 @@ class MetaAllocator:
     @property
     def leaky(self) -> bool:
         return self._leaky
+
+    @property
+    def legacy_2022(self) -> bool:
+        """True when modelling the pre-2023 reference, whose freed blocks never merge."""
+        return self._legacy_2022
 
     @property
     def meta_area_base(self) -> int:
@@ -239,7 +260,7 @@ class MetaAllocator:
         if reserve is None:  # pragma: no cover - allocated blocks always lie in a reserve
             raise EnclaveAbort(f"efree of block {payload:#x} outside every reserve")
         del self._allocated[block]
-        if self._merge_right:
+        if not self._legacy_2022:
             size = self._absorb_free_right(block, size)
         if block + size == reserve.bump:
             reserve.used -= size

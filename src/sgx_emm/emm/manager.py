@@ -143,7 +143,8 @@ class EnclaveMemoryManager:
 
     def __init__(self, runtime: RuntimeAbstraction, primitives: Primitives, *,
                  meta_area_base: int, leaky_emalloc: bool = True,
-                 emalloc_merge_right: bool = False,
+                 emalloc_legacy_2022: bool = False,
+                 emalloc_merge_right: bool | None = None,
                  meta_allocator: MetaAllocatorFactory | None = None) -> None:
         self._rt = runtime
         self._prims = primitives
@@ -157,7 +158,7 @@ class EnclaveMemoryManager:
         if meta_allocator is None:
             self._meta: MetaAllocatorLike = MetaAllocator(
                 self, meta_area_base=meta_area_base, leaky=leaky_emalloc,
-                merge_right=emalloc_merge_right)
+                legacy_2022=emalloc_legacy_2022, merge_right=emalloc_merge_right)
         else:
             self._meta = meta_allocator(self)
         self._ops = EmaOps(runtime, primitives, self._meta, self.meta_touch)
