@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sgx_emm.flags import PAGE_SHIFT, PROT_MASK
 from sgx_emm.platform.epcm import F_MODIFIED, F_PENDING, F_VALID
@@ -47,10 +47,18 @@ from sgx_emm.platform.secinfo import (
 )
 
 if TYPE_CHECKING:
-    from sgx_emm.emm import Region
-    from sgx_emm.enclave import Enclave
-    from sgx_emm.platform import EnclaveFd
+    from sgx_emm.emm import EnclaveMemoryManager, Region
+    from sgx_emm.platform import EnclaveFd, Machine
     from sgx_emm.platform.cpu import EvictedPage
+
+
+class Enclave(Protocol):
+    """What the books read of an enclave (`sgx_emm.enclave.Enclave`, which imports
+    this module: naming it here would make an import cycle)."""
+
+    emm: EnclaveMemoryManager
+    machine: Machine
+    fd: EnclaveFd
 
 #: kinds of difference, from the manager's point of view
 UNBACKED = "unbacked"        # committed in the books, no accepted page in the EPCM
@@ -112,8 +120,7 @@ class _HwPage:
 
 def _sealed_pages(fd: EnclaveFd) -> list[EvictedPage]:
     """The pages EWB sealed out of the EPC for this enclave (the driver's backing store)."""
-    swapped: dict[int, EvictedPage] = getattr(fd, "_swapped", {})
-    return list(swapped.values())
+    return fd.evicted_pages()
 
 
 def _hardware_pages(enc: Enclave) -> dict[int, list[_HwPage]]:

@@ -12,7 +12,7 @@ import pytest
 from sgx_emm import Enclave, flags
 from sgx_emm.cost import CostModel
 from sgx_emm.draw import Recording
-from sgx_emm.draw.perfetto import PID_ENCLAVE, PID_KERNEL, PID_URTS
+from sgx_emm.draw.perfetto import PID_ENCLAVE, PID_KERNEL, PID_URTS, trace_events, write_trace
 from sgx_emm.replay import Report
 
 REQUIRED = {"X": {"ph", "name", "cat", "pid", "tid", "ts", "dur", "args"},
@@ -36,7 +36,7 @@ def check_format(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_tour_trace_has_the_tracks_slices_and_flows(tour: tuple[Report, Recording]) -> None:
     _, rec = tour
-    doc = json.loads(json.dumps(rec.perfetto()))        # plain JSON all the way
+    doc = json.loads(json.dumps(trace_events(rec)))        # plain JSON all the way
     events = check_format(doc)
     meta = {(e["pid"], e["tid"], e["name"]): e["args"] for e in events if e["ph"] == "M"}
     assert meta[(PID_ENCLAVE, 0, "process_name")] == {"name": "enclave"}
@@ -76,7 +76,7 @@ def test_tour_trace_has_the_tracks_slices_and_flows(tour: tuple[Report, Recordin
 
 def test_slices_nest_on_every_track(tour: tuple[Report, Recording]) -> None:
     """The format requires complete events of one track to nest, never overlap."""
-    events = tour[1].perfetto()["traceEvents"]
+    events = trace_events(tour[1])["traceEvents"]
     tracks: dict[tuple[int, int], list[tuple[float, float]]] = defaultdict(list)
     for e in events:
         if e["ph"] == "X":
@@ -95,8 +95,8 @@ def test_slices_nest_on_every_track(tour: tuple[Report, Recording]) -> None:
 
 def test_time_follows_the_cost_model(tour: tuple[Report, Recording]) -> None:
     rec = tour[1]
-    slow = rec.perfetto(CostModel(ghz=1.0))["traceEvents"]
-    fast = rec.perfetto(CostModel(ghz=2.0))["traceEvents"]
+    slow = trace_events(rec, CostModel(ghz=1.0))["traceEvents"]
+    fast = trace_events(rec, CostModel(ghz=2.0))["traceEvents"]
     end = max(e["ts"] + e.get("dur", 0) for e in slow if "ts" in e)
     assert end > 0
     assert max(e["ts"] + e.get("dur", 0) for e in fast if "ts" in e) * 2 == pytest.approx(end)
@@ -108,7 +108,7 @@ def test_a_python_run_can_be_recorded_and_written(tmp_path: Path) -> None:
         addr = enc.emm.alloc(None, 0x2000, flags.COMMIT_ON_DEMAND)
         t.write(addr, b"x")
     out = tmp_path / "run.json"
-    rec.write_perfetto(str(out))
+    write_trace(rec, str(out))
     events = check_format(json.loads(out.read_text()))
     names = {e["name"] for e in events}
     assert {"ecall", "alloc_ocall", "mmap", "EAUG", "EACCEPT"} <= names

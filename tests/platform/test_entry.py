@@ -9,7 +9,14 @@ import threading
 import pytest
 from platform_support import DATA, DYN, PAGE, Small, build_small
 
-from sgx_emm.platform import EnclaveThread, FaultReported, Run
+from sgx_emm.platform import (
+    EnclaveThread,
+    FaultOutcome,
+    FaultReported,
+    FaultResult,
+    KernelHooks,
+    Run,
+)
 from sgx_emm.platform.secinfo import EENTER, EEXIT, ERESUME
 
 
@@ -191,28 +198,33 @@ def test_threads_on_two_tcs_run_concurrently(s: Small) -> None:
     assert s.machine.trace.total("leaf", "EAUG") == 32
 
 
+class _LyingFixes(KernelHooks):
+    """Claims every #PF fixed and maps nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def page_fault(self, addr: int, errcd: int) -> FaultResult | None:
+        self.calls.append(errcd)
+        return FaultResult(FaultOutcome.FIXED)
+
+
 def test_kernel_that_never_makes_progress_gets_the_fault_reported(s: Small) -> None:
-    from sgx_emm.platform import FaultOutcome
     from sgx_emm.platform.thread import MAX_FIXES
-
-    calls: list[int] = []
-
-    def lying_fix(addr: int, errcd: int) -> FaultOutcome:
-        calls.append(errcd)
-        return FaultOutcome.FIXED          # claims a fix, maps nothing
 
     with s.machine.vdso.inline(Run(tcs=s.tcs1)):
         pass                               # TCS and SSA mapped by the honest kernel
-    s.machine.kernel.handle_fault = lying_fix  # type: ignore[method-assign]
+    hooks = _LyingFixes()
+    s.machine.kernel.hooks = hooks
     with pytest.raises(FaultReported) as err, s.machine.vdso.inline(Run(tcs=s.tcs1)) as t:
         t.read(s.a(DYN), 1)
     assert err.value.run.exception_error_code == 0x4
-    assert len(calls) == MAX_FIXES
+    assert len(hooks.calls) == MAX_FIXES
+    assert "without the access making progress" in err.value.run.os_reason
 
 
 def test_eenter_with_a_kernel_that_never_maps_is_reported(s: Small) -> None:
-    from sgx_emm.platform import FaultOutcome
-    s.machine.kernel.handle_fault = lambda addr, errcd: FaultOutcome.FIXED  # type: ignore[method-assign]
+    s.machine.kernel.hooks = _LyingFixes()
     run = Run(tcs=s.tcs1)
     with pytest.raises(FaultReported), s.machine.vdso.inline(run):
         pass

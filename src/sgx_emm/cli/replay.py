@@ -41,8 +41,9 @@ def replay_cmd(file: str | None, fmt: str, strict: bool, events: bool, trace_fil
         recording.detach()
         if trace_file:
             from sgx_emm.cli.pictures import write_output
+            from sgx_emm.draw.perfetto import trace_events
 
-            write_output(trace_file, json.dumps(recording.perfetto(model)))
+            write_output(trace_file, json.dumps(trace_events(recording, model)))
         if cost:
             from sgx_emm.draw.costview import summary_of
 

@@ -134,18 +134,6 @@ class Recording:
             return f"u+{addr - self.user_base:#x}"
         return f"{addr:#x}"
 
-    # -- pictures (each imports its module on use)
-    def perfetto(self, cost: Any = None) -> dict[str, Any]:
-        """The Chrome/Perfetto trace-event JSON object of this recording."""
-        from sgx_emm.draw.perfetto import trace_events
-
-        return trace_events(self, cost)
-
-    def write_perfetto(self, path: str, cost: Any = None) -> None:
-        from sgx_emm.draw.perfetto import write_trace
-
-        write_trace(self, path, cost)
-
 
 #: Keys of a replay line that are not arguments of the call.
 _NOT_ARGS = frozenset({"op", "expect", "note", "thread"})

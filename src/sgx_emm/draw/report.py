@@ -20,6 +20,7 @@ from sgx_emm.cost import CostModel
 from sgx_emm.draw.choose import DEFAULT_MAX_CALLS
 from sgx_emm.draw.costview import summary_of
 from sgx_emm.draw.flow import interpret_all
+from sgx_emm.draw.perfetto import trace_events
 from sgx_emm.draw.recording import CallRecord, Recording
 from sgx_emm.draw.svg import INSTALL_HINT, DrawingUnavailable
 from sgx_emm.replay import Report
@@ -135,7 +136,7 @@ def report_html(report: Report, rec: Recording, *, name: str = "replay",
     add("</tbody></table>")
 
     # the trace
-    trace = json.dumps(rec.perfetto(model)).encode()
+    trace = json.dumps(trace_events(rec, model)).encode()
     data = base64.b64encode(trace).decode("ascii")
     add('<h2 id="trace">Perfetto trace</h2>')
     add(f'<p><a download="sgx-emm-trace.json" href="data:application/json;base64,{data}">'

@@ -109,7 +109,10 @@ class Epc:
         self.owner[slot] = owner
         self.linaddr[slot] = linaddr
         self.epoch[slot] = epoch
-        self.set_page(slot, contents)
+        if contents is None:
+            self.contents.pop(slot, None)
+        else:
+            self.set_page(slot, contents)
 
     def set_page(self, slot: int, data: bytes | None) -> None:
         """Fill the whole page; zeros (or None) leave it unallocated."""

@@ -9,26 +9,33 @@ an AEX and the kernel into a report, so they never escape to users as such.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sgx_emm.platform.secinfo import VECTOR_GP, VECTOR_PF, VECTOR_UD
-
-if TYPE_CHECKING:
-    from sgx_emm.platform.vdso import Run
+from sgx_emm.platform.uapi import Run
 
 
 class CpuFault(Exception):
-    """An exception the CPU raises: vector, error code, faulting linear address."""
+    """An exception the CPU raises: vector, error code, faulting linear address.
+
+    `reason` names the SDM check that raised it, with its values ("EENTER:
+    TCS.NSSA (0) <= TCS.CSSA (0)"); `os_reason` is filled in by the kernel when
+    it declines to fix a #PF ("no VMA", "SIGBUS: ..."). Both are the model's
+    explanation, not architectural state.
+    """
 
     vector: int = 0
+    os_reason: str = ""
 
-    def __init__(self, errcd: int = 0, addr: int = 0) -> None:
+    def __init__(self, errcd: int = 0, addr: int = 0, reason: str = "") -> None:
         # no super().__init__: a fault is raised on every EAUG; `args` stays empty
         self.errcd = errcd
         self.addr = addr
+        self.reason = reason
 
     def __str__(self) -> str:
-        return f"{type(self).__name__}(errcd={self.errcd:#x}, addr={self.addr:#x})"
+        text = f"{type(self).__name__}(errcd={self.errcd:#x}, addr={self.addr:#x})"
+        return f"{text}: {self.reason}" if self.reason else text
 
 
 class GeneralProtection(CpuFault):
@@ -36,8 +43,8 @@ class GeneralProtection(CpuFault):
 
     vector = VECTOR_GP
 
-    def __init__(self, errcd: int = 0, addr: int = 0) -> None:
-        super().__init__(errcd, 0)
+    def __init__(self, errcd: int = 0, addr: int = 0, reason: str = "") -> None:
+        super().__init__(errcd, 0, reason)
 
 
 class PageFault(CpuFault):
@@ -63,6 +70,15 @@ class RunSnapshot:
     exception_addr: int
     handler_result: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the SDM check that raised the exception, with its values
+    reason: str = ""
+    #: why the kernel did not fix it (a #PF), e.g. "no VMA"
+    os_reason: str = ""
+
+    @property
+    def why(self) -> str:
+        """`reason` and `os_reason` in one sentence (empty if neither is known)."""
+        return "; ".join(part for part in (self.reason, self.os_reason) if part)
 
 
 class FaultReported(Exception):
@@ -75,16 +91,19 @@ class FaultReported(Exception):
     """
 
     def __init__(self, run: RunSnapshot) -> None:
+        why = run.why
         super().__init__(
             f"enclave fault reported: vector {run.exception_vector}, error code "
-            f"{run.exception_error_code:#x}, address {run.exception_addr:#x}")
+            f"{run.exception_error_code:#x}, address {run.exception_addr:#x}"
+            + (f" ({why})" if why else ""))
         self.run = run
 
     @classmethod
     def from_run(cls, run: Run, handler_result: int | None = None) -> FaultReported:
         return cls(RunSnapshot(run.tcs, run.function, run.exception_vector,
                                run.exception_error_code, run.exception_addr,
-                               handler_result))
+                               handler_result, reason=run.exception_reason,
+                               os_reason=run.exception_os_reason))
 
 
 class NotInsideEnclave(RuntimeError):

@@ -25,6 +25,7 @@ from sgx_emm.platform.cpu import Cpu
 from sgx_emm.platform.epcm import Epc
 from sgx_emm.platform.kernel import EnclaveFd, FaultOutcome, Kernel
 from sgx_emm.platform.mmu import AddressSpace
+from sgx_emm.platform.secinfo import PF_P, PF_U, PF_W
 from sgx_emm.platform.vdso import Vdso
 from sgx_emm.trace import Trace
 
@@ -45,9 +46,13 @@ class Machine:
         self.kernel = Kernel(self.cpu, self.epc, self.mm, self.trace, self.lock, sgx2=sgx2,
                              eaug_race_sigbus=eaug_race_sigbus, reclaim=reclaim)
         self.vdso = Vdso(self.cpu, self.kernel)
+        # the machine built both halves itself, on one lock: the commit fast path,
+        # which composes CPU and kernel steps, may run (thread.py)
+        self.kernel.fast_path_capable = True
 
     # --- the process's view: open/mmap/mprotect/munmap ---
     def open_enclave(self) -> EnclaveFd:
+        """open("/dev/sgx_enclave"). Returns: a new enclave fd."""
         return self.kernel.open_enclave()
 
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: EnclaveFd,
@@ -82,10 +87,14 @@ class Machine:
             at = max(addr, page << PAGE_SHIFT)
             for _ in range(4):
                 pte = self.mm.pte(page)
-                if pte and (not write or pte & 0x2):
+                if pte and (not write or pte & PF_W):
                     break
-                errcd = 0x4 | (0x2 if write else 0) | (0x1 if pte else 0)
-                if self.kernel.handle_fault(at, errcd) is not FaultOutcome.FIXED:
-                    raise OSError(errno.EFAULT, f"host access {at:#x}: {os.strerror(errno.EFAULT)}")
+                errcd = PF_U | (PF_W if write else 0) | (PF_P if pte else 0)
+                result = self.kernel.fault(at, errcd)
+                if result.outcome is not FaultOutcome.FIXED:
+                    exc = OSError(errno.EFAULT, f"host access {at:#x}: {result.reason} "
+                                                f"({os.strerror(errno.EFAULT)})")
+                    exc.reason = result.reason  # type: ignore[attr-defined]
+                    raise exc
             else:  # pragma: no cover - the kernel keeps "fixing" without progress
                 raise OSError(errno.EFAULT, f"host access {at:#x}")

@@ -45,6 +45,13 @@ SGX_ENCLAVE_ACT = 14
 SGX_PREV_TRK_INCMPL = 17
 SGX_PAGE_ATTRIBUTES_MISMATCH = 19
 SGX_PAGE_NOT_MODIFIABLE = 20
+SGX_CODE_NAMES = {
+    SGX_SUCCESS: "SGX_SUCCESS", SGX_EPC_PAGE_CONFLICT: "SGX_EPC_PAGE_CONFLICT",
+    SGX_NOT_TRACKED: "SGX_NOT_TRACKED", SGX_CHILD_PRESENT: "SGX_CHILD_PRESENT",
+    SGX_ENCLAVE_ACT: "SGX_ENCLAVE_ACT", SGX_PREV_TRK_INCMPL: "SGX_PREV_TRK_INCMPL",
+    SGX_PAGE_ATTRIBUTES_MISMATCH: "SGX_PAGE_ATTRIBUTES_MISMATCH",
+    SGX_PAGE_NOT_MODIFIABLE: "SGX_PAGE_NOT_MODIFIABLE",
+}
 
 # --- ENCLU leaf numbers (the vDSO's `function` uses three of them) ---
 EENTER = 2
@@ -58,6 +65,7 @@ EACCEPTCOPY = 7
 VECTOR_UD = 6
 VECTOR_GP = 13
 VECTOR_PF = 14
+VECTOR_NAMES = {VECTOR_UD: "#UD", VECTOR_GP: "#GP", VECTOR_PF: "#PF"}
 
 # --- page-fault error code bits ---
 PF_P = 0x1
@@ -65,6 +73,12 @@ PF_W = 0x2
 PF_U = 0x4
 PF_I = 0x10
 PF_SGX = 0x8000
+#: the #PF an ENCLS leaf raises for an EPC operand whose EPCM entry is wrong
+PFEC_ENCLS = PF_SGX | PF_P                       # 0x8001
+#: the #PF an ENCLU leaf raises for its own operand's EPCM entry (model choice,
+#: see docs/platform-model.md), and for a written operand
+PFEC_LEAF = PF_SGX | PF_U | PF_P                 # 0x8005
+PFEC_LEAF_W = PFEC_LEAF | PF_W                   # 0x8007
 
 # --- SECS.MISCSELECT ---
 MISC_EXINFO = 0x1

@@ -1,70 +1,63 @@
-"""An enclave thread: one entered TCS, as seen by code running inside (platform.md C, F).
+"""An enclave thread: one entered TCS, as seen by code running inside.
 
 `EnclaveThread` is what enclave code holds after EENTER: memory accesses
 (`read`, `write`, `fetch`), the ENCLU leaves the manager issues (`eaccept`,
 `eacceptcopy`, `emodpe`, returning the SGX code), SSA frames (`ssa(i)`) and
-`eexit()`. Use it from the Python thread that entered.
+`eexit()`. Use it from the Python thread that entered. The CPU keeps the entry's
+state (`EntryState`, state.py); the thread reads it.
 
-Every access or leaf that faults takes the hardware path: AEX into SSA frame CSSA
-(EXITINFO, EXINFO with the full address, CSSA += 1), the kernel's fault handler,
-and either a transparent ERESUME (the kernel fixed it: EAUG, PTE mapped) or a
-report to the entry's session (vdso.py), which calls the user handler or suspends
-the access. After an ERESUME of this thread's frame, a callable the enclave wrote
-into that frame's RIP runs first (on this thread, inside the enclave), then the
-faulting access or leaf is executed again. Exceptions raised on that path
-propagate out of the access.
+Every access or leaf that faults goes through one walk, `_deliver`, which reads
+like Linux's path from the exception to `sgx_vma_fault` and back: AEX into SSA
+frame CSSA, the kernel's #PF handler, then either the AEP's transparent ERESUME
+(the kernel fixed it: EAUG, PTE mapped) or a report to the entry's session
+(vdso.py), which calls the user handler or suspends the access. After an ERESUME
+of this thread's frame, a callable the enclave wrote into that frame's RIP runs
+first (on this thread, inside the enclave), then the faulting access or leaf is
+executed again.
 
 The commit of an untouched page by EACCEPT (the benchmark's and the manager's
-common case) takes a fast path while nobody listens to the trace: the same steps
-in one pass under the machine lock, without exceptions (`_eaccept_direct`;
-docs/platform-model.md, "The commit fast path").
+common case) takes a fast path while nobody listens to the trace and the kernel
+has no hostile hooks: the same steps in one pass under the machine lock, without
+exceptions, through the same check, EAUG and frame-writing functions
+(`_eaccept_direct`; docs/platform-model.md, "The commit fast path").
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from sgx_emm.flags import PAGE_SIZE
-from sgx_emm.platform.cpu import NOT_PRESENT, Cpu
-from sgx_emm.platform.exceptions import (
-    CpuFault,
-    FaultReported,
-    NotInsideEnclave,
-    PageFault,
-    RunSnapshot,
-)
-from sgx_emm.platform.kernel import FaultOutcome, Kernel
+from sgx_emm.platform.cpu import NOT_PRESENT, Cpu, Rip, eaccept_not_present
+from sgx_emm.platform.exceptions import CpuFault, FaultReported, RunSnapshot
+from sgx_emm.platform.kernel import Kernel
 from sgx_emm.platform.secinfo import (
+    ERESUME,
     EXINFO_SIZE,
     GPR_EXITINFO,
     GPR_RIP,
     GPRSGX_SIZE,
+    PF_U,
     VECTOR_PF,
 )
+from sgx_emm.platform.state import EnclaveControl, EntryState, TcsControl
 from sgx_emm.trace import AEX, ENTRY, LEAF, PAGE_FAULT
 
-if TYPE_CHECKING:
-    from sgx_emm.platform.cpu import EnclaveControl, Rip, TcsControl
-
 T = TypeVar("T")
-FIXED = FaultOutcome.FIXED
 #: consecutive kernel fixes of one access before its fault is reported anyway
 MAX_FIXES = 64
-
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-
-
 #: The same fault (vector, address, error code) delivered this many times in a
 #: row without the access making progress is a livelock: the entry ends.
 MAX_REDELIVERIES = 256
 
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
 #: The events of an EACCEPT that commits an untouched page, in order: the EACCEPT
 #: that faults (0x4), the AEX, the kernel's #PF, its EAUG, the AEP's ERESUME and the
 #: EACCEPT again. `_COMMIT_PREFIX[n]` is the first n of them.
-_COMMIT_EVENTS = ((LEAF, "EACCEPT"), (AEX, "#PF"), (PAGE_FAULT, "0x4"), (LEAF, "EAUG"),
+_COMMIT_EVENTS = ((LEAF, "EACCEPT"), (AEX, "#PF"), (PAGE_FAULT, f"{PF_U:#x}"), (LEAF, "EAUG"),
                   (ENTRY, "ERESUME"), (LEAF, "EACCEPT"))
 _COMMIT_PREFIX = tuple(_COMMIT_EVENTS[:n] for n in range(len(_COMMIT_EVENTS) + 1))
 
@@ -81,73 +74,96 @@ class Session(Protocol):
 class EnclaveThread:
     """The in-enclave side of one entry on one TCS at one SSA level."""
 
-    def __init__(self, cpu: Cpu, kernel: Kernel, enclave: EnclaveControl,
-                 tcs: TcsControl, level: int, ssa_slot: int,
+    def __init__(self, cpu: Cpu, kernel: Kernel, entry: EntryState,
                  session: Session | None = None) -> None:
         self._cpu = cpu
         self._kernel = kernel
-        self.enclave = enclave
-        self.tcs_control = tcs
-        self.level = level
-        self.ssa_slot = ssa_slot
+        self.entry = entry
+        entry.owner = self
         self.session = session
-        self.inside = True
-        # the commit fast path bypasses method calls, so only for the stock classes
-        self._direct = type(cpu) is Cpu and type(kernel) is Kernel and kernel.lock is cpu.lock
         self._trace = cpu.trace
 
-    # --- identity ---
+    # --- identity and entry state (the CPU's, read here) ---
     @property
     def tcs_addr(self) -> int:
-        return self.tcs_control.linaddr
+        return self.entry.tcs.linaddr
+
+    @property
+    def enclave(self) -> EnclaveControl:
+        return self.entry.enclave
+
+    @property
+    def tcs_control(self) -> TcsControl:
+        return self.entry.tcs
+
+    @property
+    def level(self) -> int:
+        """The SSA level this entry runs at (CSSA at its EENTER)."""
+        return self.entry.level
+
+    @property
+    def ssa_slot(self) -> int:
+        return self.entry.ssa_slot
+
+    @property
+    def inside(self) -> bool:
+        """False once the entry left by EEXIT or AEX (until its ERESUME)."""
+        return self.entry.inside
 
     @property
     def base(self) -> int:
-        return self.enclave.base
+        return self.entry.enclave.base
 
     @property
     def size(self) -> int:
-        return self.enclave.size
+        return self.entry.enclave.size
 
     # --- accesses and leaves: each may fault and be re-executed ---
     def read(self, addr: int, n: int) -> bytes:
+        """Read `n` bytes at `addr` from inside. Raises: FaultReported (a fault
+        nobody fixed), ValueError (a range outside 0..2^64)."""
         if not (isinstance(addr, int) and isinstance(n, int) and addr >= 0
                 and n >= 0 and addr + n <= 1 << 64):
             _check_range(addr, n)
         read = self._cpu.read
         try:                       # _run, without its call on the usual path
-            return read(self, addr, n)
+            return read(self.entry, addr, n)
         except CpuFault as fault:
             return self._retry(read, (addr, n), fault, 0, None, 0)
 
     def write(self, addr: int, data: bytes) -> None:
+        """Write `data` at `addr` from inside. Raises: as `read`."""
         n = len(data)
         if not (isinstance(addr, int) and addr >= 0 and addr + n <= 1 << 64):
             _check_range(addr, n)
         data = bytes(data)
         write = self._cpu.write
         try:
-            write(self, addr, data)
+            write(self.entry, addr, data)
         except CpuFault as fault:
             self._retry(write, (addr, data), fault, 0, None, 0)
 
     def fetch(self, addr: int, n: int) -> bytes:
+        """Fetch `n` bytes of code at `addr`. Raises: as `read`."""
         _check_range(addr, n)
         return self._run(self._cpu.fetch, addr, n)
 
     def eaccept(self, secinfo_flags: int, addr: int, *, secinfo_addr: int | None = None) -> int:
         """EACCEPT; with `secinfo_addr` the SECINFO is read from enclave memory there
         (all RBX checks apply), otherwise `secinfo_flags` is used as an already
-        valid, 64-byte aligned SECINFO."""
-        if secinfo_addr is None and self._direct and not self._trace.listening:
+        valid, 64-byte aligned SECINFO. Returns: the SGX code (0 on success)."""
+        if (secinfo_addr is None and not self._trace.listening
+                and self._kernel.commit_fast_path):
             return self._eaccept_direct(secinfo_flags, addr)
         return self._run(self._cpu.eaccept, secinfo_flags, addr, secinfo_addr)
 
     def eacceptcopy(self, secinfo_flags: int, dest: int, src: int, *,
                     secinfo_addr: int | None = None) -> int:
+        """EACCEPTCOPY. Returns: the SGX code (0 on success)."""
         return self._run(self._cpu.eacceptcopy, secinfo_flags, dest, src, secinfo_addr)
 
     def emodpe(self, secinfo_flags: int, addr: int, *, secinfo_addr: int | None = None) -> int:
+        """EMODPE. Returns: the SGX code (0 on success)."""
         return self._run(self._cpu.emodpe, secinfo_flags, addr, secinfo_addr)
 
     def ocall(self, untrusted: Callable[[], T]) -> T:
@@ -155,7 +171,7 @@ class EnclaveThread:
         `untrusted` there, then EENTER again on the same TCS (the ORET). While it
         is outside, the thread holds no place in the enclave: an ETRACK does not
         wait for it and the kernel's IPIs do not interrupt it."""
-        self._cpu.eexit(self)
+        self._cpu.eexit(self.entry)
         try:
             return untrusted()
         finally:
@@ -165,27 +181,25 @@ class EnclaveThread:
         """EENTER this thread's TCS again, letting the kernel fix faults of the leaf."""
         for attempt in range(MAX_FIXES + 1):
             try:
-                _enc, _tcs, level, ssa_slot = self._cpu.eenter(self.tcs_addr)
+                self._cpu.eenter(self.tcs_addr, self.entry)
+                return
             except CpuFault as fault:
-                if attempt < MAX_FIXES and self._kernel.fix_outside_fault(fault):
+                if attempt < MAX_FIXES and self._kernel.fix(fault):
                     continue
                 raise
-            self.level = level
-            self.ssa_slot = ssa_slot
-            self.inside = True
-            return
 
     def eexit(self) -> None:
-        self._cpu.eexit(self)
+        """EEXIT. Raises: NotInsideEnclave."""
+        self._cpu.eexit(self.entry)
 
     def ssa(self, frame: int) -> SsaFrame:
         """SSA frame `frame` of this thread's TCS (frame 0 after an AEX at level 0)."""
         return SsaFrame(self, frame)
 
-    # --- the fault path ---
+    # --- the fault walk ---
     def _run(self, op: Callable[..., T], *args: object) -> T:
         try:
-            return op(self, *args)
+            return op(self.entry, *args)
         except CpuFault as fault:
             return self._retry(op, args, fault, 0, None, 0)
 
@@ -203,14 +217,77 @@ class EnclaveThread:
                 # says CONTINUE_EXECUTION while the OS keeps the PTE read-only);
                 # a simulator that hangs helps nobody, so the entry ends.
                 raise FaultReported(RunSnapshot(
-                    self.tcs_addr, 3, fault.vector, fault.errcd & 0xFFFF,
-                    _reported_addr(fault), extra={"livelock": repeats})) from None
-            fixes = self._on_fault(fault, fixes)
+                    self.tcs_addr, ERESUME, fault.vector, fault.errcd & 0xFFFF,
+                    _reported_addr(fault), extra={"livelock": repeats},
+                    reason=fault.reason,
+                    os_reason=(f"the same fault was delivered {repeats} times without "
+                               "progress (livelock)"
+                               + (f"; last kernel answer: {fault.os_reason}"
+                                  if fault.os_reason else "")))) from None
+            fixes = self._deliver(fault, fixes)
             try:
-                return op(self, *args)
+                return op(self.entry, *args)
             except CpuFault as again:
                 fault = again
 
+    def _deliver(self, fault: CpuFault, fixes: int) -> int:
+        """Deliver one fault of this entry, as the hardware and Linux do:
+
+        1. AEX: the CPU saves the context in SSA frame CSSA and leaves.
+        2. The kernel's #PF handler (a #PF only): access_error, sgx_vma_fault,
+           EAUG or ELDU, the PTE.
+        3. Fixed: the AEP's ERESUME (`_resume_after_fix`). Not fixed (or fixed
+           MAX_FIXES times in a row without progress, a broken or hostile kernel):
+           the fault, with the kernel's reason, is reported to the session (the
+           user handler), or raised as FaultReported when there is none.
+        4. A callable the enclave left in the restored frame's RIP runs.
+
+        Returns: how many times in a row the kernel has now fixed a fault of this
+        access."""
+        self._cpu.aex(self.entry, fault)
+        if fault.vector == VECTOR_PF and fixes < MAX_FIXES and self._kernel.fix(fault):
+            fixes += 1
+            rip = self._resume_after_fix()
+        else:
+            if fault.vector == VECTOR_PF and fixes >= MAX_FIXES and not fault.os_reason:
+                fault.os_reason = (f"the kernel 'fixed' this fault {fixes} times in a row "
+                                   "without the access making progress")
+            rip = self._report(fault)
+            fixes = 0
+        if callable(rip):
+            rip()
+        return fixes
+
+    def _report(self, fault: CpuFault) -> Rip:
+        """Hand a fault the kernel did not fix to the session; without one, end the
+        access with FaultReported. Returns: the RIP of the frame the session
+        resumed."""
+        session = self.session
+        if session is None:
+            raise FaultReported(RunSnapshot(self.tcs_addr, ERESUME, fault.vector,
+                                            fault.errcd & 0xFFFF, _reported_addr(fault),
+                                            reason=fault.reason, os_reason=fault.os_reason))
+        return session.report(self, fault)
+
+    def _resume_after_fix(self, fault: CpuFault | None = None) -> Rip:
+        """The AEP's ERESUME after the kernel fixed a fault; a fault of ERESUME itself
+        is fixed by the kernel or reported like any other. `fault`: the first
+        ERESUME already ran and raised it. Returns: the restored frame's RIP."""
+        for attempt in range(MAX_FIXES + 1):
+            if fault is None:
+                try:
+                    return self._cpu.eresume(self.tcs_addr)[1]
+                except CpuFault as caught:
+                    fault = caught
+            if attempt < MAX_FIXES and self._kernel.fix(fault):
+                fault = None
+                continue
+            if self.session is None:
+                raise fault
+            return self.session.report(self, fault)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- the commit fast path ---
     def _eaccept_direct(self, secinfo: int, addr: int) -> int:
         """EACCEPT when nobody listens to the trace: exactly the steps, state changes and
         event counts of `_run(cpu.eaccept, ...)`, but the usual commit of an untouched
@@ -220,6 +297,7 @@ class EnclaveThread:
         at the step where it differs and continues on the general path from there."""
         cpu = self._cpu
         kernel = self._kernel
+        entry = self.entry
         events = 1                 # of _COMMIT_EVENTS that happened
         fault: CpuFault | None = None
         rip: Rip = 0
@@ -227,29 +305,27 @@ class EnclaveThread:
         lock.acquire()
         try:
             try:
-                ret = cpu.eaccept_locked(self, secinfo, addr)
+                ret = cpu.eaccept_locked(entry, secinfo, addr)
                 if ret != NOT_PRESENT:
                     return ret
                 # The kernel's part first: it depends on nothing the AEX changes, and
                 # nobody sees the order while the lock is held.
                 slot = kernel.eaug_first_touch(addr)
                 if slot < 0:                # not the plain case
-                    fault = PageFault(0x4, addr)
+                    fault = eaccept_not_present(addr)
                 else:
-                    resumed = cpu.aex_eresume_locked(self, VECTOR_PF, addr, 0x4)
+                    resumed = cpu.aex_eresume_locked(entry, VECTOR_PF, addr, PF_U)
                     events = 5
-                    if resumed is None:
-                        _owner, rip, _ = cpu.eresume_locked(self.tcs_control.linaddr)
-                    else:
-                        rip = resumed
+                    rip = (cpu.eresume_locked(entry.tcs.linaddr)[1] if resumed is None
+                           else resumed)
                     if not callable(rip):
                         events = 6
                         if resumed is not None:   # nothing else ran: the page is as EAUGed
-                            return cpu.eaccept_augmented_locked(self, secinfo, addr, slot)
-                        ret = cpu.eaccept_locked(self, secinfo, addr)
+                            return cpu.eaccept_augmented_locked(entry, secinfo, addr, slot)
+                        ret = cpu.eaccept_locked(entry, secinfo, addr)
                         if ret != NOT_PRESENT:
                             return ret
-                        fault = PageFault(0x4, addr)
+                        fault = eaccept_not_present(addr)
             except CpuFault as caught:
                 fault = caught
         finally:
@@ -260,70 +336,24 @@ class EnclaveThread:
         if events == 1:
             assert fault is not None
             return self._retry(op, args, fault, 0, None, 0)
-        first = (VECTOR_PF, addr, 0x4)
+        first = (VECTOR_PF, addr, PF_U)
         if events == 5:
-            # ERESUME faulted, or the enclave left a callable in RIP: as _on_fault
+            # ERESUME faulted, or the enclave left a callable in RIP: as _deliver
             if fault is not None:
-                _owner, rip, _ = self._cpu_eresume_transparent(fault)
+                rip = self._resume_after_fix(fault)
             if callable(rip):
                 rip()
             try:
-                return op(self, *args)
+                return op(entry, *args)
             except CpuFault as again:
                 fault = again
         assert fault is not None
         return self._retry(op, args, fault, 1, first, 0)
 
-    def _on_fault(self, fault: CpuFault, fixes: int) -> int:
-        """Handle one fault; returns how many times in a row the kernel has now fixed
-        one for this access. A kernel that keeps "fixing" without progress (a broken
-        or hostile one) gets its fault reported after MAX_FIXES tries."""
-        self._cpu.aex(self, fault)
-        if (fault.vector == 14 and fixes < MAX_FIXES
-                and self._kernel.handle_fault(fault.addr, fault.errcd) is FIXED):
-            fixes += 1
-            _owner, rip, _ = self._cpu_eresume_transparent()
-        else:
-            session = self.session
-            if session is None:
-                raise FaultReported(RunSnapshot(self.tcs_addr, 3, fault.vector,
-                                                fault.errcd & 0xFFFF,
-                                                _reported_addr(fault)))
-            rip = session.report(self, fault)
-            fixes = 0
-        if callable(rip):
-            rip()
-        return fixes
-
-    def _cpu_eresume_transparent(self, fault: CpuFault | None = None
-                                 ) -> tuple[EnclaveThread | None, Rip, int]:
-        """The AEP's ERESUME after the kernel fixed a fault; a fault of ERESUME itself
-        goes to the session like any other. `fault`: the first ERESUME already ran
-        and raised it."""
-        for attempt in range(MAX_FIXES + 1):
-            if fault is None:
-                try:
-                    return self._cpu.eresume(self.tcs_addr)
-                except CpuFault as caught:
-                    fault = caught
-            if attempt < MAX_FIXES and self._kernel.fix_outside_fault(fault):
-                fault = None
-                continue
-            if self.session is None:
-                raise fault
-            rip = self.session.report(self, fault)
-            return self, rip, self.ssa_slot
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    # --- called by the CPU (which also sets `inside` and `ssa_slot`) ---
-    def _require_inside(self) -> None:
-        if not self.inside:
-            raise NotInsideEnclave("this enclave thread is not inside the enclave")
-
 
 def _reported_addr(fault: CpuFault) -> int:
     """What the OS and the vDSO see: CR2 with the low 12 bits cleared by AEX."""
-    return fault.addr & ~(PAGE_SIZE - 1) if fault.vector == 14 else fault.addr
+    return fault.addr & ~(PAGE_SIZE - 1) if fault.vector == VECTOR_PF else fault.addr
 
 
 def _check_range(addr: int, n: int) -> None:

@@ -33,42 +33,18 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
-from sgx_emm.flags import PAGE_SIZE
+from sgx_emm.platform.cpu import Cpu, Rip
 from sgx_emm.platform.exceptions import CpuFault, EntryAbandoned, FaultReported
-from sgx_emm.platform.secinfo import EENTER, EEXIT, ERESUME, VECTOR_PF
+from sgx_emm.platform.kernel import Kernel
+from sgx_emm.platform.secinfo import EENTER, EEXIT, ERESUME
 from sgx_emm.platform.thread import MAX_FIXES, EnclaveThread
-
-if TYPE_CHECKING:
-    from sgx_emm.platform.cpu import Cpu, Rip
-    from sgx_emm.platform.kernel import Kernel
+from sgx_emm.platform.uapi import Run
 
 T = TypeVar("T")
-UserHandler = Callable[["Run"], int]
+UserHandler = Callable[[Run], int]
 Program = Callable[[EnclaveThread], object]
-
-
-@dataclass(slots=True)
-class Run:
-    """struct sgx_enclave_run."""
-
-    tcs: int
-    function: int = 0
-    exception_vector: int = 0
-    exception_error_code: int = 0
-    exception_addr: int = 0
-    user_handler: UserHandler | None = None
-    user_data: Any = None
-
-    def set_exception(self, function: int, fault: CpuFault) -> None:
-        """What the vDSO's exception fixup writes (never cleared afterwards)."""
-        self.function = function
-        self.exception_vector = fault.vector
-        self.exception_error_code = fault.errcd & 0xFFFF
-        self.exception_addr = (fault.addr & ~(PAGE_SIZE - 1)
-                               if fault.vector == VECTOR_PF else fault.addr)
 
 
 # ---------------------------------------------------------------- inline entries
@@ -95,7 +71,7 @@ class InlineSession:
             except CpuFault as again:
                 run.set_exception(ERESUME, again)
                 continue
-            if owner is not thread:
+            if owner is None or owner.owner is not thread:
                 raise FaultReported.from_run(run, ret)
             return rip
 
@@ -170,13 +146,13 @@ class Vdso:
             try:
                 return leaf()
             except CpuFault as fault:
-                if not self.kernel.fix_outside_fault(fault):
+                if not self.kernel.fix(fault):
                     raise
         return leaf()
 
     def _eenter(self, tcs: int, session: InlineSession | WorkerSession) -> EnclaveThread:
-        enc, tcs_ctl, level, ssa_slot = self._leaf_with_fixups(lambda: self.cpu.eenter(tcs))
-        return EnclaveThread(self.cpu, self.kernel, enc, tcs_ctl, level, ssa_slot, session)
+        entry = self._leaf_with_fixups(lambda: self.cpu.eenter(tcs))
+        return EnclaveThread(self.cpu, self.kernel, entry, session)
 
     # ------------------------------------------------------------ inline
     @contextmanager
@@ -237,10 +213,11 @@ class Vdso:
 
     def _do_eresume(self, run: Run, program: Program | None) -> _Event:
         try:
-            owner, rip, _ = self._leaf_with_fixups(lambda: self.cpu.eresume(run.tcs))
+            frame, rip, _ = self._leaf_with_fixups(lambda: self.cpu.eresume(run.tcs))
         except CpuFault as fault:
             run.set_exception(ERESUME, fault)
             return _Event("fault", fault)
+        owner: EnclaveThread | None = frame.owner if frame is not None else None
         session = owner.session if owner is not None else None
         if isinstance(session, WorkerSession) and session.suspended:
             session.resume(rip)
@@ -274,7 +251,8 @@ class Vdso:
                     break
             if slot is None or not slot.frames:
                 return False
-            sessions = [t.session for t in slot.frames.values()]
+            sessions = [entry.owner.session for entry in slot.frames.values()
+                        if entry.owner is not None]
         done = False
         for session in sessions:
             if isinstance(session, WorkerSession) and session.suspended:

@@ -1,0 +1,325 @@
+"""The driver's enclave: page records, faults, EAUG and ELDU (Linux encl.c).
+
+`Encl` is `struct sgx_encl` without its ioctls (ioctl.py adds those): the per-page
+records (`struct sgx_encl_page`: EPC slot, type, max prot), the fault handler's
+enclave half (`vma_fault`, Linux's `sgx_vma_fault`), the one EAUG path
+(`eaug_page`, which the first-touch fault and the commit fast path both take),
+and paging a page out and in (`evict`, `load`: EWB and ELDU).
+
+Records are chunked like page tables: `{page >> 9: (array('l') of EPC slots,
+bytearray of info bytes)}` where an info byte packs EXISTS | AUGMENTED | type << 3
+| max prot; slot -1 is a page the reclaimer evicted. The driver does not track
+EPCM permissions, PENDING or PR, exactly like Linux.
+"""
+
+from __future__ import annotations
+
+import threading
+from array import array
+from typing import Protocol
+
+from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
+from sgx_emm.platform.cpu import Cpu
+from sgx_emm.platform.epcm import Epc
+from sgx_emm.platform.exceptions import CpuFault
+from sgx_emm.platform.hooks import KernelHooks
+from sgx_emm.platform.mmu import CHUNK_MASK, CHUNK_PAGES, CHUNK_SHIFT, AddressSpace
+from sgx_emm.platform.secinfo import PF_P, PT_REG, PT_TRIM, SI_RWX
+from sgx_emm.platform.state import EvictedPage
+from sgx_emm.platform.uapi import FaultOutcome, FaultResult
+from sgx_emm.trace import Trace
+
+# info byte of a page record
+EXISTS = 0x80
+AUGMENTED = 0x40
+TYPE_SHIFT = 3
+TYPE_MASK = 0x38
+PROT_MASK = 0x7
+#: the info byte of a page the fault handler EAUGed (type REG, max prot RWX)
+EAUG_INFO = EXISTS | AUGMENTED | (PT_REG << TYPE_SHIFT) | SI_RWX
+#: page types the reclaimer may evict (REG, TRIM, SS_FIRST, SS_REST)
+EVICTABLE = frozenset((PT_REG, PT_TRIM, 5, 6))
+
+FIXED = FaultResult(FaultOutcome.FIXED)
+
+
+class DriverHost(Protocol):
+    """What an enclave needs of the kernel that opened it."""
+
+    cpu: Cpu
+    epc: Epc
+    mm: AddressSpace
+    trace: Trace
+    lock: threading.RLock
+    sgx2: bool
+    eaug_race_sigbus: bool
+    hooks: KernelHooks | None
+
+    def alloc_epc(self, *, reclaim: bool = True) -> int | None: ...
+
+    def register(self, encl: Encl) -> None: ...
+
+
+def sigbus(reason: str) -> FaultResult:
+    return FaultResult(FaultOutcome.SIGBUS, reason)
+
+
+class Encl:
+    """One enclave as the driver keeps it: records, faults, EAUG, paging."""
+
+    def __init__(self, host: DriverHost) -> None:
+        self._host = host
+        self._cpu = host.cpu
+        self._epc = host.epc
+        self._mm = host.mm
+        self._lock = host.lock
+        self.secs_slot: int | None = None
+        self.base = 0
+        self.size = 0
+        self.created = False
+        self.initialized = False
+        self._records: dict[int, tuple[array[int], bytearray]] = {}
+        self._reclaiming: set[int] = set()
+        self._swapped: dict[int, EvictedPage] = {}   # page -> what EWB wrote out
+
+    # ------------------------------------------------------------ records
+    def record(self, addr: int) -> tuple[int, int, int] | None:
+        """(EPC slot, page type, max prot) of the page at addr, or None. The slot is
+        -1 while the page is evicted."""
+        page = addr >> PAGE_SHIFT
+        entry = self._records.get(page >> CHUNK_SHIFT)
+        if entry is None:
+            return None
+        info = entry[1][page & CHUNK_MASK]
+        if not info:
+            return None
+        return entry[0][page & CHUNK_MASK], (info & TYPE_MASK) >> TYPE_SHIFT, info & PROT_MASK
+
+    def _info(self, page: int) -> int:
+        entry = self._records.get(page >> CHUNK_SHIFT)
+        return entry[1][page & CHUNK_MASK] if entry is not None else 0
+
+    def _set_record(self, page: int, slot: int, page_type: int, max_prot: int,
+                    augmented: bool = False) -> None:
+        key = page >> CHUNK_SHIFT
+        entry = self._records.get(key)
+        if entry is None:
+            entry = self._records[key] = (array("l", bytes(8 * CHUNK_PAGES)),
+                                          bytearray(CHUNK_PAGES))
+        entry[0][page & CHUNK_MASK] = slot
+        entry[1][page & CHUNK_MASK] = (EXISTS | (AUGMENTED if augmented else 0)
+                                       | (page_type << TYPE_SHIFT) | max_prot)
+
+    def _update_record(self, page: int, *, page_type: int | None = None,
+                       max_prot: int | None = None) -> None:
+        entry = self._records[page >> CHUNK_SHIFT]
+        info = entry[1][page & CHUNK_MASK]
+        if page_type is not None:
+            info = (info & ~TYPE_MASK) | (page_type << TYPE_SHIFT)
+        if max_prot is not None:
+            info = (info & ~PROT_MASK) | max_prot
+        entry[1][page & CHUNK_MASK] = info
+
+    def _set_slot(self, page: int, slot: int) -> None:
+        self._records[page >> CHUNK_SHIFT][0][page & CHUNK_MASK] = slot
+
+    def _drop_record(self, page: int) -> None:
+        entry = self._records.get(page >> CHUNK_SHIFT)
+        if entry is not None:
+            entry[1][page & CHUNK_MASK] = 0
+
+    def records_in(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        """(page address, type, max prot) of every record in [start, end); walks only
+        the allocated record chunks."""
+        out: list[tuple[int, int, int]] = []
+        first, last = start >> PAGE_SHIFT, (end + PAGE_SIZE - 1) >> PAGE_SHIFT
+        for key in sorted(self._records):
+            lo = max(first, key << CHUNK_SHIFT)
+            hi = min(last, (key + 1) << CHUNK_SHIFT)
+            if lo >= hi:
+                continue
+            infos = self._records[key][1]
+            for page in range(lo, hi):
+                info = infos[page & CHUNK_MASK]
+                if info:
+                    out.append((page << PAGE_SHIFT, (info & TYPE_MASK) >> TYPE_SHIFT,
+                                info & PROT_MASK))
+        return out
+
+    def max_prot_violation(self, start: int, end: int, prot: int) -> int | None:
+        """The first page address in [start, end) whose record's max prot does not
+        allow `prot` (sgx_encl_may_map's loop), or None."""
+        first, last = start >> PAGE_SHIFT, (end + PAGE_SIZE - 1) >> PAGE_SHIFT
+        for key in sorted(self._records):
+            lo = max(first, key << CHUNK_SHIFT)
+            hi = min(last, (key + 1) << CHUNK_SHIFT)
+            if lo >= hi:
+                continue
+            infos = self._records[key][1]
+            for i in range(lo & CHUNK_MASK, ((hi - 1) & CHUNK_MASK) + 1):
+                info = infos[i]
+                if info and prot & ~info & PROT_MASK:
+                    return ((key << CHUNK_SHIFT) + i) << PAGE_SHIFT
+        return None
+
+    def mark_reclaiming(self, addr: int, on: bool = True) -> None:
+        """Pretend the reclaimer holds this page (ioctls then fail with EAGAIN)."""
+        with self._lock:
+            if on:
+                self._reclaiming.add(addr >> PAGE_SHIFT)
+            else:
+                self._reclaiming.discard(addr >> PAGE_SHIFT)
+
+    @property
+    def secs_paddr(self) -> int:
+        """Physical address of the SECS page (ValueError before ENCLAVE_CREATE)."""
+        if self.secs_slot is None:
+            raise ValueError("enclave not created")
+        return Epc.paddr(self.secs_slot)
+
+    # ------------------------------------------------------------ faults
+    def vma_fault(self, vma_prot: int, addr: int, errcd: int) -> FaultResult:
+        """sgx_vma_fault: the enclave half of a user #PF in one of its VMAs. The
+        caller holds the lock.
+
+        Returns: FIXED (the page is mapped: it had a record, was loaded back, or
+        was just EAUGed), or SIGBUS with its reason."""
+        page = addr >> PAGE_SHIFT
+        entry = self._records.get(page >> CHUNK_SHIFT)
+        info = entry[1][page & CHUNK_MASK] if entry is not None else 0
+        if not info:
+            if not self._host.sgx2:
+                return sigbus(f"no page at {addr & ~(PAGE_SIZE - 1):#x} and no SGX2 to "
+                              "EAUG one")
+            slot = self.eaug_page(page, vma_prot)
+            return FIXED if isinstance(slot, int) else sigbus(slot)
+        assert entry is not None
+        if (self._host.eaug_race_sigbus and info & AUGMENTED and not errcd & PF_P
+                and self._mm.pte(page)):
+            return sigbus("lost the race to EAUG this page (the other fault mapped it)")
+        if vma_prot & ~info & PROT_MASK:
+            return sigbus(f"VMA prot {vma_prot:#x} exceeds the page's max prot "
+                          f"{info & PROT_MASK:#x}")
+        slot = entry[0][page & CHUNK_MASK]
+        if slot < 0:
+            loaded = self.load_page(page)
+            if isinstance(loaded, str):
+                return sigbus(loaded)
+            slot = loaded
+        self._mm.set_pte(page, slot, vma_prot)
+        return FIXED
+
+    def eaug_page(self, page: int, vma_prot: int, *, quiet: bool = False) -> int | str:
+        """sgx_encl_eaug_page, the one EAUG path: an EPC page, EAUG, a record with max
+        prot RWX, a PTE with the VMA's prot. The caller holds the lock and checked
+        that the page has no record and lies in an enclave VMA.
+
+        `quiet` is the commit fast path: no event, and no eviction to find an EPC
+        page (it then refuses, and the general path retries with both).
+
+        Returns: the EPC slot, or why the page was not added (nothing changed)."""
+        addr = page << PAGE_SHIFT
+        secs = self.secs_slot
+        cpu = self._cpu
+        if quiet:
+            # the fast path runs only while no hooks are installed (Kernel.commit_fast_path)
+            if not self.initialized or secs is None:
+                return "EAUG refused: the enclave is not initialized"
+            slot = self._epc.alloc()
+            if slot is None:
+                return "EAUG refused: no free EPC page"
+            try:
+                cpu.eaug_slot(addr, cpu.enclaves[secs], slot)
+            except CpuFault as fault:
+                self._epc.free(slot)
+                return f"EAUG failed: {fault.reason}"
+        else:
+            hooks = self._host.hooks
+            if hooks is not None:
+                refusal = hooks.eaug(self, addr)
+                if refusal is not None:
+                    return f"EAUG refused: {refusal}"
+            if not self.initialized or secs is None:
+                return "EAUG refused: the enclave is not initialized"
+            slot = self._host.alloc_epc()
+            if slot is None:
+                return "EAUG refused: no free EPC page"
+            try:
+                cpu.eaug(addr, Epc.paddr(secs), Epc.paddr(slot))
+            except CpuFault as fault:
+                self._epc.free(slot)
+                return f"EAUG failed: {fault.reason}"
+        self._set_record(page, slot, PT_REG, SI_RWX, augmented=True)
+        self._mm.set_pte(page, slot, vma_prot)
+        return slot
+
+    # ------------------------------------------------------------ paging
+    def load_page(self, page: int) -> int | str:
+        """sgx_encl_eldu: bring an evicted page back. The caller holds the lock.
+
+        Returns: the new EPC slot, or why it could not be loaded."""
+        blob = self._swapped.get(page)
+        if blob is None or self.secs_slot is None:
+            return f"page {page << PAGE_SHIFT:#x} is not evicted"
+        hooks = self._host.hooks
+        if hooks is not None:
+            blob = hooks.eldu(self, page << PAGE_SHIFT, blob)
+        slot = self._host.alloc_epc()
+        if slot is None:
+            return "ELDU: no free EPC page"
+        try:
+            self._cpu.eldu(blob, Epc.paddr(self.secs_slot), Epc.paddr(slot))
+        except CpuFault as fault:
+            self._epc.free(slot)
+            return f"ELDU failed: {fault.reason}"
+        del self._swapped[page]
+        self._set_slot(page, slot)
+        return slot
+
+    def pinned(self, addr: int) -> bool:
+        """Whether the page at addr may not be evicted now: an SSA frame of a TCS that
+        has been entered (entered threads cache those slots, as the hardware pins
+        them) or a page the reclaimer already holds."""
+        if addr >> PAGE_SHIFT in self._reclaiming:
+            return True
+        return any(t.secs_slot == self.secs_slot
+                   and t.ssa_base <= addr < t.ssa_base + t.nssa * t.frame_bytes
+                   for t in self._cpu.tcs.values())
+
+    def evict(self, addr: int) -> bool:
+        """Page the page at `addr` out (EWB), unmapping it; a later fault or ioctl
+        loads it back (ELDU). A seam for tests and attacks as well as the
+        reclaimer.
+
+        Returns: True if evicted; False (nothing changed) for a page without a
+        resident record, of a type EWB cannot take, or pinned."""
+        with self._lock:
+            rec = self.record(addr)
+            if rec is None or rec[0] < 0:
+                return False
+            slot = rec[0]
+            if self._epc.pt[slot] not in EVICTABLE or self.pinned(addr):
+                return False
+            page = addr >> PAGE_SHIFT
+            blob = self._cpu.ewb(Epc.paddr(slot))
+            self._mm.zap(page << PAGE_SHIFT, (page + 1) << PAGE_SHIFT)
+            self._set_slot(page, -1)
+            self._swapped[page] = blob
+            return True
+
+    def load(self, addr: int) -> bool:
+        """Load an evicted page back now (ELDU), without mapping it.
+
+        Returns: True if loaded; False if it was not evicted or no EPC page was
+        free."""
+        with self._lock:
+            return isinstance(self.load_page(addr >> PAGE_SHIFT), int)
+
+    def evicted(self, addr: int) -> EvictedPage | None:
+        """What EWB wrote out for the page at addr, if it is evicted."""
+        return self._swapped.get(addr >> PAGE_SHIFT)
+
+    def evicted_pages(self) -> list[EvictedPage]:
+        """Every page of this enclave EWB wrote out (the driver's backing store)."""
+        with self._lock:
+            return list(self._swapped.values())

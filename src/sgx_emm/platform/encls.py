@@ -1,0 +1,338 @@
+"""The ENCLS leaves: what the kernel executes on EPC pages (SDM Vol 3D, ch. 38/39).
+
+ECREATE, EADD, EINIT build an enclave; EAUG, EMODPR, EMODT, EREMOVE and ETRACK
+are the SGX2 dynamic-memory leaves the driver issues; EWB and ELDU page out and
+back in. Page operands are physical addresses (`Epc.paddr(slot)`), as RCX is.
+Each leaf runs its checks in the SDM's order; the first that fails wins, with the
+fault (and a `reason` naming it) or the SGX return code the hardware gives.
+
+Tracking follows an epoch model: EMODPR/EMODT stamp the page with the enclave's
+current epoch; a cycle started by ETRACK completes when every logical processor
+that was inside at that ETRACK has left (EEXIT or AEX).
+"""
+
+from __future__ import annotations
+
+from sgx_emm.flags import PAGE_SIZE
+from sgx_emm.platform.epcm import F_BLOCKED, F_MODIFIED, F_PENDING, F_PR, F_R, F_VALID, F_W
+from sgx_emm.platform.exceptions import GeneralProtection, InvalidOpcode, PageFault
+from sgx_emm.platform.processor import Processor, describe_entry, pt_name
+from sgx_emm.platform.secinfo import (
+    MISC_EXINFO,
+    PFEC_ENCLS,
+    PT_REG,
+    PT_SECS,
+    PT_SS_FIRST,
+    PT_SS_REST,
+    PT_TCS,
+    PT_TRIM,
+    PT_VA,
+    SGX_CHILD_PRESENT,
+    SGX_ENCLAVE_ACT,
+    SGX_EPC_PAGE_CONFLICT,
+    SGX_PAGE_NOT_MODIFIABLE,
+    SGX_PREV_TRK_INCMPL,
+    SI_R,
+    SI_RWX,
+    SI_W,
+    SecsImage,
+    secinfo_pt,
+    secinfo_reserved_ok,
+)
+from sgx_emm.platform.state import EnclaveControl, EvictedPage
+from sgx_emm.trace import AEX, LEAF
+
+
+class EnclsLeaves(Processor):
+    """ECREATE ... ETRACK, EWB, ELDU."""
+
+    def _free_target(self, epc_page: int, leaf: str) -> int:
+        """The page a leaf installs into: an EPC page (#GP) that is free (#PF)."""
+        slot = self._epc_operand(epc_page, leaf)
+        if self.epc.flags[slot] & F_VALID:
+            raise PageFault(PFEC_ENCLS, epc_page,
+                            f"{leaf}: EPC page {epc_page:#x} is already VALID "
+                            f"({describe_entry(self.epc, slot)})")
+        return slot
+
+    # ------------------------------------------------------------ building
+    def ecreate(self, secs: SecsImage, epc_page: int) -> None:
+        """ECREATE: make `epc_page` the SECS of a new enclave.
+
+        Returns: None. Raises: #GP (operand not an EPC page; SECS fields: size not a
+        power of two >= 2 pages, base not size-aligned, SSA frame size 0,
+        MISCSELECT bits the CPU does not support); #PF (the page is VALID)."""
+        with self.lock:
+            self.trace.emit(LEAF, "ECREATE", base=secs.base, size=secs.size)
+            slot = self._free_target(epc_page, "ECREATE")
+            size, base = secs.size, secs.base
+            bad = (f"SECS.SIZE {size:#x} is not a power of two of at least two pages"
+                   if size < 2 * PAGE_SIZE or size & (size - 1) else
+                   f"SECS.BASEADDR {base:#x} is not aligned to SECS.SIZE {size:#x}"
+                   if base % size or base < 0 or base + size > 1 << 64 else
+                   "SECS.SSAFRAMESIZE is 0" if secs.ssa_frame_size < 1 else
+                   f"SECS.MISCSELECT {secs.miscselect:#x} selects unsupported bits"
+                   if secs.miscselect & ~MISC_EXINFO else "")
+            if bad:
+                raise GeneralProtection(reason=f"ECREATE: {bad}")
+            self.epc.install(slot, F_VALID, PT_SECS, slot, 0)
+            self.enclaves[slot] = EnclaveControl(slot, base, size, secs.ssa_frame_size,
+                                                 secs.miscselect, secs.attributes)
+
+    def eadd(self, linaddr: int, secinfo: int, contents: bytes | None, secs_page: int,
+             epc_page: int) -> None:
+        """EADD one page before EINIT: contents are 4096 bytes (None = zeros).
+
+        Returns: None. Raises: #GP (misaligned address, bad SECINFO: reserved bits, a
+        type other than REG/TCS, W without R; SECS operand; enclave initialized;
+        address outside ELRANGE); #PF (the target page is VALID)."""
+        with self.lock:
+            self.trace.emit(LEAF, "EADD", addr=linaddr, secinfo=secinfo)
+            if linaddr % PAGE_SIZE or (contents is not None and len(contents) != PAGE_SIZE):
+                raise GeneralProtection(reason=f"EADD: {linaddr:#x} is not page aligned")
+            if not secinfo_reserved_ok(secinfo):
+                raise GeneralProtection(
+                    reason=f"EADD: SECINFO.FLAGS {secinfo:#x} sets reserved bits")
+            pt = secinfo_pt(secinfo)
+            if pt not in (PT_REG, PT_TCS):
+                raise GeneralProtection(
+                    reason=f"EADD: page type {pt_name(pt)} is neither REG nor TCS")
+            if secinfo & SI_W and not secinfo & SI_R:
+                raise GeneralProtection(reason="EADD: SECINFO gives W without R")
+            slot = self._free_target(epc_page, "EADD")
+            enc = self._secs_operand(secs_page, "EADD")
+            if enc.initialized:
+                raise GeneralProtection(reason="EADD: the enclave is already initialized")
+            if not enc.contains(linaddr, PAGE_SIZE):
+                raise GeneralProtection(
+                    reason=f"EADD: {linaddr:#x} is outside ELRANGE "
+                           f"[{enc.base:#x}, {enc.end:#x})")
+            self.epc.install(slot, F_VALID | (0 if pt == PT_TCS else secinfo & SI_RWX), pt,
+                             enc.secs_slot, linaddr, 0, contents)
+            enc.children += 1
+
+    def einit(self, secs_page: int) -> None:
+        """EINIT (no signature checks in the model).
+
+        Returns: None. Raises: #GP (not a SECS; already initialized)."""
+        with self.lock:
+            self.trace.emit(LEAF, "EINIT")
+            enc = self._secs_operand(secs_page, "EINIT")
+            if enc.initialized:
+                raise GeneralProtection(reason="EINIT: the enclave is already initialized")
+            enc.initialized = True
+
+    # ------------------------------------------------------------ SGX2
+    def eaug(self, linaddr: int, secs_page: int, epc_page: int) -> None:
+        """EAUG: add a PENDING RW REG page at `linaddr` to an initialized enclave.
+
+        Returns: None. Raises: #UD (no SGX2); #GP (operand not an EPC page,
+        misaligned, not a SECS, enclave not initialized, address outside
+        ELRANGE); #PF (the target page is VALID)."""
+        self.trace.emit(LEAF, "EAUG", addr=linaddr)
+        with self.lock:
+            self.eaug_locked(linaddr, secs_page, epc_page)
+
+    def eaug_locked(self, linaddr: int, secs_page: int, epc_page: int) -> None:
+        """EAUG without its event; the caller holds the lock."""
+        if not self.sgx2:
+            raise InvalidOpcode(reason="EAUG: SGX2 leaf on a CPU without SGX2")
+        slot = self.epc.slot_of(epc_page)
+        if slot is None or linaddr & (PAGE_SIZE - 1) or secs_page & (PAGE_SIZE - 1):
+            raise GeneralProtection(
+                reason=f"EAUG: operands {linaddr:#x}/{epc_page:#x} misaligned or not EPC")
+        if self.epc.flags[slot] & F_VALID:
+            raise PageFault(PFEC_ENCLS, epc_page,
+                            f"EAUG: EPC page {epc_page:#x} is already VALID")
+        self.eaug_slot(linaddr, self._secs_operand(secs_page, "EAUG"), slot)
+
+    def eaug_slot(self, linaddr: int, enc: EnclaveControl, slot: int) -> None:
+        """The checks and work of EAUG once its operands are translated (`slot` an EPC
+        slot, `enc` the SECS's enclave): the one place a page is EAUGed. The
+        driver's quiet path (encl.py `eaug_page`) calls it with slots it owns; the
+        caller holds the lock. Raises: as `eaug`."""
+        epc = self.epc
+        if not self.sgx2:
+            raise InvalidOpcode(reason="EAUG: SGX2 leaf on a CPU without SGX2")
+        if linaddr & (PAGE_SIZE - 1):
+            raise GeneralProtection(reason=f"EAUG: {linaddr:#x} is not page aligned")
+        if epc.flags[slot] & F_VALID:
+            raise PageFault(PFEC_ENCLS, epc.paddr(slot),
+                            f"EAUG: EPC page {epc.paddr(slot):#x} is already VALID")
+        if not enc.initialized:
+            raise GeneralProtection(reason="EAUG: the enclave is not initialized")
+        if not enc.base <= linaddr < enc.base + enc.size:
+            raise GeneralProtection(
+                reason=f"EAUG: {linaddr:#x} is outside ELRANGE [{enc.base:#x}, {enc.end:#x})")
+        epc.install(slot, F_VALID | F_R | F_W | F_PENDING, PT_REG, enc.secs_slot, linaddr)
+        enc.children += 1
+
+    def emodpr(self, secinfo: int, epc_page: int) -> int:
+        """EMODPR: restrict a REG page's EPCM permissions to SECINFO's, set PR.
+
+        Returns: 0, SGX_EPC_PAGE_CONFLICT, SGX_PAGE_NOT_MODIFIABLE (PENDING or
+        MODIFIED page). Raises: #UD (no SGX2); #GP (reserved SECINFO bits, W
+        without R, not an EPC page, enclave not initialized); #PF (not VALID, not
+        REG)."""
+        with self.lock:
+            self.trace.emit(LEAF, "EMODPR", secinfo=secinfo)
+            self._require_sgx2("EMODPR")
+            if not secinfo_reserved_ok(secinfo):
+                raise GeneralProtection(
+                    reason=f"EMODPR: SECINFO.FLAGS {secinfo:#x} sets reserved bits")
+            if secinfo & SI_W and not secinfo & SI_R:
+                raise GeneralProtection(reason="EMODPR: SECINFO gives W without R")
+            slot, f = self._valid_operand(epc_page, "EMODPR")
+            if self._take_conflict(slot):
+                return SGX_EPC_PAGE_CONFLICT
+            epc = self.epc
+            if f & (F_PENDING | F_MODIFIED):
+                return SGX_PAGE_NOT_MODIFIABLE
+            if epc.pt[slot] != PT_REG:
+                raise PageFault(PFEC_ENCLS, epc_page,
+                                f"EMODPR: page {epc_page:#x} is {pt_name(epc.pt[slot])}, "
+                                "not REG")
+            enc = self.enclaves[epc.owner[slot]]
+            if not enc.initialized:
+                raise GeneralProtection(reason="EMODPR: the enclave is not initialized")
+            epc.flags[slot] = (f & ~SI_RWX) | (f & secinfo & SI_RWX) | F_PR
+            epc.epoch[slot] = enc.epoch
+            return 0
+
+    def emodt(self, secinfo: int, epc_page: int) -> int:
+        """EMODT: change a page's type to TCS or TRIM, set MODIFIED, clear RWX.
+
+        Returns: 0, SGX_EPC_PAGE_CONFLICT, SGX_PAGE_NOT_MODIFIABLE. Raises: #UD (no
+        SGX2); #GP (reserved bits, target type not TCS/TRIM, not an EPC page,
+        enclave not initialized); #PF (not VALID; a type change the leaf does not
+        allow)."""
+        with self.lock:
+            self.trace.emit(LEAF, "EMODT", secinfo=secinfo)
+            self._require_sgx2("EMODT")
+            new_pt = secinfo_pt(secinfo)
+            if not secinfo_reserved_ok(secinfo):
+                raise GeneralProtection(
+                    reason=f"EMODT: SECINFO.FLAGS {secinfo:#x} sets reserved bits")
+            if new_pt not in (PT_TCS, PT_TRIM):
+                raise GeneralProtection(
+                    reason=f"EMODT: new type {pt_name(new_pt)} is neither TCS nor TRIM")
+            slot, f = self._valid_operand(epc_page, "EMODT")
+            if self._take_conflict(slot):
+                return SGX_EPC_PAGE_CONFLICT
+            epc = self.epc
+            old_pt = epc.pt[slot]
+            allowed = (old_pt == PT_REG or (old_pt == PT_TCS and new_pt == PT_TRIM)
+                       or (old_pt in (PT_SS_FIRST, PT_SS_REST) and new_pt == PT_TRIM))
+            if not allowed:
+                raise PageFault(PFEC_ENCLS, epc_page,
+                                f"EMODT: {pt_name(old_pt)} page {epc_page:#x} cannot become "
+                                f"{pt_name(new_pt)}")
+            if f & (F_PENDING | F_MODIFIED):
+                return SGX_PAGE_NOT_MODIFIABLE
+            enc = self.enclaves[epc.owner[slot]]
+            if not enc.initialized:
+                raise GeneralProtection(reason="EMODT: the enclave is not initialized")
+            epc.flags[slot] = (f & ~(SI_RWX | F_PR)) | F_MODIFIED
+            epc.pt[slot] = new_pt
+            epc.epoch[slot] = enc.epoch
+            self.tcs.pop(slot, None)
+            return 0
+
+    def eremove(self, epc_page: int) -> int:
+        """EREMOVE: free an EPC page (a SECS only once it has no children).
+
+        Returns: 0 (also for a page that is not VALID), SGX_CHILD_PRESENT,
+        SGX_ENCLAVE_ACT (a logical processor is inside the page's enclave).
+        Raises: #GP (not an EPC page)."""
+        with self.lock:
+            self.trace.emit(LEAF, "EREMOVE")
+            slot = self._epc_operand(epc_page, "EREMOVE")
+            epc = self.epc
+            f = epc.flags[slot]
+            if not f & F_VALID:
+                return 0
+            pt = epc.pt[slot]
+            enc = self.enclaves.get(epc.owner[slot])
+            if pt == PT_TRIM and not f & F_MODIFIED:
+                self._free_page(enc, slot)
+                return 0
+            if pt == PT_VA:
+                self._free_page(None, slot)
+                return 0
+            if pt == PT_SECS:
+                assert enc is not None
+                if enc.children:
+                    return SGX_CHILD_PRESENT
+                del self.enclaves[slot]
+                self._free_page(None, slot)
+                return 0
+            if enc is not None and enc.inside:
+                return SGX_ENCLAVE_ACT
+            self._free_page(enc, slot)
+            return 0
+
+    def etrack(self, secs_page: int) -> int:
+        """ETRACK: start a tracking cycle closing the enclave's current epoch.
+
+        Returns: 0, SGX_PREV_TRK_INCMPL (the previous cycle has threads left).
+        Raises: #GP (not a SECS)."""
+        with self.lock:
+            self.trace.emit(LEAF, "ETRACK")
+            enc = self._secs_operand(secs_page, "ETRACK")
+            if enc.track_waiting:
+                return SGX_PREV_TRK_INCMPL
+            enc.track_epoch = enc.epoch
+            enc.epoch += 1
+            enc.track_waiting = set(enc.inside)
+            if not enc.track_waiting:
+                enc.tracked = enc.track_epoch
+            return 0
+
+    def ipi(self, secs_page: int) -> None:
+        """Interrupt every logical processor inside the enclave (the kernel's IPIs after
+        ETRACK): each takes an AEX and ERESUMEs, which completes the tracking cycle."""
+        with self.lock:
+            enc = self._secs_operand(secs_page, "IPI")
+            for _ in enc.inside:
+                self.trace.emit(AEX, "INTR")
+            if enc.track_waiting:
+                enc.track_waiting.clear()
+                enc.tracked = enc.track_epoch
+
+    # ------------------------------------------------------------ paging
+    def ewb(self, epc_page: int) -> EvictedPage:
+        """Evict a page (EBLOCK + ETRACK + EWB folded into one step: the model's
+        reclaimer only picks pages no thread can be using).
+
+        Returns: the evicted page. Raises: #GP (not an EPC page; not VALID; SECS
+        or VA page)."""
+        with self.lock:
+            self.trace.emit(LEAF, "EWB")
+            slot = self._epc_operand(epc_page, "EWB")
+            epc = self.epc
+            f = epc.flags[slot]
+            if not f & F_VALID or epc.pt[slot] in (PT_SECS, PT_VA):
+                raise GeneralProtection(
+                    reason=f"EWB: EPC page {epc_page:#x} cannot be evicted "
+                           f"({describe_entry(epc, slot)})")
+            contents = epc.contents.get(slot)
+            blob = EvictedPage(epc.owner[slot], f & ~F_BLOCKED, epc.pt[slot],
+                               epc.linaddr[slot], epc.epoch[slot],
+                               bytes(contents) if contents is not None else None)
+            self._free_page(self.enclaves.get(epc.owner[slot]), slot)
+            return blob
+
+    def eldu(self, blob: EvictedPage, secs_page: int, epc_page: int) -> None:
+        """ELDU: load an evicted page back into a free EPC page.
+
+        Returns: None. Raises: #GP (not an EPC page; SECS operand; the page belongs
+        to another enclave); #PF (the target page is VALID)."""
+        with self.lock:
+            self.trace.emit(LEAF, "ELDU", addr=blob.linaddr)
+            slot = self._free_target(epc_page, "ELDU")
+            enc = self._secs_operand(secs_page, "ELDU")
+            if enc.secs_slot != blob.secs_slot:
+                raise GeneralProtection(reason="ELDU: the page belongs to another enclave")
+            self.epc.install(slot, blob.flags, blob.pt, blob.secs_slot, blob.linaddr,
+                             blob.epoch, blob.contents)
+            enc.children += 1

@@ -1,0 +1,514 @@
+"""The driver's user ABI: the enclave ioctls (Linux ioctl.c).
+
+`EnclaveFd` is an open /dev/sgx_enclave. Every ioctl enters through `ioctl()`, as
+Linux's `sgx_ioctl` does: the in-flight bit first (EBUSY while another ioctl on the
+same enclave runs, before the request number is even looked at), then the request
+number (ENOTTY), then the argument's type (EFAULT: the model's stand-in for a bad
+user pointer). Each handler validates all of its parameters before anything
+changes (EINVAL, ENODEV, ...), then hands them to a worker documented as taking
+checked parameters; the worker walks the pages and, like Linux, stops at the first
+page it cannot process, reporting the bytes done in `count`.
+
+Errors raise `OSError(errno, "NAME: reason")` with `.reason` (the check that
+failed, with its values) and, for ioctls that stop part way, `.count`. An EDMM
+ioctl also fills the caller's parameter struct (`result`, `count`) before raising,
+as the C driver copies the struct back on every path.
+
+Model choices: no signature checks at INIT; `mark_reclaiming` stands for a page
+the reclaimer holds (EAGAIN).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
+from sgx_emm.platform.encl import DriverHost, Encl
+from sgx_emm.platform.epcm import Epc
+from sgx_emm.platform.exceptions import CpuFault, PageFault
+from sgx_emm.platform.processor import pt_name
+from sgx_emm.platform.secinfo import (
+    PT_REG,
+    PT_TCS,
+    PT_TRIM,
+    SGX_CODE_NAMES,
+    SI_R,
+    SI_RWX,
+    SI_W,
+    SecsImage,
+    parse_secinfo,
+    secinfo_flags,
+    secinfo_pt,
+    secinfo_reserved_ok,
+)
+from sgx_emm.platform.uapi import (
+    PROT_READ,
+    PROT_WRITE,
+    SGX_IOC_ENCLAVE_ADD_PAGES,
+    SGX_IOC_ENCLAVE_CREATE,
+    SGX_IOC_ENCLAVE_INIT,
+    SGX_IOC_ENCLAVE_MODIFY_TYPES,
+    SGX_IOC_ENCLAVE_REMOVE_PAGES,
+    SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS,
+    SGX_PAGE_MEASURE,
+    AddPages,
+    ModifyTypes,
+    RemovePages,
+    RestrictPermissions,
+)
+from sgx_emm.trace import IOCTL
+
+
+def driver_error(err: int, name: str, reason: str, count: int | None = None) -> OSError:
+    """The OSError an ioctl or syscall raises: errno, "NAME: reason", `.reason` and,
+    for an operation that stopped part way, `.count`."""
+    exc = OSError(err, f"{name}: {reason} ({os.strerror(err)})")
+    exc.reason = reason  # type: ignore[attr-defined]
+    if count is not None:
+        exc.count = count  # type: ignore[attr-defined]
+    return exc
+
+
+class _Sigstruct:
+    """ENCLAVE_INIT's argument (the model checks no signature)."""
+
+    def __init__(self, data: bytes | None) -> None:
+        self.data = data
+
+
+class EnclaveFd(Encl):
+    """An open /dev/sgx_enclave: the driver's `struct sgx_encl` and its ioctls."""
+
+    def __init__(self, host: DriverHost) -> None:
+        super().__init__(host)
+        self._ioctl_busy = False
+        #: request number -> (argument type, handler)
+        self._requests: dict[int, tuple[type, Callable[[Any], None]]] = {
+            SGX_IOC_ENCLAVE_CREATE: (SecsImage, self._ioc_create),
+            SGX_IOC_ENCLAVE_ADD_PAGES: (AddPages, self._ioc_add_pages),
+            SGX_IOC_ENCLAVE_INIT: (_Sigstruct, self._ioc_init),
+            SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS: (RestrictPermissions, self._ioc_restrict),
+            SGX_IOC_ENCLAVE_MODIFY_TYPES: (ModifyTypes, self._ioc_modify_types),
+            SGX_IOC_ENCLAVE_REMOVE_PAGES: (RemovePages, self._ioc_remove_pages),
+        }
+
+    # ------------------------------------------------------------ entry point
+    def ioctl(self, request: int, arg: object) -> int:
+        """ioctl(2) on the enclave fd.
+
+        Returns: 0. Raises: OSError EBUSY (another ioctl of this enclave in
+        flight), ENOTTY (unknown request), EFAULT (argument of the wrong type),
+        and whatever the request's handler raises."""
+        with self._in_flight(f"ioctl {request:#x}"):
+            entry = self._requests.get(request) if isinstance(request, int) else None
+            if entry is None:
+                raise driver_error(errno.ENOTTY, f"ioctl {request!r}",
+                                   "not an SGX enclave ioctl")
+            kind, handler = entry
+            if not isinstance(arg, kind):
+                raise driver_error(errno.EFAULT, f"ioctl {request:#x}",
+                                   f"argument is a {type(arg).__name__}, not a {kind.__name__}")
+            handler(arg)
+        return 0
+
+    @contextmanager
+    def _in_flight(self, name: str) -> Iterator[None]:
+        """test_and_set_bit(SGX_ENCL_IOCTL): one ioctl per enclave at a time."""
+        with self._lock:
+            if self._ioctl_busy:
+                raise driver_error(errno.EBUSY, name,
+                                   "another ioctl on this enclave is in flight")
+            self._ioctl_busy = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._ioctl_busy = False
+
+    def _trace(self, name: str, **details: object) -> None:
+        self._host.trace.emit(IOCTL, name, **details)
+
+    def _lies(self, name: str, params: object, length: int) -> bool:
+        """The `ioctl` hook: True if a hostile OS skips the work (count = length)."""
+        hooks = self._host.hooks
+        if hooks is None or hooks.ioctl(self, name, params):
+            return False
+        if hasattr(params, "count"):
+            params.count = length
+        return True
+
+    # ------------------------------------------------------------ public calls
+    def create(self, secs: SecsImage) -> None:
+        """SGX_IOC_ENCLAVE_CREATE: ECREATE a SECS for `secs`.
+
+        Returns: None. Raises: OSError EBUSY, EINVAL (already created; a SECS the
+        driver refuses), ENOMEM (no EPC page), EIO (ECREATE faulted)."""
+        self.ioctl(SGX_IOC_ENCLAVE_CREATE, secs)
+
+    def add_pages(self, offset: int, data: bytes, secinfo: int | bytes,
+                  flags: int = SGX_PAGE_MEASURE) -> int:
+        """SGX_IOC_ENCLAVE_ADD_PAGES; `secinfo` is SECINFO.FLAGS or the 64-byte
+        SECINFO.
+
+        Returns: `count` (bytes added). Raises: OSError (see `ioctl_add_pages`);
+        after some pages the OSError carries `.count` too."""
+        args = AddPages(offset, data, secinfo, flags)
+        self.ioctl(SGX_IOC_ENCLAVE_ADD_PAGES, args)
+        return args.count
+
+    def ioctl_add_pages(self, args: AddPages) -> None:
+        """SGX_IOC_ENCLAVE_ADD_PAGES with its struct.
+
+        Returns: None (`args.count` bytes added). Raises: OSError EBUSY (in
+        flight; a page already added), EINVAL (not created or already
+        initialized, bad range or SECINFO), EFAULT (SECINFO not 64 bytes), ENOMEM
+        (no EPC page), EIO (EADD faulted)."""
+        self.ioctl(SGX_IOC_ENCLAVE_ADD_PAGES, args)
+
+    def init(self, sigstruct: bytes | None = None) -> None:
+        """SGX_IOC_ENCLAVE_INIT (no signature checks in the model).
+
+        Returns: None. Raises: OSError EBUSY, EINVAL (not created or already
+        initialized), EIO (EINIT faulted)."""
+        self.ioctl(SGX_IOC_ENCLAVE_INIT, _Sigstruct(sigstruct))
+
+    def restrict_permissions(self, p: RestrictPermissions) -> int:
+        """SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS: EMODPR + ETRACK per page. No PTE or
+        max-prot change (user space calls mprotect itself).
+
+        Returns: 0 (`p.count` = length). Raises: OSError EBUSY, ENODEV (no SGX2),
+        EINVAL (not initialized, bad range, permissions, result/count not 0, a
+        page not REG), EFAULT (no such page; EMODPR faulted or returned an SGX
+        code, then in `p.result`; ETRACK failed), EAGAIN (page being reclaimed);
+        `p.count` says how far it got."""
+        return self.ioctl(SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS, p)
+
+    def modify_types(self, p: ModifyTypes) -> int:
+        """SGX_IOC_ENCLAVE_MODIFY_TYPES: EMODT + ETRACK per page; REG -> TCS also fixes
+        max prot at R|W and zaps the PTEs.
+
+        Returns: 0. Raises: OSError EBUSY, ENODEV, EINVAL (as RESTRICT_PERMISSIONS;
+        a type other than TCS/TRIM; a change EMODT does not make), EPERM (REG -> TCS
+        of a page whose max prot lacks R|W), EFAULT, EAGAIN."""
+        return self.ioctl(SGX_IOC_ENCLAVE_MODIFY_TYPES, p)
+
+    def remove_pages(self, p: RemovePages) -> int:
+        """SGX_IOC_ENCLAVE_REMOVE_PAGES: only TRIM pages the enclave accepted (probed
+        with EMODPR(RWX), which #PFs on them); zap PTEs, EREMOVE, drop the record.
+
+        Returns: 0. Raises: OSError EBUSY, ENODEV, EINVAL (not initialized, bad
+        range, count not 0), EPERM (a page not TRIM or not yet accepted), EFAULT
+        (no such page), EAGAIN."""
+        return self.ioctl(SGX_IOC_ENCLAVE_REMOVE_PAGES, p)
+
+    # ------------------------------------------------------------ build handlers
+    def _ioc_create(self, secs: SecsImage) -> None:
+        name = "ENCLAVE_CREATE"
+        self._trace(name, base=secs.base, size=secs.size)
+        if self.created:
+            raise driver_error(errno.EINVAL, name, "the enclave was already created")
+        size, base = secs.size, secs.base
+        if (size < 2 * PAGE_SIZE or size & (size - 1) or base % size
+                or secs.ssa_frame_size < 1 or secs.miscselect & ~0x1):
+            raise driver_error(errno.EINVAL, name,
+                               f"SECS base {base:#x} size {size:#x} SSA frame size "
+                               f"{secs.ssa_frame_size} MISCSELECT {secs.miscselect:#x} "
+                               "refused")
+        if self._lies(name, secs, 0):
+            return
+        self._create(secs)
+
+    def _create(self, secs: SecsImage) -> None:
+        """Worker of ENCLAVE_CREATE (parameters checked): an EPC page and ECREATE."""
+        name = "ENCLAVE_CREATE"
+        host = self._host
+        with self._lock:
+            slot = host.alloc_epc()
+            if slot is None:
+                raise driver_error(errno.ENOMEM, name, "no free EPC page for the SECS")
+            try:
+                self._cpu.ecreate(secs, Epc.paddr(slot))
+            except CpuFault as fault:
+                self._epc.free(slot)
+                raise driver_error(errno.EIO, name, fault.reason) from None
+            self.secs_slot = slot
+            self.base, self.size = secs.base, secs.size
+            self.created = True
+            host.register(self)
+
+    def _ioc_add_pages(self, args: AddPages) -> None:
+        name = "ENCLAVE_ADD_PAGES"
+        length = len(args.data) if isinstance(args.data, bytes | bytearray) else -1
+        self._trace(name, offset=args.offset, length=length)
+        if not self.created:
+            raise driver_error(errno.EINVAL, name, "the enclave was not created")
+        if self.initialized:
+            raise driver_error(errno.EINVAL, name, "the enclave is already initialized")
+        bad = self._bad_range(args.offset, length)
+        if bad:
+            raise driver_error(errno.EINVAL, name, bad)
+        if isinstance(args.secinfo, bytes | bytearray):
+            if len(args.secinfo) != 64:
+                raise driver_error(errno.EFAULT, name,
+                                   f"SECINFO is {len(args.secinfo)} bytes, not 64")
+            si, reserved_clear = parse_secinfo(bytes(args.secinfo))
+        elif isinstance(args.secinfo, int):
+            si, reserved_clear = args.secinfo, True
+        else:
+            raise driver_error(errno.EFAULT, name, "SECINFO is neither bytes nor an int")
+        perm, pt = si & SI_RWX, secinfo_pt(si)
+        bad = ("page type must be REG or TCS" if pt not in (PT_REG, PT_TCS) else
+               "W without R" if perm & SI_W and not perm & SI_R else
+               "a TCS page with permissions" if pt == PT_TCS and perm else
+               "reserved SECINFO bits set" if not secinfo_reserved_ok(si) or not reserved_clear
+               else "")
+        if bad:
+            raise driver_error(errno.EINVAL, name, f"SECINFO.FLAGS {si:#x}: {bad}")
+        if self._lies(name, args, length):
+            return
+        self._add_pages(args, si, pt, length)
+
+    def _add_pages(self, args: AddPages, si: int, pt: int, length: int) -> None:
+        """Worker of ADD_PAGES (parameters checked): per page, an EPC page and EADD."""
+        name = "ENCLAVE_ADD_PAGES"
+        max_prot = (PROT_READ | PROT_WRITE) if pt == PT_TCS else si & SI_RWX
+        for c in range(0, length, PAGE_SIZE):
+            addr = self.base + args.offset + c
+            page = addr >> PAGE_SHIFT
+            with self._lock:
+                if self._info(page):
+                    raise self._partial(errno.EBUSY, name, f"page {addr:#x} already added",
+                                        args, c)
+                slot = self._host.alloc_epc()
+                if slot is None:
+                    raise self._partial(errno.ENOMEM, name, "no free EPC page", args, c)
+                try:
+                    self._cpu.eadd(addr, si, bytes(args.data[c:c + PAGE_SIZE]),
+                                   self.secs_paddr, Epc.paddr(slot))
+                except CpuFault as fault:
+                    self._epc.free(slot)
+                    raise self._partial(errno.EIO, name, fault.reason, args, c) from None
+                self._set_record(page, slot, pt, max_prot)
+            args.count = c + PAGE_SIZE
+
+    def _ioc_init(self, _sig: _Sigstruct) -> None:
+        name = "ENCLAVE_INIT"
+        self._trace(name)
+        if not self.created:
+            raise driver_error(errno.EINVAL, name, "the enclave was not created")
+        if self.initialized:
+            raise driver_error(errno.EINVAL, name, "the enclave is already initialized")
+        if self._lies(name, _sig, 0):
+            return
+        with self._lock:
+            try:
+                self._cpu.einit(self.secs_paddr)
+            except CpuFault as fault:
+                raise driver_error(errno.EIO, name, fault.reason) from None
+            self.initialized = True
+
+    # ------------------------------------------------------------ EDMM checks
+    def _bad_range(self, offset: object, length: object) -> str:
+        """sgx_validate_offset_length: why [offset, offset+length) is refused, or ""."""
+        if not isinstance(offset, int) or not isinstance(length, int):
+            return "offset and length must be integers"
+        if offset < 0 or offset % PAGE_SIZE:
+            return f"offset {offset:#x} is not page aligned"
+        if length <= 0 or length % PAGE_SIZE:
+            return f"length {length:#x} is not a positive multiple of the page size"
+        if offset + length >= 1 << 64 or offset + length - PAGE_SIZE >= self.size:
+            return (f"offset {offset:#x} + length {length:#x} is outside the enclave "
+                    f"(size {self.size:#x})")
+        return ""
+
+    def _check_edmm(self, name: str, offset: int, length: int) -> None:
+        """What every EDMM ioctl checks first: SGX2, EINIT done, the range."""
+        if not self._host.sgx2:
+            raise driver_error(errno.ENODEV, name, "the CPU has no SGX2")
+        if not self.initialized:
+            raise driver_error(errno.EINVAL, name, "the enclave is not initialized")
+        bad = self._bad_range(offset, length)
+        if bad:
+            raise driver_error(errno.EINVAL, name, bad)
+
+    @staticmethod
+    def _partial(err: int, name: str, reason: str, params: object, count: int) -> OSError:
+        params.count = count  # type: ignore[attr-defined]
+        return driver_error(err, name, reason, count)
+
+    def _load_page(self, addr: int, name: str, params: object, c: int) -> tuple[int, int, int]:
+        """sgx_encl_load_page: no record -> EFAULT; held by the reclaimer -> EAGAIN;
+        evicted -> ELDU (failure -> EFAULT)."""
+        rec = self.record(addr)
+        if rec is None:
+            raise self._partial(errno.EFAULT, name, f"no page at {addr:#x}", params, c)
+        if addr >> PAGE_SHIFT in self._reclaiming:
+            raise self._partial(errno.EAGAIN, name, f"page {addr:#x} is being reclaimed",
+                                params, c)
+        if rec[0] < 0:
+            slot = self.load_page(addr >> PAGE_SHIFT)
+            if isinstance(slot, str):
+                raise self._partial(errno.EFAULT, name, slot, params, c)
+            rec = (slot, rec[1], rec[2])
+        return rec
+
+    def _etrack(self) -> bool:
+        """sgx_enclave_etrack: ETRACK, on failure IPIs and one retry; then IPIs.
+        The `etrack` hook may skip it. Returns: False if ETRACK failed twice."""
+        hooks = self._host.hooks
+        if hooks is not None and not hooks.etrack(self):
+            return True
+        secs = self.secs_paddr
+        cpu = self._cpu
+        if cpu.etrack(secs):
+            cpu.ipi(secs)
+            if cpu.etrack(secs):
+                return False
+        cpu.ipi(secs)
+        return True
+
+    def _issues(self, leaf: str, addr: int) -> bool:
+        """The `page_leaf` hook: False if a hostile OS skips this page's leaf."""
+        hooks = self._host.hooks
+        return hooks is None or hooks.page_leaf(self, leaf, addr)
+
+    # ------------------------------------------------------------ EDMM handlers
+    def _ioc_restrict(self, p: RestrictPermissions) -> None:
+        name = "RESTRICT_PERMISSIONS"
+        self._trace(name, offset=p.offset, length=p.length, permissions=p.permissions)
+        self._check_edmm(name, p.offset, p.length)
+        perm = p.permissions
+        if not isinstance(perm, int) or perm & ~SI_RWX or perm < 0:
+            raise driver_error(errno.EINVAL, name, f"permissions {perm!r} are not RWX bits")
+        if perm & SI_W and not perm & SI_R:
+            raise driver_error(errno.EINVAL, name, "permissions give W without R")
+        if p.result or p.count:
+            raise driver_error(errno.EINVAL, name, "result and count must be 0 on entry")
+        if self._lies(name, p, p.length):
+            return
+        self._restrict(p, secinfo_flags(perm, PT_REG))
+
+    def _restrict(self, p: RestrictPermissions, secinfo: int) -> None:
+        """Worker of RESTRICT_PERMISSIONS (parameters checked): per page, load it, it
+        must be REG, EMODPR, ETRACK."""
+        name = "RESTRICT_PERMISSIONS"
+        cpu = self._cpu
+        for c in range(0, p.length, PAGE_SIZE):
+            addr = self.base + p.offset + c
+            with self._lock:
+                slot, page_type, _ = self._load_page(addr, name, p, c)
+                if page_type != PT_REG:
+                    raise self._partial(errno.EINVAL, name,
+                                        f"page {addr:#x} is {pt_name(page_type)}, not REG", p, c)
+                if self._issues("EMODPR", addr):
+                    try:
+                        ret = cpu.emodpr(secinfo, Epc.paddr(slot))
+                    except CpuFault as fault:
+                        raise self._partial(errno.EFAULT, name, fault.reason, p, c) from None
+                    if ret:
+                        p.result = ret
+                        raise self._partial(errno.EFAULT, name, _sgx_code("EMODPR", ret, addr),
+                                            p, c)
+                if not self._etrack():
+                    raise self._partial(errno.EFAULT, name, "ETRACK failed", p, c)
+            p.count = c + PAGE_SIZE
+
+    def _ioc_modify_types(self, p: ModifyTypes) -> None:
+        name = "MODIFY_TYPES"
+        self._trace(name, offset=p.offset, length=p.length, page_type=p.page_type)
+        self._check_edmm(name, p.offset, p.length)
+        if p.result or p.count:
+            raise driver_error(errno.EINVAL, name, "result and count must be 0 on entry")
+        new_type = p.page_type & 0xFF if isinstance(p.page_type, int) else -1
+        if new_type not in (PT_TCS, PT_TRIM):
+            raise driver_error(errno.EINVAL, name,
+                               f"page type {p.page_type!r} is neither TCS (1) nor TRIM (4)")
+        if self._lies(name, p, p.length):
+            return
+        self._modify_types(p, new_type)
+
+    def _modify_types(self, p: ModifyTypes, new_type: int) -> None:
+        """Worker of MODIFY_TYPES (parameters checked): per page, load it, the type
+        change must be one EMODT makes, EMODT, ETRACK; REG -> TCS fixes max prot."""
+        name = "MODIFY_TYPES"
+        secinfo = secinfo_flags(0, new_type)
+        cpu = self._cpu
+        for c in range(0, p.length, PAGE_SIZE):
+            addr = self.base + p.offset + c
+            page = addr >> PAGE_SHIFT
+            with self._lock:
+                slot, page_type, max_prot = self._load_page(addr, name, p, c)
+                if not (page_type == PT_REG
+                        or (page_type == PT_TCS and new_type == PT_TRIM)):
+                    raise self._partial(errno.EINVAL, name,
+                                        f"page {addr:#x} is {pt_name(page_type)}: cannot "
+                                        f"become {pt_name(new_type)}", p, c)
+                if page_type == PT_REG and new_type == PT_TCS:
+                    if ~max_prot & (PROT_READ | PROT_WRITE):
+                        raise self._partial(errno.EPERM, name,
+                                            f"page {addr:#x} max prot {max_prot:#x} lacks "
+                                            "R|W, which a TCS needs", p, c)
+                    self._update_record(page, max_prot=PROT_READ | PROT_WRITE)
+                    self._mm.zap(addr, addr + PAGE_SIZE)
+                if self._issues("EMODT", addr):
+                    try:
+                        ret = cpu.emodt(secinfo, Epc.paddr(slot))
+                    except CpuFault as fault:
+                        self._update_record(page, max_prot=max_prot)
+                        raise self._partial(errno.EFAULT, name, fault.reason, p, c) from None
+                    if ret:
+                        self._update_record(page, max_prot=max_prot)
+                        p.result = ret
+                        raise self._partial(errno.EFAULT, name, _sgx_code("EMODT", ret, addr),
+                                            p, c)
+                if not self._etrack():
+                    raise self._partial(errno.EFAULT, name, "ETRACK failed", p, c)
+                self._update_record(page, page_type=new_type)
+            p.count = c + PAGE_SIZE
+
+    def _ioc_remove_pages(self, p: RemovePages) -> None:
+        name = "REMOVE_PAGES"
+        self._trace(name, offset=p.offset, length=p.length)
+        self._check_edmm(name, p.offset, p.length)
+        if p.count:
+            raise driver_error(errno.EINVAL, name, "count must be 0 on entry")
+        if self._lies(name, p, p.length):
+            return
+        self._remove_pages(p)
+
+    def _remove_pages(self, p: RemovePages) -> None:
+        """Worker of REMOVE_PAGES (parameters checked): per page, load it, it must be
+        TRIM and accepted (EMODPR #PFs), zap, EREMOVE, drop the record."""
+        name = "REMOVE_PAGES"
+        probe = secinfo_flags(SI_RWX, PT_REG)
+        cpu = self._cpu
+        for c in range(0, p.length, PAGE_SIZE):
+            addr = self.base + p.offset + c
+            with self._lock:
+                slot, page_type, _ = self._load_page(addr, name, p, c)
+                if page_type != PT_TRIM:
+                    raise self._partial(errno.EPERM, name,
+                                        f"page {addr:#x} is {pt_name(page_type)}, not TRIM",
+                                        p, c)
+                try:
+                    cpu.emodpr(probe, Epc.paddr(slot))
+                except PageFault:
+                    pass
+                except CpuFault as fault:
+                    raise self._partial(errno.EPERM, name, fault.reason, p, c) from None
+                else:
+                    raise self._partial(errno.EPERM, name,
+                                        f"the enclave has not accepted the TRIM of {addr:#x}",
+                                        p, c)
+                self._mm.zap(addr, addr + PAGE_SIZE)
+                cpu.eremove(Epc.paddr(slot))
+                self._drop_record(addr >> PAGE_SHIFT)
+            p.count = c + PAGE_SIZE
+
+
+def _sgx_code(leaf: str, code: int, addr: int) -> str:
+    return f"{SGX_CODE_NAMES.get(code, 'SGX code')} ({code}) from {leaf} at {addr:#x}"
