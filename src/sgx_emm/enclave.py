@@ -417,7 +417,8 @@ def _crash(what: str, exc: FaultReported) -> EnclaveCrashed:
     return EnclaveCrashed(
         f"{what}: vector {run.exception_vector}, error code "
         f"{run.exception_error_code:#x}, address {run.exception_addr:#x}",
-        vector=run.exception_vector, errcd=run.exception_error_code, addr=run.exception_addr)
+        vector=run.exception_vector, errcd=run.exception_error_code, addr=run.exception_addr,
+        cause=getattr(run, "why", "") or None)
 
 
 def _load_image(machine: Machine, layout: ImageLayout, base: int, size: int) -> EnclaveFd:

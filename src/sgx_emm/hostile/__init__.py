@@ -13,20 +13,9 @@ judged SILENT is a bug.
 
 from __future__ import annotations
 
-from sgx_emm.hostile import untrusted
 from sgx_emm.hostile.base import Attack, Corrupted, Marks, Outcome, Result, Switch, judge
+from sgx_emm.hostile.registry import ATTACKS, attack
 from sgx_emm.hostile.suite import counts, run_all, run_attack, table_json
-
-ATTACKS: dict[str, Attack] = {a.name: a for a in untrusted.attacks()}
-
-
-def attack(name: str) -> Attack:
-    """The attack called `name` (KeyError with the known names otherwise)."""
-    try:
-        return ATTACKS[name]
-    except KeyError:
-        raise KeyError(f"no attack {name!r}; known: {', '.join(sorted(ATTACKS))}") from None
-
 
 __all__ = ["ATTACKS", "Attack", "Corrupted", "Marks", "Outcome", "Result", "Switch",
            "attack", "counts", "judge", "run_all", "run_attack", "table_json"]

@@ -52,15 +52,28 @@ class Marks:
     """What a victim shares with the attack: named addresses and its own checks.
 
     A victim `publish`es the addresses an attack may aim at (the attacker learns
-    them anyway: it served the victim's mmap); `expect` is the victim checking its
-    own data.
+    them anyway: it served the victim's mmap) and says when it `reached` a
+    checkpoint (where an attack may strike, as at an interrupt); `expect` is the
+    victim checking its own data.
     """
 
     addresses: dict[str, int] = field(default_factory=dict)
+    #: checkpoint name -> what the attacker does when the victim gets there
+    actions: dict[str, list[Callable[[], None]]] = field(default_factory=dict)
 
     def publish(self, name: str, addr: int) -> int:
         self.addresses[name] = addr
         return addr
+
+    def on(self, checkpoint: str, action: Callable[[], None]) -> None:
+        """Run `action` when the victim reaches `checkpoint`: the OS may interrupt
+        the enclave at any instruction; a checkpoint picks the instruction."""
+        self.actions.setdefault(checkpoint, []).append(action)
+
+    def reached(self, checkpoint: str) -> None:
+        """The victim is at `checkpoint` (an interrupt point for the attacker)."""
+        for action in self.actions.get(checkpoint, ()):
+            action()
 
     def get(self, name: str) -> int | None:
         return self.addresses.get(name)

@@ -15,6 +15,7 @@ from typing import Any
 
 from sgx_emm.enclave import Enclave
 from sgx_emm.hostile.base import Attack, Marks, Outcome, Result, judge
+from sgx_emm.hostile.registry import ATTACKS
 from sgx_emm.hostile.victims import VICTIMS
 
 #: the enclave every attack starts from (attacks may add options)
@@ -39,8 +40,6 @@ def run_attack(attack: Attack) -> Result:
 
 def all_attacks() -> list[Attack]:
     """Every attack of the library, family by family."""
-    from sgx_emm.hostile import ATTACKS
-
     return list(ATTACKS.values())
 
 

@@ -38,10 +38,11 @@ def commit(enc: Enclave, t: ThreadContext, marks: Marks) -> None:
     """COMMIT_ON_DEMAND pages committed by faults and by `commit`; COMMIT_NOW pages."""
     emm = enc.emm
     heap = marks.publish("heap", emm.alloc(None, 4 * P, COMMIT_ON_DEMAND))
-    now = marks.publish("now", emm.alloc(None, 2 * P, COMMIT_NOW))
     emm.commit(heap + 3 * P, P)
     for i in range(4):
         t.write(heap + i * P, _secret(i))
+    marks.reached("written")
+    now = marks.publish("now", emm.alloc(None, 2 * P, COMMIT_NOW))
     for i in range(2):
         marks.expect(t.read(now + i * P, 12) == bytes(12), "a fresh COMMIT_NOW page is zero")
         t.write(now + i * P, _secret(10 + i))
@@ -118,12 +119,14 @@ def paging(enc: Enclave, t: ThreadContext, marks: Marks) -> None:
     emm = enc.emm
     a = marks.publish("heap", emm.alloc(None, PAGING_PAGES * P, COMMIT_ON_DEMAND))
     for i in range(PAGING_PAGES):
-        t.write(a + i * P, i.to_bytes(4, "little") + SECRET)
-    for rounds in range(2):
+        t.write(a + i * P, bytes([i, 0]) + SECRET)
+    marks.reached("written")
+    for rounds in (1, 2):
         for i in range(PAGING_PAGES):
-            got = t.read(a + i * P, 8)
-            marks.expect(got == i.to_bytes(4, "little") + SECRET,
+            got = t.read(a + i * P, 6)
+            marks.expect(got == bytes([i, rounds - 1]) + SECRET,
                          f"page {i} read back {got.hex()} (round {rounds})")
+            t.write(a + i * P + 1, bytes([rounds]))
     emm.dealloc(a, PAGING_PAGES * P)
 
 
@@ -137,12 +140,12 @@ def table(enc: Enclave, t: ThreadContext, marks: Marks) -> None:
     tbl = marks.publish("table", emm.alloc(None, TABLE_PAGES * P, COMMIT_NOW))
     for i in range(TABLE_PAGES):
         t.write(tbl + i * P, bytes([i]))
-    marks.publish("table_ready", 1)
+    marks.reached("table_ready")
     out = 0
     for byte in SECRET:
         for nibble in (byte >> 4, byte & 0xF):
             out = (out << 4) | t.read(tbl + nibble * P, 1)[0]
-    marks.publish("table_done", 1)
+    marks.reached("table_done")
     marks.expect(out == int.from_bytes(SECRET, "big"), "the lookups computed the secret")
     emm.dealloc(tbl, TABLE_PAGES * P)
 
@@ -154,6 +157,7 @@ def two_threads(enc: Enclave, t: ThreadContext, marks: Marks) -> None:
     t.write(a, _secret(7))
     with enc.enter() as other:
         marks.expect(other.read(a, 12) == _secret(7), "the second thread sees the data")
+        marks.reached("written")
         emm.modify_permissions(a, P, PROT_READ)
         marks.expect(other.read(a, 12) == _secret(7), "the second thread still reads")
     marks.expect(t.read(a, 12) == _secret(7), "a read-only page keeps its data")
