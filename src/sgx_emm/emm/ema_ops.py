@@ -237,8 +237,9 @@ class EmaOps:
         """
         bm = ema.bitmap
         assert bm is not None
-        lo = max(start, ema.start) >> PAGE_SHIFT
-        hi = min(end, ema.end) >> PAGE_SHIFT
+        s, e = ema.start, ema.end
+        lo = (start if start > s else s) >> PAGE_SHIFT
+        hi = (end if end < e else e) >> PAGE_SHIFT
         holes = bm.holes_list(lo, hi)
         if not holes:
             return 0
@@ -262,9 +263,12 @@ class EmaOps:
             return
         bm = ema.bitmap
         assert bm is not None
+        lo, hi = start >> PAGE_SHIFT, end >> PAGE_SHIFT
+        if not bm.any_set(lo, hi):
+            return
         page_type = ema.si_flags & PAGE_TYPE_MASK
         modify = self.rt.modify_ocall
-        for s, e in bm.runs_list(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+        for s, e in bm.runs_list(lo, hi):
             addr, length = s << PAGE_SHIFT, (e - s) << PAGE_SHIFT
             if modify(addr, length, prot | page_type, prot | PAGE_TYPE_TRIM):
                 raise EmmError(errno.EFAULT, ocall_problem(

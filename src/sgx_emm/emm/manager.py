@@ -122,6 +122,12 @@ def _uncommitted_problem(ema: Ema, lo: int, hi: int) -> str:
     return f"page {page:#x} of {_region(ema)} is not committed"
 
 
+def _clip(start: int, end: int, ema: Ema) -> tuple[int, int]:
+    """[start, end) cut to the region (no builtin min/max: this runs on every call)."""
+    s, e = ema.start, ema.end
+    return (start if start > s else s), (end if end < e else e)
+
+
 def _check_commit(ema: Ema) -> None:
     """Commit needs a writable REG region that is not a bare reservation (EACCES)."""
     si = ema.si_flags
@@ -594,7 +600,7 @@ class EnclaveMemoryManager:
             overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
                                        check=_check_uncommit)
             for ema in overlapped:
-                lo, hi = max(addr, ema.start), min(end, ema.end)
+                lo, hi = _clip(addr, end, ema)
                 prot = ema.si_flags & PROT_MASK
                 target = self._readable_for_trim(root, ema, lo, hi) if not prot else ema
                 self._ops.uncommit_real(target, lo, hi, prot)
@@ -625,7 +631,7 @@ class EnclaveMemoryManager:
             overlapped = self._covered(root, addr, end, holes=False, guard_meta=not rts)
             ops = self._ops
             for ema in overlapped:
-                lo, hi = max(addr, ema.start), min(end, ema.end)
+                lo, hi = _clip(addr, end, ema)
                 node = ema
                 if not ema.alloc_flags & RESERVE:
                     if not ema.si_flags & PROT_MASK:
@@ -656,7 +662,7 @@ class EnclaveMemoryManager:
                 if not ema.si_flags & PAGE_TYPE_REG:
                     raise EmmError(errno.EACCES, f"{_region(ema)} is not of type REG")
                 bm = ema.bitmap
-                lo, hi = max(addr, ema.start), min(end, ema.end)
+                lo, hi = _clip(addr, end, ema)
                 if bm is None or not bm.all_set(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT):
                     raise EmmError(errno.EINVAL, _uncommitted_problem(ema, lo, hi))
 
@@ -715,7 +721,7 @@ class EnclaveMemoryManager:
             ops = self._ops
             try:
                 for ema in overlapped:
-                    lo, hi = max(addr, ema.start), min(end, ema.end)
+                    lo, hi = _clip(addr, end, ema)
                     ops.commit_data(ema, lo, hi, data + lo - addr, prot)
                 for ema in overlapped:
                     ops.modify_permissions(root, ema, addr, end, prot)
@@ -738,7 +744,7 @@ class EnclaveMemoryManager:
         for ema in root.overlapping(addr, end):
             if ema.bitmap is None:
                 continue
-            lo, hi = max(addr, ema.start), min(end, ema.end)
+            lo, hi = _clip(addr, end, ema)
             if not ema.bitmap.any_set(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT):
                 continue
             prot = ema.si_flags & PROT_MASK

@@ -142,7 +142,9 @@ class RegionList:
     def overlapping(self, start: int, end: int) -> list[Ema]:
         """Every region overlapping [start, end), ascending; O(log n + k)."""
         out: list[Ema] = []
-        node = self.first_overlap(start, end)
+        node = self._by_start.get(start)
+        if node is None:
+            node = self.first_overlap(start, end)
         while node is not None and node.start < end:
             out.append(node)
             node = node.next

@@ -1,0 +1,188 @@
+"""Scale benchmarks: costs that must stay linear, a 1 GiB commit, a million regions.
+
+    python benchmarks/scale_bench.py linear [--allocs 100000] [--threads 10000]
+    python benchmarks/scale_bench.py gib [--pages 262144] [--probe-pages 16384]
+    python benchmarks/scale_bench.py regions [--regions 1000000]
+
+`linear`: on the simulated enclave, N one-page COMMIT_NOW allocations through
+the API, then their deallocations, and `Enclave.create(threads=N)`, each timed
+at N/4 and at N; a linear cost takes 4x as long for 4x the work, and the goal
+allows 4.4x. The figure printed is the ratio time(N) / time(N/4).
+
+`gib`: one COMMIT_NOW allocation of 1 GiB on the simulated enclave and its
+deallocation (goal: 2 s each), beside this run's cost of one EAUG+EACCEPT pair
+(a commit of a COMMIT_ON_DEMAND region: each page's EACCEPT takes the #PF,
+the driver EAUGs, the EACCEPT is retried), the platform's own per-page floor;
+then Python memory per committed, never-written page (tracemalloc; goal < 16
+bytes).
+
+`regions`: the manager alone on the null runtime holding N one-page regions
+(goal: one million in at most 1 GB), with the bytes per region printed (the
+process's resident set growth, which counts everything the regions need).
+
+Times are wall clock with this process's CPU time beside them: the machine may
+be shared, and CPU time is what the code costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+
+PAGE = 0x1000
+
+
+class Clock:
+    """Wall and CPU seconds of one timed block."""
+
+    def __enter__(self) -> Clock:
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = time.process_time() - self.cpu0
+
+    def __str__(self) -> str:
+        return f"{self.wall:.2f} s (CPU {self.cpu:.2f} s)"
+
+
+def _alloc_dealloc(n: int) -> tuple[Clock, Clock]:
+    import sgx_emm
+    from sgx_emm.flags import COMMIT_NOW
+
+    enc = sgx_emm.Enclave.create()
+    with enc.enter():
+        emm = enc.emm
+        with Clock() as a:
+            addrs = [emm.alloc(None, PAGE, COMMIT_NOW) for _ in range(n)]
+        with Clock() as d:
+            for addr in addrs:
+                emm.dealloc(addr, PAGE)
+    return a, d
+
+
+def _create(threads: int) -> Clock:
+    import sgx_emm
+
+    with Clock() as c:
+        sgx_emm.Enclave.create(threads=threads)
+    return c
+
+
+def _ratio_line(what: str, n: int, small: Clock, large: Clock) -> str:
+    ratio = large.cpu / small.cpu if small.cpu else float("inf")
+    verdict = "ok" if ratio <= 4.4 else "MISSED"
+    return (f"{what}: N/4={n // 4}: {small}; N={n}: {large}; "
+            f"ratio {ratio:.2f} (CPU; goal <= 4.4, linear = 4.0) {verdict}")
+
+
+def bench_linear(allocs: int, threads: int) -> None:
+    gc.collect()
+    a_small, d_small = _alloc_dealloc(allocs // 4)
+    gc.collect()
+    a_large, d_large = _alloc_dealloc(allocs)
+    print(_ratio_line("COMMIT_NOW allocs", allocs, a_small, a_large))
+    print(_ratio_line("their deallocs", allocs, d_small, d_large))
+    gc.collect()
+    t_small = _create(threads // 4)
+    gc.collect()
+    t_large = _create(threads)
+    print(_ratio_line("Enclave.create(threads=N)", threads, t_small, t_large))
+
+
+def bench_gib(pages: int, probe_pages: int) -> None:
+    import sgx_emm
+    from sgx_emm.flags import COMMIT_NOW, COMMIT_ON_DEMAND
+
+    size = pages * PAGE
+    enc = sgx_emm.Enclave.create(epc_pages=pages + probe_pages + 4096)
+    with enc.enter():
+        emm = enc.emm
+        probe = emm.alloc(None, probe_pages * PAGE, COMMIT_ON_DEMAND)
+        with Clock() as p:
+            emm.commit(probe, probe_pages * PAGE)  # each page: EACCEPT, #PF, EAUG, EACCEPT
+        emm.dealloc(probe, probe_pages * PAGE)
+        per_page = p.cpu / probe_pages
+        with Clock() as c:
+            addr = emm.alloc(None, size, COMMIT_NOW)
+        with Clock() as d:
+            emm.dealloc(addr, size)
+    mib = size >> 20
+    print(f"EAUG+EACCEPT per page (#PF path, {probe_pages} pages): {per_page * 1e6:.2f} us "
+          f"CPU -> {per_page * pages:.2f} s for {pages} pages")
+    print(f"COMMIT_NOW {mib} MiB: {c} (goal <= 2 s) {'ok' if c.cpu <= 2 else 'MISSED'}")
+    print(f"its dealloc: {d} (goal <= 2 s) {'ok' if d.cpu <= 2 else 'MISSED'}")
+    mem_pages = min(pages, 65536)
+    enc = sgx_emm.Enclave.create(epc_pages=mem_pages + 4096)
+    with enc.enter():
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        addr = enc.emm.alloc(None, mem_pages * PAGE, COMMIT_NOW)
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    per = (after - before) / mem_pages
+    print(f"memory per committed never-written page: {per:.1f} bytes ({mem_pages} pages, "
+          f"tracemalloc; goal < 16) {'ok' if per < 16 else 'MISSED'}")
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def bench_regions(n: int, report: Callable[[str], None] = print) -> None:
+    from sgx_emm.emm import EnclaveMemoryManager
+    from sgx_emm.flags import COMMIT_ON_DEMAND
+    from sgx_emm.runtime.null import NullRuntime
+
+    base, size = 0x7F00_0000_0000, 1 << 40
+    rt = NullRuntime(base, size, record=False)
+    mgr = EnclaveMemoryManager(rt, rt.primitives, meta_area_base=base + 0x100000)
+    mgr.init(base + size // 2, base + size)
+    gc.collect()
+    rss0 = _rss()
+    with Clock() as c:
+        for _ in range(n):
+            mgr.alloc(None, PAGE, COMMIT_ON_DEMAND)
+    gc.collect()
+    grown = _rss() - rss0
+    report(f"{mgr.region_count()} regions on the null runtime: resident set grew "
+           f"{grown / 2**20:.0f} MiB = {grown / n:.0f} bytes per region; allocs took {c} "
+           f"(goal: 1,000,000 in <= 1 GB) {'ok' if grown * 1_000_000 / n <= 1e9 else 'MISSED'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    lin = sub.add_parser("linear", help="N vs N/4: allocs, deallocs, threads")
+    lin.add_argument("--allocs", type=int, default=100_000)
+    lin.add_argument("--threads", type=int, default=10_000)
+    gib = sub.add_parser("gib", help="1 GiB COMMIT_NOW and dealloc; memory per page")
+    gib.add_argument("--pages", type=int, default=262_144)
+    gib.add_argument("--probe-pages", type=int, default=16_384)
+    reg = sub.add_parser("regions", help="memory per region on the null runtime")
+    reg.add_argument("--regions", type=int, default=1_000_000)
+    args = parser.parse_args(argv)
+    if args.what == "linear":
+        if args.allocs < 4 or args.threads < 4:
+            parser.error("--allocs and --threads must be at least 4")
+        bench_linear(args.allocs, args.threads)
+    elif args.what == "gib":
+        if args.pages <= 0 or args.probe_pages <= 0:
+            parser.error("--pages and --probe-pages must be positive")
+        bench_gib(args.pages, args.probe_pages)
+    else:
+        if args.regions <= 0:
+            parser.error("--regions must be positive")
+        bench_regions(args.regions)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
