@@ -29,7 +29,7 @@ def test_no_attack_goes_unnoticed(results: dict[str, object]) -> None:
 
 
 def test_every_attack_states_its_guarantee_and_family() -> None:
-    assert len(ATTACKS) >= 10
+    assert len(ATTACKS) >= 35
     for a in ATTACKS.values():
         assert a.guarantee and a.does and a.family
         assert a.name.split(".")[0] in ("urts", "driver", "pte", "paging", "threads", "channel")
@@ -41,6 +41,18 @@ def test_every_attack_states_its_guarantee_and_family() -> None:
     ("urts.skip-remove", Outcome.DETECTED, "abort"),
     ("urts.map-read-only", Outcome.DETECTED, "crash"),
     ("urts.keep-mapping-writable", Outcome.NO_EFFECT, "own data"),
+    ("driver.skip-emodpr", Outcome.DETECTED, "SGX_PAGE_ATTRIBUTES_MISMATCH"),
+    ("driver.withhold-etrack", Outcome.DETECTED, "SGX_NOT_TRACKED"),
+    ("driver.eaug-outside-mmap", Outcome.NO_EFFECT, "own data"),
+    ("driver.eremove-behind-back", Outcome.DETECTED, "crash"),
+    ("pte.swap", Outcome.DETECTED, "crash"),
+    ("pte.redirect-commit-data", Outcome.DETECTED, "EACCEPTCOPY"),
+    ("threads.withhold-ipi", Outcome.DETECTED, "SGX_NOT_TRACKED"),
+    ("paging.replay-old", Outcome.DETECTED, "SIGBUS"),
+    ("paging.forge", Outcome.DETECTED, "SIGBUS"),
+    ("paging.relabel", Outcome.DETECTED, "SIGBUS"),
+    ("paging.evict-storm", Outcome.NO_EFFECT, "own data"),
+    ("channel.page-trace", Outcome.LEAKS, "0x5ec2e7a9"),
 ])
 def test_outcomes_the_guarantees_promise(results: dict[str, object], name: str,
                                          outcome: Outcome, detail: str) -> None:
@@ -95,6 +107,11 @@ def test_cli_attacks_json_and_text() -> None:
     assert listed.exit_code == 0 and len(listed.output.splitlines()) == len(ATTACKS)
     bad = runner.invoke(main, ["attacks", "--only", "nope"])
     assert bad.exit_code == 2 and "no attack matches" in bad.output
+
+
+def test_a_detected_commit_data_leaves_the_books_equal_to_the_hardware(
+        results: dict[str, object]) -> None:
+    assert results["pte.redirect-commit-data"].books == "agree"  # type: ignore[attr-defined]
 
 
 def test_counts_cover_every_outcome(results: dict[str, object]) -> None:

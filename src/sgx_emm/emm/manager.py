@@ -349,6 +349,23 @@ class EnclaveMemoryManager:
             if lock is not None:
                 lock.release()
 
+    def books(self) -> list[tuple[int, int, int, int, tuple[int, ...] | None]]:
+        """Every region of both roots as (start, end, alloc_flags, si_flags, commit-run
+        bounds as absolute page numbers, or None without a bitmap), by address: the
+        cheap view `sgx_emm.books` compares with the hardware (no snapshots)."""
+        lock = self._lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            out = [(e.start, e.end, e.alloc_flags, e.si_flags,
+                    e.bitmap.bounds if e.bitmap is not None else None)
+                   for root in (self._user, self._rts) for e in root]
+        finally:
+            if lock is not None:
+                lock.release()
+        out.sort()
+        return out
+
     def region_count(self, root: str = "user") -> int:
         """Number of regions of a root, O(1)."""
         return len(self._rts if root == "rts" else self._user)
@@ -366,10 +383,6 @@ class EnclaveMemoryManager:
             raise EmmError(errno.EINVAL, f"page type {page_type:#x} cannot be allocated "
                            "(only REG, SS_FIRST or SS_REST)")
         page_type = page_type or PAGE_TYPE_REG
-        if alloc_flags & COMMIT_NOW and page_type != PAGE_TYPE_REG:  # Deviation: SS now
-            raise EmmError(errno.EINVAL, f"COMMIT_NOW of page type {page_type:#x}: the kernel "
-                           "EAUGs only REG pages and EACCEPT refuses a shadow-stack PENDING "
-                           "SECINFO; allocate COMMIT_ON_DEMAND or RESERVE")
         if size <= 0 or size & _PAGE_MASK:  # Deviation: size 0
             raise EmmError(errno.EINVAL, f"size {size:#x} is not positive" if size <= 0 else
                            f"size {size:#x} is not a multiple of the page size")
@@ -606,14 +619,8 @@ class EnclaveMemoryManager:
             for ema in overlapped:
                 lo, hi = _clip(addr, end, ema)
                 prot = ema.si_flags & PROT_MASK
-                if prot:
-                    self._ops.uncommit_real(ema, lo, hi, prot)
-                    continue
-                # Deviation: the trim notify carries the READ the region now has (the
-                # reference sends PROT_NONE, so the mapping stops matching the region)
-                target = self._readable_for_trim(root, ema, lo, hi)
-                self._ops.uncommit_real(target, lo, hi, prot,
-                                        notify_prot=target.si_flags & PROT_MASK)
+                target = self._readable_for_trim(root, ema, lo, hi) if not prot else ema
+                self._ops.uncommit_real(target, lo, hi, prot)
         finally:
             lock.release()
 
@@ -708,9 +715,6 @@ class EnclaveMemoryManager:
             raise EmmError(errno.EINVAL, f"prot {prot:#x} has bits other than R/W/X")
         if prot & PROT_EXEC and not prot & PROT_READ:  # Deviation: X without R
             raise EmmError(errno.EINVAL, f"prot {prot_letters(prot)} has X without R")
-        if prot & PROT_WRITE and not prot & PROT_READ:  # Deviation: W without R
-            raise EmmError(errno.EINVAL, f"prot {prot_letters(prot)} has W without R "
-                           "(EACCEPTCOPY refuses such a SECINFO)")
         if not self._rt.is_within_enclave(data, size):
             raise EmmError(errno.EINVAL, f"data {data:#x} + size {size:#x} is not inside "
                            "the enclave (EACCEPTCOPY copies from enclave memory)")

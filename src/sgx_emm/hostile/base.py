@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sgx_emm.errors import EmmError, EnclaveAbort, EnclaveCrashed
+from sgx_emm.trace import PAGE_FAULT
 
 if TYPE_CHECKING:
     from sgx_emm.enclave import Enclave, ThreadContext
@@ -173,6 +174,9 @@ def judge(attack: Attack, run: Callable[[], None], enc: Enclave, switch: Switch)
         outcome, detail = Outcome.NO_EFFECT, "the victim finished with its own data"
     finally:
         switch.off()
+    sigbus = enc.trace.by_category().get(PAGE_FAULT, {}).get("SIGBUS", 0)
+    if outcome is Outcome.DETECTED and sigbus:
+        detail = f"{detail.splitlines()[0][:90]}… (the kernel answered SIGBUS {sigbus}x)"
     books = _books(enc)
     if outcome is Outcome.NO_EFFECT:
         leaked = switch.leaked()

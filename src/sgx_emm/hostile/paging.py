@@ -62,10 +62,11 @@ class Relabel(Hostile):
         self.other: EvictedPage | None = None
 
     def eldu(self, encl: Encl, addr: int, page: EvictedPage) -> EvictedPage:
-        other, self.other = self.other, page
-        if other is None or other.linaddr == addr:
+        if self.other is None:
+            self.other = page         # page B: the first sealed page it was given
+        if self.other.linaddr == addr:
             return page
-        return replace(other, linaddr=addr)
+        return replace(self.other, linaddr=addr)
 
 
 class WithholdReload(Hostile):
