@@ -172,3 +172,23 @@ def test_join_timeout(enc: Enclave) -> None:
         enc.threads.join(handle, timeout=0.01)
     gate.set()
     assert enc.threads.join(handle) is True
+
+
+def test_concurrent_adds_never_pass_tcs_max_num() -> None:
+    enc = small(config=EnclaveConfig(tcs_num=4, tcs_max_num=6))
+    made: list[int] = []
+    refused: list[Exception] = []
+
+    def add() -> None:
+        try:
+            made.append(enc.add_thread())
+        except RuntimeError as e:
+            refused.append(e)
+
+    workers = [threading.Thread(target=add) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(made) == 2 and len(refused) == 2
+    assert sorted(enc.thread_contexts.dynamic) == sorted(made)
