@@ -1,4 +1,4 @@
-"""The two interfaces the manager is ported through (spec/emm.md, design.md).
+"""The two interfaces the manager is ported through.
 
 `RuntimeAbstraction` mirrors the reference's `sgx_mm_rt_abstraction.h`: the two
 ocalls, fault-handler registration, a recursive mutex and the within-enclave
