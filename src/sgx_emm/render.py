@@ -9,7 +9,7 @@ the totals of the trace by kind.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rich import box
@@ -331,28 +331,133 @@ def commit_bar(runs: Iterable[tuple[bool, int]], pages: int, width: int = 16) ->
     return "".join(out)
 
 
-def map_table(layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat,
-              title: str = "region map") -> Table:
-    """Both roots as one table: address, size, mode, prot, type, committed, flags."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("root")
-    table.add_column("start", no_wrap=True)
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("mode", no_wrap=True)
-    table.add_column("prot", no_wrap=True)
-    table.add_column("type", no_wrap=True)
-    table.add_column("committed", no_wrap=True)
-    table.add_column("flags")
+#: Alike neighbours (same size, mode, prot, type, flags and commit pattern, each
+#: starting where the last ends) from this many on share one row of the text map.
+FOLD_MIN = 3
+#: Maps with more rows than this are written as plain columns even on a terminal
+#: (a rich table lays every cell out twice), with a progress bar on stderr.
+RICH_MAP_MAX_ROWS = 1000
+
+MAP_COLUMNS = ("root", "start", "size", "mode", "prot", "type", "committed", "flags")
+
+#: One map row: its cells in MAP_COLUMNS order and a style (metadata reserves).
+MapRow = tuple[tuple[str, ...], str | None]
+
+
+def _alike(a: RegionInfo, b: RegionInfo) -> bool:
+    return (b.start == a.start + a.size and b.size == a.size
+            and b.alloc_flags == a.alloc_flags and b.si_flags == a.si_flags
+            and b.runs == a.runs and b.is_meta == a.is_meta
+            and b.has_handler == a.has_handler)
+
+
+def _repeat_runs(runs: tuple[tuple[bool, int], ...],
+                 count: int) -> list[tuple[bool, int]]:
+    """`runs` laid end to end `count` times, touching runs of one state merged."""
+    out: list[tuple[bool, int]] = []
+    if len(runs) == 1:  # the common case: all or none, O(1)
+        committed, n = runs[0]
+        return [(committed, n * count)]
+    for _ in range(count):
+        for committed, n in runs:
+            if out and out[-1][0] == committed:
+                out[-1] = (committed, out[-1][1] + n)
+            else:
+                out.append((committed, n))
+    return out
+
+
+def _row(root: str, region: RegionInfo, fmt: AddressFormat, count: int) -> MapRow:
+    pages = region.pages * count
+    runs = _repeat_runs(region.runs, count) if count > 1 else region.runs
+    committed = region.committed_pages * count
+    flags = flags_text(region)
+    if count > 1:
+        flags = f"{count} × {region.size:#x}" + (f" {flags}" if flags else "")
+    cells = (root, fmt(region.start) or "", f"{region.size * count:#x}",
+             commit_mode(region.alloc_flags), prot_text(region.si_flags),
+             type_text(region.si_flags), f"{commit_bar(runs, pages)} {committed}/{pages}",
+             flags)
+    return cells, "cyan" if region.is_meta else None
+
+
+def map_rows(layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat, *,
+             full: bool = False) -> list[MapRow]:
+    """The map's rows: one per region with `full`, else runs of at least FOLD_MIN
+    alike neighbours folded into one row whose size and committed pages are the
+    run's totals and whose flags start with `N × SIZE`. O(regions)."""
+    rows: list[MapRow] = []
     for root, regions in layout.items():
-        for region in regions:
-            committed = region.committed_pages
-            style = "cyan" if region.is_meta else None
-            table.add_row(
-                root, fmt(region.start), f"{region.size:#x}", commit_mode(region.alloc_flags),
-                prot_text(region.si_flags), type_text(region.si_flags),
-                f"{commit_bar(region.runs, region.pages)} {committed}/{region.pages}",
-                flags_text(region), style=style)
+        i, n = 0, len(regions)
+        while i < n:
+            j = i + 1
+            if not full:
+                while j < n and _alike(regions[j - 1], regions[j]):
+                    j += 1
+            if j - i >= FOLD_MIN:
+                rows.append(_row(root, regions[i], fmt, j - i))
+            else:
+                rows.extend(_row(root, regions[k], fmt, 1) for k in range(i, j))
+            i = j
+    return rows
+
+
+def map_table(layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat,
+              title: str = "region map", *, full: bool = False) -> Table:
+    """Both roots as one table: address, size, mode, prot, type, committed, flags."""
+    return _rows_table(map_rows(layout, fmt, full=full), title)
+
+
+def _rows_table(rows: list[MapRow], title: str) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in MAP_COLUMNS:
+        table.add_column(name, justify="right" if name == "size" else "left",
+                         no_wrap=name != "flags")
+    for cells, style in rows:
+        table.add_row(*cells, style=style)
     return table
+
+
+def map_lines(rows: list[MapRow], title: str = "region map") -> Iterable[str]:
+    """The map as plain text lines (the title, heads, a rule, then one line per row):
+    what a file or pipe gets, at a cost linear in the rows."""
+    widths = [len(name) for name in MAP_COLUMNS]
+    for cells, _ in rows:
+        for k, cell in enumerate(cells):
+            if len(cell) > widths[k]:
+                widths[k] = len(cell)
+    last = len(MAP_COLUMNS) - 1
+
+    def line(cells: Iterable[str]) -> str:
+        parts = [cell.rjust(widths[k]) if MAP_COLUMNS[k] == "size" else
+                 cell if k == last else cell.ljust(widths[k])
+                 for k, cell in enumerate(cells)]
+        return " ".join(parts).rstrip()
+
+    yield title
+    yield line(MAP_COLUMNS)
+    yield " ".join("─" * w for w in widths)
+    for cells, _ in rows:
+        yield line(cells)
+
+
+def print_map(console: Console, layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat,
+              *, full: bool = False, title: str = "region map",
+              advance: Callable[[int, int], None] | None = None) -> None:
+    """The region map: a rich table on a terminal when it is small, else plain lines.
+
+    `advance(done, total)` is told the lines written so far, for a progress display.
+    """
+    rows = map_rows(layout, fmt, full=full)
+    if console.is_terminal and len(rows) <= RICH_MAP_MAX_ROWS:
+        console.print(_rows_table(rows, title))
+        return
+    out = console.file
+    total = len(rows) + 3
+    for done, text in enumerate(map_lines(rows, title), 1):
+        out.write(text + "\n")
+        if advance is not None and (done % 1000 == 0 or done == total):
+            advance(done, total)
 
 
 def counts_table(counts: Mapping[str, Mapping[str, int]], title: str = "totals") -> Table:
@@ -378,11 +483,18 @@ def summary_text(report: Report) -> str:
     return ", ".join(parts)
 
 
-def print_final_text(console: Console, report: Report) -> None:
-    """After the per-call lines: region map of both roots, totals, summary."""
+def print_final_text(console: Console, report: Report, *, full_map: bool = False,
+                     layout: Mapping[str, list[RegionInfo]] | None = None,
+                     advance: Callable[[int, int], None] | None = None) -> None:
+    """After the per-call lines: region map of both roots, totals, summary.
+
+    Runs of alike regions share a row unless `full_map`; `layout` saves taking a
+    second snapshot; `advance` as for `print_map`.
+    """
     fmt = address_format(report)
     console.print()
-    console.print(map_table(report.layout(), fmt))
+    print_map(console, report.layout() if layout is None else layout, fmt,
+              full=full_map, advance=advance)
     console.print()
     console.print(counts_table(report.counts()))
     console.print()
