@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sgx_emm import Enclave, flags
+from sgx_emm import Enclave, draw, flags
 from sgx_emm.cost import CostModel
 from sgx_emm.draw import Recording
 from sgx_emm.draw.perfetto import PID_ENCLAVE, PID_KERNEL, PID_URTS, trace_events, write_trace
@@ -118,3 +118,13 @@ def test_a_python_run_can_be_recorded_and_written(tmp_path: Path) -> None:
     with enc.enter():
         enc.emm.alloc(None, 0x1000, flags.COMMIT_NOW)
     assert len(rec.events()) == n
+
+
+def test_record_is_the_python_call_on_a_trace(tmp_path: Path) -> None:
+    enc = Enclave.create()
+    with draw.record(enc.trace) as rec, enc.enter():
+        enc.emm.alloc(None, 0x1000, flags.COMMIT_NOW)
+    out = tmp_path / "t.json"
+    draw.write_trace(rec, str(out))
+    events = check_format(json.loads(out.read_text()))
+    assert {"ecall", "EAUG", "EACCEPT", "mmap"} <= {e["name"] for e in events}

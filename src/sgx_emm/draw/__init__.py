@@ -13,6 +13,17 @@ map and EPC use as SVG), `report` (one self-contained HTML page), `svg` (the
 drawing library, with a clear message when it is missing).
 """
 
+from typing import Any
+
+from sgx_emm.draw.perfetto import trace_events, write_trace
 from sgx_emm.draw.recording import CallRecord, Recording, record_replay
 
-__all__ = ["CallRecord", "Recording", "record_replay"]
+
+def record(source: Any) -> Recording:
+    """Start recording every event of a `Trace` (or of an enclave's trace, which
+    also tells the enclave's threads and ranges); a context manager that detaches.
+    `write_trace(recording, "run.json")` then writes it for ui.perfetto.dev."""
+    return Recording().attach(source)
+
+
+__all__ = ["CallRecord", "Recording", "record", "record_replay", "trace_events", "write_trace"]

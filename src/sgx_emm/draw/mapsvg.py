@@ -38,6 +38,9 @@ COMMITTED_FILL = "#263238"
 TYPE_STROKE = {"REG": "#37474f", "TCS": "#ef6c00", "TRIM": "#c62828", "SS_FIRST": "#6a1b9a",
                "SS_REST": "#6a1b9a"}
 META_STROKE = "#00838f"
+#: A stripe along the top of each region says its permissions at a glance.
+PROT_STRIPE = {"r--": "#43a047", "rw-": "#1e88e5", "r-x": "#fb8c00", "rwx": "#e53935",
+               "---": "#9e9e9e"}
 ROOT_COLOURS = {"rts": "#6a1b9a", "user": "#1565c0"}
 
 
@@ -174,6 +177,7 @@ def map_svg(layout: Mapping[str, Sequence[RegionInfo]], *, base: int, size: int,
         dw.append(g)
 
     labelled = 0
+    last_label = -1e9          # rotated labels closer than a line height would overlap
     for seg, (sx, sw) in zip(segs, xs, strict=True):
         r = seg.region
         if r is None:
@@ -206,6 +210,8 @@ def map_svg(layout: Mapping[str, Sequence[RegionInfo]], *, base: int, size: int,
         stroke = META_STROKE if r.is_meta else TYPE_STROKE.get(ptype, "#37474f")
         g.append(d.Rectangle(sx + 0.5, BAR_Y, max(sw - 1, 1), BAR_H, fill=fill, stroke=stroke,
                              stroke_width=3 if r.is_meta or ptype != "REG" else 1))
+        g.append(d.Rectangle(sx + 0.5, BAR_Y, max(sw - 1, 1), 5,
+                             fill=PROT_STRIPE.get(prot, "#8d6e63"), class_="prot"))
         # committed pages, to scale inside the region
         cells = max(1, min(int(sw), r.pages))
         fractions = _committed_cells(r.runs, r.pages, cells)
@@ -227,8 +233,9 @@ def map_svg(layout: Mapping[str, Sequence[RegionInfo]], *, base: int, size: int,
         if r.is_meta and sw > 26:
             g.append(d.Text("meta", 10, sx + sw / 2, BAR_Y + 35, text_anchor="middle",
                             font_family=FONT, fill=META_STROKE))
-        if labelled < 80:
+        if labelled < 80 and sx + sw / 2 - last_label >= 13:
             lx, ly = sx + sw / 2, BAR_Y + BAR_H + 8
+            last_label = lx
             g.append(d.Text(f"{addr_text(r.start)} {human_size(r.size)}", 10, lx, ly,
                             font_family=FONT, transform=f"rotate(40 {lx} {ly})"))
             labelled += 1
@@ -242,6 +249,7 @@ def map_svg(layout: Mapping[str, Sequence[RegionInfo]], *, base: int, size: int,
 def _legend(d: ModuleType, dw: Any, y: float, guard: Any, hatch: Any) -> None:
     items: list[tuple[str, object, str]] = [(f"mode {k}", v, "#37474f")
                                             for k, v in MODE_FILL.items()]
+    items += [(f"prot {k}", v, v) for k, v in PROT_STRIPE.items()]
     items += [("committed pages", COMMITTED_FILL, COMMITTED_FILL),
               ("metadata reserve", "white", META_STROKE),
               ("TCS page type", "white", TYPE_STROKE["TCS"]),
@@ -250,10 +258,12 @@ def _legend(d: ModuleType, dw: Any, y: float, guard: Any, hatch: Any) -> None:
     g = d.Group(class_="legend")
     x = float(LEFT)
     for name, fill, stroke in items:
-        g.append(d.Rectangle(x, y, 14, 14, fill=fill, stroke=stroke,
-                             stroke_width=2))
+        width = 30 + 7.2 * len(name)
+        if x + width > WIDTH - LEFT:        # wrap to a second row
+            x, y = float(LEFT), y + 22
+        g.append(d.Rectangle(x, y, 14, 14, fill=fill, stroke=stroke, stroke_width=2))
         g.append(d.Text(name, 11, x + 18, y + 11, font_family=FONT))
-        x += 30 + 6.6 * len(name)
+        x += width
     dw.append(g)
 
 
