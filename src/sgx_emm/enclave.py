@@ -17,7 +17,7 @@ import errno
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sgx_emm.books import BooksDisagree, Difference, check_books
 from sgx_emm.emm import EnclaveMemoryManager
@@ -53,6 +53,16 @@ from sgx_emm.runtime.layout import NSSA, EntryKind, ImageLayout, build_layout
 from sgx_emm.runtime.trts import LeafIssuer, OcallTarget, TrustedPrimitives, TrustedRuntime
 from sgx_emm.runtime.urts import UntrustedRuntime
 from sgx_emm.trace import Trace
+
+if TYPE_CHECKING:
+    import os
+
+    from sgx_emm.services.config import EnclaveConfig
+    from sgx_emm.services.heap import Heap
+    from sgx_emm.services.loader import Loader
+    from sgx_emm.services.mman import Mman
+    from sgx_emm.services.stack import StackView
+    from sgx_emm.services.threads import ThreadContexts, Threads
 
 T = TypeVar("T")
 #: Builds the untrusted runtime's ocall services for one loaded enclave.
@@ -136,6 +146,13 @@ class ThreadContext:
     def emodpe(self, secinfo: int, addr: int) -> int:
         return self._run(lambda: self.thread.emodpe(secinfo, addr))
 
+    @property
+    def stack(self) -> StackView:
+        """This thread's stack: `top`, `committed`, `max`, `touch(depth)` (services.stack)."""
+        from sgx_emm.services.stack import StackView
+
+        return StackView(self)
+
 
 class Enclave:
     """One loaded enclave on its own simulated machine."""
@@ -158,6 +175,10 @@ class Enclave:
         #: TCSes that broke while in use (never handed out again)
         self._retired: set[int] = set()
         self._tcs_lock = threading.Lock()
+        self._entered: dict[int, int] = {}     # TCS -> entries through it now
+        self._config: EnclaveConfig | None = None
+        self._services: dict[str, object] = {}
+        self._services_lock = threading.RLock()
         self._dead: BaseException | None = None
         self.runtime = TrustedRuntime(base, size, untrusted, self.dispatcher, self.trace,
                                       self._ocall_bridge)
@@ -174,8 +195,9 @@ class Enclave:
         user_size: int | None = None,
         epc_pages: int | None = None,
         emalloc_initial: int = 0x10000,
-        threads: int = 4,
+        threads: int | None = None,
         *,
+        config: EnclaveConfig | str | os.PathLike[str] | None = None,
         sgx2: bool = True,
         reclaim: bool = False,
         leaky_emalloc: bool = True,
@@ -191,18 +213,23 @@ class Enclave:
         builds the ocall services: pass a subclass
         of `UntrustedRuntime` that skips, repeats or lies to model a hostile OS
         (the trusted side must cope using only what the hardware tells it).
+
+        `config` sizes the image as the Intel SDK's config.xml does: an
+        `sgx_emm.services.EnclaveConfig`, or the path of a config.xml (heap, stacks,
+        TCSNum/TCSMaxNum/TCSMinPool/TCSPolicy, reserved memory, user region). Without
+        it the image is `EnclaveConfig()`'s, with `threads` TCSes (default 4).
         """
         if size <= 0 or size & (size - 1) or size < 1 << 20:
             raise ValueError("size must be a power of two of at least 1 MiB (SECS.SIZE)")
         if base <= 0 or base % size:
             raise ValueError("base must be non-zero and aligned to size (SECS.BASEADDR)")
-        if threads < 1:
-            raise ValueError("threads must be at least 1")
-        layout = build_layout(threads)
+        cfg = _resolve_config(config, threads)
+        layout = cfg.layout() if config is not None else build_layout(cfg.tcs_num)
         if user_base is None:
-            user_base = base + size // 2
+            user_base = (base + size // 2 if not cfg.user_region_size
+                         else base + layout.image_size)
         if user_size is None:
-            user_size = base + size - user_base
+            user_size = cfg.user_region_size or base + size - user_base
         user_end = user_base + user_size
         if (user_base % PAGE_SIZE or user_size <= 0 or user_size % PAGE_SIZE
                 or user_base < base + layout.image_size or user_end > base + size):
@@ -218,8 +245,16 @@ class Enclave:
         fd = _load_image(machine, layout, base, size)
         enclave = cls(machine, layout, base, size, user_base, user_end, fd,
                       untrusted_runtime(machine.kernel, fd))
+        enclave._config = cfg
         enclave._trusted_init(emalloc_initial, leaky_emalloc, emalloc_legacy_2022,
                               emalloc_merge_right)
+        from sgx_emm.services.stack import stack_overflow_cause
+
+        enclave.dispatcher.add_fatal_check(lambda record: stack_overflow_cause(enclave, record))
+        if cfg.heap_init_size > cfg.heap_min_size:
+            from sgx_emm.services.heap import commit_initial_heap
+
+            commit_initial_heap(enclave)
         return enclave
 
     def _trusted_init(self, emalloc_initial: int, leaky_emalloc: bool,
@@ -251,6 +286,11 @@ class Enclave:
         """An ecall: EENTER on `tcs` (default: a free load-time TCS) until the block ends."""
         self._check_alive()
         chosen = tcs if tcs is not None else self._take_tcs()
+        # an explicit TCS that sits in the free pool is taken out of it meanwhile,
+        # so a concurrent enter() without a TCS does not pick the busy one
+        borrowed = tcs is not None and self._borrow_tcs(tcs)
+        with self._tcs_lock:
+            self._entered[chosen] = self._entered.get(chosen, 0) + 1
         try:
             run = Run(chosen, user_handler=self._untrusted_exception_handler)
             try:
@@ -271,8 +311,46 @@ class Enclave:
                 stack.pop()
                 inline.__exit__(None, None, None)
         finally:
-            if tcs is None and chosen not in self._retired:
+            with self._tcs_lock:
+                left = self._entered[chosen] - 1
+                if left:
+                    self._entered[chosen] = left
+                else:
+                    del self._entered[chosen]
+            if (tcs is None or borrowed) and chosen not in self._retired:
                 self._give_tcs(chosen)
+
+    def _borrow_tcs(self, tcs: int) -> bool:
+        with self._tcs_lock:
+            if tcs in self._free_tcs:
+                self._free_tcs.remove(tcs)
+                return True
+            return False
+
+    def take_tcs(self) -> int | None:
+        """Take a free TCS of the image out of the pool (None if every one is busy);
+        for runtimes that schedule threads themselves (`services.threads`)."""
+        with self._tcs_lock:
+            return self._free_tcs.pop() if self._free_tcs else None
+
+    def give_tcs(self, tcs: int) -> None:
+        """Put a TCS taken with `take_tcs` back into the pool."""
+        self._give_tcs(tcs)
+
+    def free_tcs_count(self) -> int:
+        """How many TCSes of the image are free now."""
+        with self._tcs_lock:
+            return len(self._free_tcs)
+
+    def tcs_busy(self, tcs: int) -> bool:
+        """Whether a thread is inside the enclave through `tcs` now."""
+        with self._tcs_lock:
+            return tcs in self._entered
+
+    def current(self) -> ThreadContext | None:
+        """The calling Python thread's innermost entry into this enclave, if any."""
+        thread = self._current_thread()
+        return ThreadContext(self, thread) if thread is not None else None
 
     def _take_tcs(self) -> int:
         with self._tcs_lock:
@@ -386,6 +464,73 @@ class Enclave:
         """`sgx_unregister_exception_handler`: False if it was not registered."""
         return self.dispatcher.unregister(handler)
 
+    # ------------------------------------------------------------ services
+    @property
+    def config(self) -> EnclaveConfig:
+        """The configuration the image was laid out from (`EnclaveConfig()` by default)."""
+        if self._config is None:
+            from sgx_emm.services.config import EnclaveConfig
+
+            self._config = EnclaveConfig(tcs_num=len(self.tcs_addresses))
+        return self._config
+
+    def _service(self, name: str, make: Callable[[], object]) -> object:
+        """Build a service on first use: creation stays as cheap as without services."""
+        with self._services_lock:
+            service = self._services.get(name)
+            if service is None:
+                service = self._services[name] = make()
+            return service
+
+    @property
+    def thread_contexts(self) -> ThreadContexts:
+        """Where each thread's TCS, SSA, stack and TLS lie; builds and trims dynamic ones."""
+        from sgx_emm.services.threads import ThreadContexts
+
+        return self._service("contexts",  # type: ignore[return-value]
+                             lambda: ThreadContexts(self, self.config))
+
+    def add_thread(self) -> int:
+        """Build a new thread as the SDK does on EDMM hardware (TCS with a valid image,
+        SSA frames, a stack under StackMaxSize of on-demand space, a TLS page, then
+        modify_type(TCS)) and return its TCS address, which `enter(tcs=...)` enters.
+        Bounded by TCSMaxNum (RuntimeError); EmmError(ENOMEM) when memory runs out."""
+        return self.thread_contexts.add()
+
+    def remove_thread(self, tcs: int) -> None:
+        """Trim a thread made by `add_thread` (every page of its context).
+        ValueError for a TCS of the image, an unknown address or a TCS in use."""
+        self.thread_contexts.remove(tcs)
+
+    @property
+    def heap(self) -> Heap:
+        """The trusted heap (`malloc`, `free`, `realloc`, `calloc`, `stats`)."""
+        from sgx_emm.services.heap import Heap
+
+        return self._service("heap", lambda: Heap(self, self.config))  # type: ignore[return-value]
+
+    @property
+    def mman(self) -> Mman:
+        """POSIX `mmap`, `munmap`, `mprotect`, `madvise` inside the enclave."""
+        from sgx_emm.services.mman import Mman
+
+        return self._service("mman", lambda: Mman(self))  # type: ignore[return-value]
+
+    @property
+    def threads(self) -> Threads:
+        """Run functions on enclave threads: `create(fn, *args)`, `join(handle)`."""
+        from sgx_emm.services.threads import Threads
+
+        return self._service(  # type: ignore[return-value]
+            "threads", lambda: Threads(self, self.thread_contexts, self.config))
+
+    @property
+    def loader(self) -> Loader:
+        """Load code into executable pages (`load(code)`, `unload(addr)`), W^X."""
+        from sgx_emm.services.loader import Loader
+
+        return self._service("loader", lambda: Loader(self))  # type: ignore[return-value]
+
     # ------------------------------------------------------------ outside views
     def check(self, *, raise_on_difference: bool = False) -> list[Difference]:
         """The manager's books against the EPCM and page tables: [] when they agree.
@@ -401,6 +546,23 @@ class Enclave:
     def host_read(self, addr: int, n: int) -> bytes:
         """Read enclave memory from outside: 0xFF bytes, as on hardware."""
         return self.machine.host_read(addr, n)
+
+
+def _resolve_config(config: EnclaveConfig | str | os.PathLike[str] | None,
+                    threads: int | None) -> EnclaveConfig:
+    """The configuration `create` lays the image out from; `threads` is TCSNum."""
+    from sgx_emm.services.config import EnclaveConfig, load_config
+
+    if config is None:
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or threads < 1):
+            raise ValueError("threads must be at least 1")
+        return EnclaveConfig(tcs_num=4 if threads is None else threads)
+    cfg = load_config(config)
+    if threads is not None and threads != cfg.tcs_num:
+        raise ValueError(f"threads={threads} disagrees with the configuration's TCSNum "
+                         f"{cfg.tcs_num}; give one of them")
+    return cfg
 
 
 def _crash(what: str, exc: FaultReported) -> EnclaveCrashed:

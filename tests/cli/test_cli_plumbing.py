@@ -114,10 +114,10 @@ def test_unreadable_files_exit_1_with_a_clear_message(made: list[dict[str, Any]]
 def test_strict_stops_with_status_1_at_the_first_bad_line(made: list[dict[str, Any]],
                                                           tmp_path: Path) -> None:
     path = write(tmp_path, {"op": "alloc", "size": 4096, "flags": "RESERVE"},
-                 {"op": "mmap", "size": 4096}, {"op": "alloc", "size": 4096, "flags": "RESERVE"})
+                 {"op": "mremap", "size": 4096}, {"op": "alloc", "size": 4096, "flags": "RESERVE"})
     got = invoke("replay", path, "--strict", "--format", "json")
     assert got.exit_code == 1
-    assert f"{path}: line 1: unknown op 'mmap' (stopped: --strict)" in got.output
+    assert f"{path}: line 1: unknown op 'mremap' (stopped: --strict)" in got.output
     objs = [json.loads(line) for line in got.output.splitlines() if line.startswith("{")]
     assert [o["line"] for o in objs] == [0, 1]  # nothing after the stop, no final object
     assert invoke("replay", path, "--format", "json").exit_code == 0  # not strict: runs on

@@ -114,7 +114,7 @@ def test_bad_lines_and_references_to_failed_lines(tmp_path: Path) -> None:
         {"op": "alloc", "size": "0x1000", "flags": "COMMIT_NOW|SYSTEM"},  # 0: EINVAL
         {"op": "commit", "addr": "$0", "size": "0x1000"},  # 1: $0 failed
         '{"op": "alloc", "size": ',  # 2: malformed
-        {"op": "munmap", "addr": "u+0", "size": 1},  # 3: unknown op
+        {"op": "mremap", "addr": "u+0", "size": 1},  # 3: unknown op
         {"op": "commit", "addr": "u+0"},  # 4: missing field
         {"op": "alloc", "size": 4096, "flags": "COMMIT_SOON"},  # 5: bad flag name
         {"op": "modify_permissions", "addr": "$3", "size": 4096, "prot": "READ"},  # 6
@@ -127,7 +127,7 @@ def test_bad_lines_and_references_to_failed_lines(tmp_path: Path) -> None:
     assert r[1]["error"] == "commit.addr: $0 names line 0, which has no address: it failed " \
                             "(EINVAL)"
     assert r[2]["error"].startswith("malformed JSON") and "op" not in r[2]
-    assert r[3] == {"line": 3, "op": "munmap", "error": "unknown op 'munmap'"}
+    assert r[3] == {"line": 3, "op": "mremap", "error": "unknown op 'mremap'"}
     assert r[4] == {"line": 4, "op": "commit", "error": 'commit: missing field "size"'}
     assert r[5]["error"] == "alloc.flags: unknown flags name 'COMMIT_SOON'"
     assert "it is not a valid line" in r[6]["error"]
@@ -223,7 +223,7 @@ EXAMPLE_DATA = {5: "c0ffee", 8: "00000000", 11: "c3", 14: "c3", 22: "ab", 34: "1
 def test_the_bundled_example_runs_every_line_as_intended() -> None:
     objs, final = replay_json()
     r = by_line(objs)
-    assert len(r) == 46 and all("error" not in o for o in objs), objs
+    assert len(r) == 47 and all("error" not in o for o in objs), objs
     assert [o["line"] for o in objs if not o["as_expected"]] == []
     assert final["summary"]["unexpected"] == 0 and "dead" not in final["summary"]
     for line, data in EXAMPLE_DATA.items():
@@ -240,6 +240,8 @@ def test_the_bundled_example_runs_every_line_as_intended() -> None:
     assert r[18]["counts"]["ioctl"] == {"MODIFY_TYPES": 1}
     assert r[18]["counts"]["leaf"]["EMODT"] == 1
     assert r[19]["counts"].get("ioctl") is None  # already a TCS: nothing to do
+    # ... and entered: a whole ecall through it from another thread
+    assert r[46]["counts"]["entry"] == {"EENTER": 2, "EEXIT": 2}
     assert [o["op"] for o in objs if o["op"].startswith("mm_")] == [
         "mm_alloc", "mm_commit", "mm_uncommit", "mm_commit_data", "mm_modify_permissions",
         "mm_commit", "mm_modify_type", "mm_dealloc", "mm_init_ema", "mm_init_ema"]
@@ -253,14 +255,14 @@ def test_the_bundled_example_in_text_shows_nothing_unexpected() -> None:
     done = sgx_emm("replay")
     assert done.returncode == 0, done.stderr
     assert "UNEXPECTED" not in done.stdout and "error:" not in done.stdout
-    assert done.stdout.splitlines()[-1] == "46 calls, 5 failed, 0 not run"
+    assert done.stdout.splitlines()[-1] == "47 calls, 5 failed, 0 not run"
 
 
 def test_the_runner_as_a_library_takes_enclave_options() -> None:
     from sgx_emm.replay import example_lines, run
 
     report = run(example_lines(), threads=4)
-    assert report.unexpected == 0 and report.calls == 46 and report.dead is None
+    assert report.unexpected == 0 and report.calls == 47 and report.dead is None
     assert report.counts()["leaf"]["EAUG"] > 0
     report = run(example_lines(), threads=2)  # lines on threads 2 and 3 cannot run
     assert [(r.line, r.error) for r in report.results if r.error] == [

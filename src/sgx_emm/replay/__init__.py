@@ -68,3 +68,6 @@ __all__ = [
     "parse_flags", "parse_line", "parse_number", "read_lines", "register_op", "run",
     "snapshot_layout",
 ]
+
+# the services' ops (malloc, mmap, thread_create, load_code, ...) are always available
+import sgx_emm.services.replay_ops  # noqa: E402,F401,I001  (registers its ops)

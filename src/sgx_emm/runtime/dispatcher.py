@@ -38,6 +38,8 @@ class ExceptionRecord:
 
 #: A registered (non-EMM) handler: sees every exception, returns a handler result.
 ExceptionHandler = Callable[[ExceptionRecord], int]
+#: A check run before any handler: the cause of a fatal exception, or None.
+FatalCheck = Callable[[ExceptionRecord], "str | None"]
 
 
 class ExceptionDispatcher:
@@ -47,6 +49,7 @@ class ExceptionDispatcher:
         self._trace = trace
         self._pfhandler: PfHandler | None = None
         self._handlers: list[ExceptionHandler] = []
+        self._fatal_checks: list[FatalCheck] = []
         self._lock = threading.Lock()
         self.crashed: EnclaveCrashed | None = None
 
@@ -66,6 +69,13 @@ class ExceptionDispatcher:
             else:
                 self._handlers.append(handler)
 
+    def add_fatal_check(self, check: FatalCheck) -> None:
+        """A check that runs before every handler, as the SDK's trts checks for a stack
+        overflow before it dispatches (a thread whose stack is gone cannot run a
+        handler): when it names a cause, the enclave crashes with it."""
+        with self._lock:
+            self._fatal_checks.append(check)
+
     def unregister(self, handler: ExceptionHandler) -> bool:
         with self._lock:
             try:
@@ -82,6 +92,10 @@ class ExceptionDispatcher:
         """
         if self.crashed is not None:
             raise self.crashed
+        for check in tuple(self._fatal_checks):
+            cause = check(record)
+            if cause:
+                self._crash(record, cause)
         pfhandler = self._pfhandler
         if (record.vector == VECTOR_PF and pfhandler is not None
                 and pfhandler(record.pfinfo) == EXCEPTION_CONTINUE_EXECUTION):
@@ -97,5 +111,16 @@ class ExceptionDispatcher:
             f"unhandled enclave exception: vector {record.vector}, "
             f"address {record.maddr:#x}, error code {record.errcd:#x}",
             vector=record.vector, errcd=record.errcd, addr=record.maddr)
+        self.crashed = crash
+        raise crash
+
+    def _crash(self, record: ExceptionRecord, cause: str) -> None:
+        """End the enclave for an exception a fatal check diagnosed."""
+        self._trace.emit(HANDLER, "fatal", vector=record.vector, maddr=record.maddr,
+                         errcd=record.errcd)
+        crash = EnclaveCrashed(
+            f"{cause}: vector {record.vector}, address {record.maddr:#x}, "
+            f"error code {record.errcd:#x}",
+            vector=record.vector, errcd=record.errcd, addr=record.maddr, cause=cause)
         self.crashed = crash
         raise crash

@@ -6,6 +6,12 @@ and the trusted runtime (which builds one EMA per entry at init: `mm_init_ema` f
 static and guard entries, `mm_alloc(COMMIT_ON_DEMAND|FIXED)` for post-added ones)
 read. Keeping one table here keeps those two sides in agreement, as in the SDK.
 The image occupies the bottom of ELRANGE; the user range lies above it.
+
+The sizes come from the enclave's configuration (`sgx_emm.services.config`, the
+SDK's config.xml): the heap's committed part and its reserve up to the maximum,
+each thread's committed stack under its on-demand part, and the optional
+reserved-memory area. With no configuration the defaults give a small image that
+still has one of each kind of entry.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from sgx_emm.flags import (
     PROT_NONE,
     PROT_READ_EXEC,
     PROT_READ_WRITE,
+    PROT_READ_WRITE_EXEC,
 )
 
 #: The manager's fixed metadata area (emalloc's `meta_reserve`) lives in .data.
@@ -95,6 +102,9 @@ def build_layout(
     heap_max_pages: int = 64,
     stack_init_pages: int = 2,
     stack_max_pages: int = 8,
+    reserved_init_pages: int = 0,
+    reserved_max_pages: int = 0,
+    reserved_executable: bool = False,
 ) -> ImageLayout:
     """Lay the image out from offset 0 upward; sizes in pages.
 
@@ -102,9 +112,21 @@ def build_layout(
     RW data, a static heap part plus a post-added heap that grows up, per-thread
     guard pages, a stack whose dynamic part grows down, a TCS, SSA frames and TLS),
     so the rts root after init looks like a real SDK enclave's, only smaller.
+    The reserved-memory area (the SDK's ReservedMem, a region the enclave manages
+    itself) is added after the threads only when configured, so the default image
+    keeps its addresses.
     """
     if threads < 1:
         raise ValueError("an enclave needs at least one thread (TCS)")
+    if not 0 <= heap_init_pages <= heap_max_pages:
+        raise ValueError(f"heap: {heap_init_pages} initial pages must lie within 0.."
+                         f"{heap_max_pages} (the maximum)")
+    if not 0 < stack_init_pages <= stack_max_pages:
+        raise ValueError(f"stack: {stack_init_pages} initial pages must lie within 1.."
+                         f"{stack_max_pages} (the maximum)")
+    if not 0 <= reserved_init_pages <= reserved_max_pages:
+        raise ValueError(f"reserved memory: {reserved_init_pages} initial pages must lie "
+                         f"within 0..{reserved_max_pages} (the maximum)")
     entries: list[LayoutEntry] = []
     offset = 0
 
@@ -132,5 +154,11 @@ def build_layout(
         add("tcs", 1, EntryKind.STATIC, PROT_NONE, page_type=PAGE_TYPE_TCS, thread=t)
         add("ssa", NSSA, EntryKind.STATIC, PROT_READ_WRITE, thread=t)
         add("tls", 1, EntryKind.STATIC, PROT_READ_WRITE, thread=t)
+    if reserved_max_pages:
+        rprot = PROT_READ_WRITE_EXEC if reserved_executable else PROT_READ_WRITE
+        add("guard", 1, EntryKind.GUARD)
+        add("reserved", reserved_init_pages, EntryKind.STATIC, rprot)
+        add("reserved_dyn", reserved_max_pages - reserved_init_pages, EntryKind.DYNAMIC,
+            rprot)
     add("guard", 1, EntryKind.GUARD)
     return ImageLayout(tuple(entries), offset)
