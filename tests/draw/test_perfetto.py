@@ -128,3 +128,28 @@ def test_record_is_the_python_call_on_a_trace(tmp_path: Path) -> None:
     draw.write_trace(rec, str(out))
     events = check_format(json.loads(out.read_text()))
     assert {"ecall", "EAUG", "EACCEPT", "mmap"} <= {e["name"] for e in events}
+
+
+def test_a_python_run_on_two_threads_gets_a_track_each() -> None:
+    import threading
+
+    enc = Enclave.create()
+    tcs = enc.tcs_addresses
+    done = threading.Barrier(2)
+
+    def work(k: int) -> None:
+        with enc.enter(tcs=tcs[k]):
+            enc.emm.alloc(None, 0x1000, flags.COMMIT_NOW)
+            done.wait()
+
+    with draw.record(enc) as rec:
+        workers = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    runs = rec.calls
+    assert sorted(c.thread for c in runs) == [0, 1] and {c.op for c in runs} == {"run"}
+    events = trace_events(rec)["traceEvents"]
+    ecalls = [e for e in events if e["ph"] == "X" and e["cat"] == "ecall"]
+    assert sorted(e["tid"] for e in ecalls) == [1, 2]

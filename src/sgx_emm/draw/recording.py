@@ -54,10 +54,9 @@ class Recording:
 
     def __init__(self, tcs_addresses: list[int] | None = None) -> None:
         self.closed: list[CallRecord] = []
-        self._pending: list[Event] = []
+        self._pending: list[tuple[Event, int]] = []    # (event, enclave thread)
         self._tcs_index = {t: i for i, t in enumerate(tcs_addresses or [])}
         self._thread_of: dict[int, int] = {}     # Python thread id -> enclave thread
-        self._first_thread: int | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.base = 0
         self.size = 0
@@ -98,32 +97,38 @@ class Recording:
         self.detach()
 
     def _on_event(self, event: Event) -> None:
-        if event.category == ENTRY and isinstance(event.details.get("tcs"), int):
-            thread = self._tcs_index.get(event.details["tcs"], 0)
-            self._thread_of[threading.get_ident()] = thread
-            if self._first_thread is None:
-                self._first_thread = thread
-        self._pending.append(event)
+        ident = threading.get_ident()
+        tcs = event.details.get("tcs")
+        if event.category == ENTRY and isinstance(tcs, int):
+            # a TCS added after attach gets the next number
+            thread = self._tcs_index.setdefault(tcs, len(self._tcs_index))
+            self._thread_of[ident] = thread
+        else:
+            thread = self._thread_of.get(ident, 0)
+        self._pending.append((event, thread))     # one append: atomic across threads
 
     def end_call(self, result: CallResult, args: dict[str, Any] | None = None,
                  note: str | None = None) -> CallRecord:
         """Close the events since the last call as the call `result` reports."""
-        record = CallRecord(result.line, result.op or "?", result.thread, self._pending,
-                            result, dict(args or {}), note)
-        self._pending = []
-        self._first_thread = None
+        pending, self._pending = self._pending, []
+        record = CallRecord(result.line, result.op or "?", result.thread,
+                            [e for e, _ in pending], result, dict(args or {}), note)
         self.closed.append(record)
         return record
 
     # -- reading
     @property
     def calls(self) -> list[CallRecord]:
-        """The closed calls, then the events not closed yet as one `run` call."""
-        if not self._pending:
-            return list(self.closed)
-        thread = self._first_thread if self._first_thread is not None else 0
+        """The closed calls, then the events not closed yet as one `run` call per
+        enclave thread (in the order the threads first appear)."""
+        runs: dict[int, CallRecord] = {}
         line = self.closed[-1].line + 1 if self.closed else 0
-        return [*self.closed, CallRecord(line, "run", thread, list(self._pending))]
+        for event, thread in list(self._pending):
+            run = runs.get(thread)
+            if run is None:
+                run = runs[thread] = CallRecord(line + len(runs), "run", thread)
+            run.events.append(event)
+        return [*self.closed, *runs.values()]
 
     def events(self) -> list[Event]:
         return [e for c in self.calls for e in c.events]
