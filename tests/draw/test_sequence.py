@@ -145,3 +145,13 @@ def test_choose_calls_refuses_unknown_lines(tour: tuple[Report, Recording],
         return
     with pytest.raises(NoSuchLine, match="line 99 is not a call"):
         choose_calls(tour[1], bad)
+
+
+def test_a_failing_call_returns_its_reason(tour: tuple[Report, Recording]) -> None:
+    _, rec = tour
+    call = next(c for c in rec.closed if c.line == 3)      # SYSTEM in the public API
+    flow = interpret(call, rec)
+    back = [m for m in flow.messages if m.src == EMM and m.dst == ENCLAVE]
+    assert len(back) == 1
+    assert back[0].style == "return" and back[0].label.startswith("EINVAL: ")
+    assert "SYSTEM" in back[0].label and len(back[0].label) <= len("EINVAL: ") + 72

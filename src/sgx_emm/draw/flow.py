@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sgx_emm.cost import CostModel
 from sgx_emm.draw.recording import CallRecord, Recording
@@ -47,6 +46,14 @@ C_NAMES = {
     "fault": "sgx_mm_enclave_pfhandler",
 }
 ACCESS_OPS = frozenset({"read", "write", "fetch"})
+_SUCCESS = (0, "CONTINUE_EXECUTION", "CONTINUE_SEARCH")
+#: Longest reason shown on a return arrow.
+REASON_CHARS = 72
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 1] + "…"
 
 _ADDRESS_KEYS = frozenset({"addr", "src", "dest", "target", "maddr", "tcs", "base"})
 _PAGE_TYPES = {0: "SECS", 1: "TCS", 2: "REG", 3: "VA", 4: "TRIM", 5: "SS_FIRST", 6: "SS_REST"}
@@ -287,6 +294,9 @@ class _Interpreter:
                 ret = f"0, {self.rec.address(result.addr)}"
             else:
                 ret = str(result.ret)
+                why = result.reason or result.detail
+                if why and result.ret not in _SUCCESS:
+                    ret = f"{ret}: {_shorten(why)}"
         where = args.pop("addr", None)
         if result is not None and result.target is not None:
             where = self.rec.address(result.target)
@@ -490,7 +500,3 @@ def used_lifelines(flows: Iterable[CallFlow]) -> list[str]:
     used = {m.src for f in flows for m in f.messages} | \
         {m.dst for f in flows for m in f.messages}
     return [name for name in LIFELINES if name in used]
-
-
-def describe(args: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in args.items())

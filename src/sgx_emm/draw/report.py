@@ -76,7 +76,8 @@ def report_html(report: Report, rec: Recording, *, name: str = "replay",
 
     # calls
     add('<h2 id="calls">Calls</h2><table class="calls"><thead><tr><th>line</th><th>op</th>'
-        "<th>thread</th><th>address</th><th>result</th><th>expected</th><th>caused</th>"
+        "<th>thread</th><th>address</th><th>result</th><th>why</th><th>expected</th>"
+        "<th>caused</th>"
         "<th>cycles</th></tr></thead><tbody>")
     for call in rec.closed:
         r = call.result
@@ -86,9 +87,10 @@ def report_html(report: Report, rec: Recording, *, name: str = "replay",
         where = fmt(r.addr if r.addr is not None else r.target) or ""
         ret = f"not run: {r.error}" if r.error is not None else str(r.ret)
         cyc = cycles_of.get(call.line)
+        why = (r.reason or r.detail or "") if call.failed else ""
         add(f'<tr class="{cls}"><td class="num">{call.line}</td><td>{escape(call.op)}</td>'
             f'<td class="num">{r.thread}</td><td><code>{escape(where)}</code></td>'
-            f"<td>{escape(ret)}</td><td>{escape(r.expect or '')}</td>"
+            f"<td>{escape(ret)}</td><td>{escape(why)}</td><td>{escape(r.expect or '')}</td>"
             f"<td>{escape(render.counts_text(r.counts))}</td>"
             f'<td class="num">{"" if cyc is None else f"{cyc:,}"}</td></tr>')
     add("</tbody></table>")

@@ -61,7 +61,8 @@ def call_title(flow: CallFlow) -> str:
     ret = "" if result is None else (f" → {result.ret}" if result.error is None
                                      else f" → not run: {result.error}")
     thread = f" (thread {rec.thread})" if rec.thread else ""
-    note = f" — {rec.note}" if rec.note else ""
+    text = rec.note or (result.note if result is not None else None)
+    note = f" — {text}" if text else ""
     return f"line {rec.line}: {rec.op}{thread}{ret}{note}"
 
 
