@@ -273,6 +273,11 @@ class EnclaveConfig:
             else:
                 raise ConfigError(f"{where}: <{name}> is not an element of the SDK's "
                                   "enclave configuration")
+        for element, key in ELEMENTS.items():
+            given = values.get(key)
+            if key.endswith("_size") and isinstance(given, int) and given % PAGE_SIZE:
+                raise ConfigError(f"{where}: {element} {given:#x} is not a multiple of the "
+                                  f"page size ({PAGE_SIZE:#x})")
         if "heap_init_size" not in values and "heap_min_size" in values:
             # the signing tool: without HeapInitSize the heap starts at its maximum;
             # here it starts at HeapMinSize, as EDMM does after its trim

@@ -31,11 +31,12 @@ def current(enc: Host, what: str) -> Entered:
 
 
 @contextmanager
-def inside(enc: Host) -> Iterator[Entered]:
-    """The caller's entry if it has one, else an ecall on a free TCS for the block."""
+def inside(enc: Host, via: int | None = None) -> Iterator[Entered]:
+    """The caller's entry if it has one, else an ecall for the block, through `via`
+    (a TCS the caller holds) or a free TCS."""
     ctx = enc.current()
     if ctx is not None:
         yield ctx
         return
-    with enc.enter() as entered:
+    with enc.enter(tcs=via) as entered:
         yield entered

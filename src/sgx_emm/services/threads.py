@@ -146,8 +146,11 @@ class ThreadContexts:
         with self._lock:
             return [*self._image.values(), *self._dynamic.values()]
 
-    def add(self) -> int:
+    def add(self, via: int | None = None) -> int:
         """Build a new thread through the manager; returns its TCS address.
+
+        Runs inside the caller's entry, else in an ecall through `via` (a TCS the
+        caller holds and nobody runs on) or a free TCS of the image.
 
         Raises EmmError(ENOMEM) when the user range or the EPC has no room (nothing
         is left behind), and RuntimeError when TCSMaxNum threads exist already (a
@@ -163,7 +166,7 @@ class ThreadContexts:
         on_demand = cfg.stack_max_size - cfg.stack_min_size
         pages_after_guard = 1 + NSSA + 1           # TCS, SSA frames, TLS
         size = PAGE_SIZE + cfg.stack_max_size + PAGE_SIZE + pages_after_guard * PAGE_SIZE
-        with inside(self._enc) as t:
+        with inside(self._enc, via) as t:
             emm = self._enc.emm
             start = emm.alloc(None, size, RESERVE)
             try:
@@ -272,12 +275,16 @@ class Threads:
         if not callable(fn):
             raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
         tcs = self._take()
+        try:
+            self._keep_pool(tcs)
+        except BaseException:
+            self._give_back(tcs)
+            raise
         handle = ThreadHandle(next(self._ids), tcs, fn)
         worker = threading.Thread(target=self._run, args=(handle, args),
                                   name=f"enclave-thread-{handle.ident}", daemon=True)
         handle._thread = worker
         worker.start()
-        self._keep_pool()
         return handle
 
     def join(self, handle: ThreadHandle, timeout: float | None = None) -> Any:
@@ -332,13 +339,17 @@ class Threads:
 
     def _release(self, handle: ThreadHandle) -> None:
         handle.released = True
-        if self._contexts.memory(handle.tcs) is None:
+        self._give_back(handle.tcs)
+
+    def _give_back(self, tcs: int) -> None:
+        memory = self._contexts.memory(tcs)
+        if memory is None:
             return
-        if self._contexts.memory(handle.tcs).dynamic:  # type: ignore[union-attr]
+        if memory.dynamic:
             with self._lock:
-                self._idle.append(handle.tcs)
+                self._idle.append(tcs)
         else:
-            self._enc.give_tcs(handle.tcs)
+            self._enc.give_tcs(tcs)
 
     def _free_count(self) -> int:
         with self._lock:
@@ -349,12 +360,14 @@ class Threads:
         cfg = self._config
         return len(self._contexts.threads()) < cfg.max_threads
 
-    def _keep_pool(self) -> None:
-        """Build dynamic TCSes until TCSMinPool are free (or TCSMaxNum exist)."""
+    def _keep_pool(self, held: int) -> None:
+        """Build dynamic TCSes until TCSMinPool are free (or TCSMaxNum exist), in an
+        ecall through `held`, the TCS just taken for the new thread (the SDK's urts
+        likewise fills its pool before the last free TCS is gone)."""
         cfg = self._config
         while self._free_count() < cfg.tcs_min_pool and self._room():
             try:
-                tcs = self._contexts.add()
+                tcs = self._contexts.add(via=held)
             except (RuntimeError, EmmError):
                 return
             with self._lock:
