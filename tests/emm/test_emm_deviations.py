@@ -31,6 +31,8 @@ from sgx_emm.flags import (
     COMMIT_NOW,
     COMMIT_ON_DEMAND,
     FIXED,
+    PAGE_TYPE_SS_FIRST,
+    PAGE_TYPE_SS_REST,
     PAGE_TYPE_TCS,
     PAGE_TYPE_TRIM,
     PROT_EXEC,
@@ -38,6 +40,7 @@ from sgx_emm.flags import (
     PROT_READ,
     PROT_READ_EXEC,
     PROT_READ_WRITE_EXEC,
+    PROT_WRITE,
     RESERVE,
     SYSTEM,
     aligned,
@@ -159,7 +162,7 @@ def test_partial_uncommit_of_a_prot_none_region_touches_only_that_part() -> None
         call("EMODPE", 0x221, p2), call("EACCEPT", 0x221, p2),
         call("modify_ocall", p1, 2 * PAGE, 0x200, 0x400),
         call("EACCEPT", SECINFO_TRIM, p1), call("EACCEPT", SECINFO_TRIM, p2),
-        call("modify_ocall", p1, 2 * PAGE, 0x400, 0x400),
+        call("modify_ocall", p1, 2 * PAGE, 0x401, 0x401),  # deviation 23: READ
     ]
     regions = [(r.start, r.size, r.prot, list(r.committed)) for r in mgr.regions()
                if not r.is_meta]
@@ -266,3 +269,54 @@ def test_reference_errnos_are_kept() -> None:
     rejects(mgr, rt, errno.EPERM, mgr.alloc, USER_BASE - PAGE, PAGE, COD | FIXED)
     mgr.mm_init_ema(0x11000000, PAGE, 0, R)
     rejects(mgr, rt, errno.EINVAL, mgr.mm_init_ema, 0x11000000, PAGE, 0, R)
+
+
+def test_commit_data_with_write_but_not_read_is_einval() -> None:
+    """Deviation 21: EACCEPTCOPY #GPs on a SECINFO with W but not R; the reference
+    makes the call anyway."""
+    mgr, rt = make()
+    a = mgr.alloc(None, 2 * PAGE, COD)
+    rejects(mgr, rt, errno.EINVAL, mgr.commit_data, a, PAGE, DATA, int(PROT_WRITE))
+    rejects(mgr, rt, errno.EINVAL, mgr.mm_commit_data, a, PAGE, DATA, int(PROT_WRITE))
+    mgr.commit_data(a, PAGE, DATA, R)  # the region itself is fine
+    assert call("EACCEPTCOPY", 0x201, a, DATA) in seq(rt)
+
+
+@pytest.mark.parametrize("page_type", [PAGE_TYPE_SS_FIRST, PAGE_TYPE_SS_REST])
+def test_commit_now_of_a_shadow_stack_type_is_einval(page_type: int) -> None:
+    """Deviation 22: the kernel EAUGs only REG pages and EACCEPT of SS|PENDING #GPs;
+    the reference allocates and EACCEPTs anyway. Other commit modes keep working."""
+    mgr, rt = make()
+    rejects(mgr, rt, errno.EINVAL, mgr.alloc, None, PAGE, NOW | int(page_type))
+    rejects(mgr, rt, errno.EINVAL, mgr.mm_alloc, None, PAGE, NOW | int(page_type))
+    for mode in (COD, RES):
+        a = mgr.alloc(None, PAGE, mode | int(page_type))
+        assert user_spans(mgr)[-1] == (a, PAGE, mode)
+
+
+def test_uncommit_of_a_prot_none_region_notifies_with_the_read_it_now_has() -> None:
+    """Deviation 23: the region is made READ so its pages can be trimmed; the trim
+    notify then carries READ (the reference sends PROT_NONE, after which the
+    untrusted side maps the range PROT_NONE while the region says READ)."""
+    mgr, rt = make()
+    a = mgr.alloc(None, 2 * PAGE, NOW)
+    mgr.modify_permissions(a, 2 * PAGE, int(PROT_NONE))
+    rt.reset()
+    mgr.uncommit(a, 2 * PAGE)
+    assert seq(rt) == [
+        call("modify_ocall", a, 2 * PAGE, 0x200, 0x201),
+        call("EMODPE", 0x221, a), call("EACCEPT", 0x221, a),
+        call("EMODPE", 0x221, a + PAGE), call("EACCEPT", 0x221, a + PAGE),
+        call("modify_ocall", a, 2 * PAGE, 0x200, 0x400),
+        call("EACCEPT", SECINFO_TRIM, a), call("EACCEPT", SECINFO_TRIM, a + PAGE),
+        call("modify_ocall", a, 2 * PAGE, 0x401, 0x401),
+    ]
+    (region,) = [r for r in mgr.regions() if not r.is_meta]
+    assert region.prot == R and not any(region.committed)
+    # a region that is not PROT_NONE keeps its own prot in both ocalls
+    b = mgr.alloc(None, PAGE, NOW)
+    rt.reset()
+    mgr.uncommit(b, PAGE)
+    assert [c for c in seq(rt) if c[0] == "modify_ocall"] == [
+        call("modify_ocall", b, PAGE, 0x203, 0x403),
+        call("modify_ocall", b, PAGE, 0x403, 0x403)]

@@ -24,6 +24,7 @@ from emm_support import (
     user_spans,
 )
 
+from sgx_emm.emm.rt import PfInfo
 from sgx_emm.errors import EnclaveAbort
 from sgx_emm.flags import (
     COMMIT_NOW,
@@ -161,7 +162,8 @@ def test_uncommit_of_a_prot_none_region_makes_it_readable_first() -> None:
         call("EMODPE", 0x221, a + PAGE), call("EACCEPT", 0x221, a + PAGE),
         call("modify_ocall", a, 2 * PAGE, 0x200, 0x400),
         call("EACCEPT", SECINFO_TRIM, a), call("EACCEPT", SECINFO_TRIM, a + PAGE),
-        call("modify_ocall", a, 2 * PAGE, 0x400, 0x400),
+        # a documented deviation: the notify carries the READ the region now has
+        call("modify_ocall", a, 2 * PAGE, 0x401, 0x401),
     ]
     region = mgr.regions()[-1]
     assert region.prot == R  # as in the reference: the region stays READ
@@ -351,7 +353,8 @@ def test_modify_type_checks_in_order() -> None:
     mgr.commit(a, PAGE)
     ro = mgr.alloc(None, PAGE, NOW)
     mgr.modify_permissions(ro, PAGE, R)
-    ss = mgr.alloc(None, PAGE, NOW | PAGE_TYPE_SS_REST)
+    ss = mgr.alloc(None, PAGE, COD | PAGE_TYPE_SS_REST)
+    assert mgr.handle_page_fault(PfInfo(ss, 2)) == -1  # committed by a fault
     rejects(mgr, rt, errno.EPERM, mgr.modify_type, a + 1, 3, int(PAGE_TYPE_TRIM))
     rejects(mgr, rt, errno.EPERM, mgr.modify_type, a, PAGE, int(PAGE_TYPE_SS_FIRST))
     rejects(mgr, rt, errno.EINVAL, mgr.modify_type, a + 1, 2 * PAGE, TCS)

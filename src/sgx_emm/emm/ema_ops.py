@@ -254,11 +254,15 @@ class EmaOps:
             bm.set_range(s, e)
         return 0
 
-    def uncommit_real(self, ema: Ema, start: int, end: int, prot: int) -> None:
+    def uncommit_real(self, ema: Ema, start: int, end: int, prot: int,
+                      notify_prot: int | None = None) -> None:
         """ema_do_uncommit_real: trim each maximal committed run of [start, end).
 
+        `notify_prot` (default `prot`) is the prot the trim-notify ocall carries;
+        the untrusted side gives the range that protection afterwards.
         Raises EmmError(EFAULT) on an ocall failure, aborts on an EACCEPT failure.
         """
+        notify = (prot if notify_prot is None else notify_prot) | PAGE_TYPE_TRIM
         if ema.alloc_flags & RESERVE:
             return
         bm = ema.bitmap
@@ -277,10 +281,9 @@ class EmaOps:
             for page in range(addr, addr + length, PAGE_SIZE):
                 self.accept_or_abort(_TRIM_MODIFIED, page)
             bm.clear_range(s, e)
-            if modify(addr, length, prot | PAGE_TYPE_TRIM, prot | PAGE_TYPE_TRIM):
+            if modify(addr, length, notify, notify):
                 raise EmmError(errno.EFAULT, ocall_problem(
-                    self.rt, _modify_what(addr, length, prot | PAGE_TYPE_TRIM,
-                                          prot | PAGE_TYPE_TRIM)))
+                    self.rt, _modify_what(addr, length, notify, notify)))
 
     def modify_permissions(self, root: RegionList, ema: Ema, start: int, end: int,
                            new_prot: int) -> Ema:

@@ -366,6 +366,10 @@ class EnclaveMemoryManager:
             raise EmmError(errno.EINVAL, f"page type {page_type:#x} cannot be allocated "
                            "(only REG, SS_FIRST or SS_REST)")
         page_type = page_type or PAGE_TYPE_REG
+        if alloc_flags & COMMIT_NOW and page_type != PAGE_TYPE_REG:  # Deviation: SS now
+            raise EmmError(errno.EINVAL, f"COMMIT_NOW of page type {page_type:#x}: the kernel "
+                           "EAUGs only REG pages and EACCEPT refuses a shadow-stack PENDING "
+                           "SECINFO; allocate COMMIT_ON_DEMAND or RESERVE")
         if size <= 0 or size & _PAGE_MASK:  # Deviation: size 0
             raise EmmError(errno.EINVAL, f"size {size:#x} is not positive" if size <= 0 else
                            f"size {size:#x} is not a multiple of the page size")
@@ -602,8 +606,14 @@ class EnclaveMemoryManager:
             for ema in overlapped:
                 lo, hi = _clip(addr, end, ema)
                 prot = ema.si_flags & PROT_MASK
-                target = self._readable_for_trim(root, ema, lo, hi) if not prot else ema
-                self._ops.uncommit_real(target, lo, hi, prot)
+                if prot:
+                    self._ops.uncommit_real(ema, lo, hi, prot)
+                    continue
+                # Deviation: the trim notify carries the READ the region now has (the
+                # reference sends PROT_NONE, so the mapping stops matching the region)
+                target = self._readable_for_trim(root, ema, lo, hi)
+                self._ops.uncommit_real(target, lo, hi, prot,
+                                        notify_prot=target.si_flags & PROT_MASK)
         finally:
             lock.release()
 
@@ -698,6 +708,9 @@ class EnclaveMemoryManager:
             raise EmmError(errno.EINVAL, f"prot {prot:#x} has bits other than R/W/X")
         if prot & PROT_EXEC and not prot & PROT_READ:  # Deviation: X without R
             raise EmmError(errno.EINVAL, f"prot {prot_letters(prot)} has X without R")
+        if prot & PROT_WRITE and not prot & PROT_READ:  # Deviation: W without R
+            raise EmmError(errno.EINVAL, f"prot {prot_letters(prot)} has W without R "
+                           "(EACCEPTCOPY refuses such a SECINFO)")
         if not self._rt.is_within_enclave(data, size):
             raise EmmError(errno.EINVAL, f"data {data:#x} + size {size:#x} is not inside "
                            "the enclave (EACCEPTCOPY copies from enclave memory)")
