@@ -47,16 +47,24 @@ from sgx_emm.platform.secinfo import (
 )
 
 if TYPE_CHECKING:
-    from sgx_emm.emm import EnclaveMemoryManager, Region
+    from sgx_emm.emm import Region
     from sgx_emm.platform import EnclaveFd, Machine
     from sgx_emm.platform.cpu import EvictedPage
+
+
+class _Books(Protocol):
+    """The manager's read-only view the books need (the guarded `enc.emm` is one)."""
+
+    def regions(self, root: str = ...) -> list[Region]: ...
 
 
 class Enclave(Protocol):
     """What the books read of an enclave (`sgx_emm.enclave.Enclave`, which imports
     this module: naming it here would make an import cycle)."""
 
-    emm: EnclaveMemoryManager
+    @property
+    def emm(self) -> _Books: ...
+
     machine: Machine
     fd: EnclaveFd
 

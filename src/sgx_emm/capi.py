@@ -17,9 +17,15 @@ from sgx_emm.errors import EmmError
 
 
 def _manager() -> Any:
+    """The calling thread's enclave's manager, unguarded: C passes plain integers,
+    so a flag of another family is just its value (PROT_READ as a page type is
+    EPERM, as in C). Raises NotEntered outside an entry, EnclaveCrashed after a
+    crash."""
     from sgx_emm.enclave import current_enclave
 
-    return current_enclave().emm
+    enc = current_enclave()
+    enc.require_entry("capi")
+    return enc.manager
 
 
 def _addr(addr: int | None) -> int | None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
+from sgx_emm import diagnosis
 from sgx_emm.books import BooksDisagree, Difference, check_books
 from sgx_emm.emm import EnclaveMemoryManager
 from sgx_emm.errors import EmmError, EnclaveAbort, EnclaveCrashed, NotEntered
@@ -33,6 +34,7 @@ from sgx_emm.flags import (
     RESERVE,
     SYSTEM,
 )
+from sgx_emm.guard import GuardedManager
 from sgx_emm.platform import (
     MAP_FIXED,
     MAP_SHARED,
@@ -105,7 +107,7 @@ def current_enclave() -> Enclave:
     """The enclave the calling Python thread is inside (innermost `enter`)."""
     stack = _entries()
     if not stack:
-        raise RuntimeError("not inside an enclave: call this inside `with enc.enter():`")
+        raise NotEntered("not inside an enclave: call this inside `with enc.enter():`")
     return stack[-1][0]
 
 
@@ -183,7 +185,10 @@ class Enclave:
         self.runtime = TrustedRuntime(base, size, untrusted, self.dispatcher, self.trace,
                                       self._ocall_bridge)
         self.primitives = TrustedPrimitives(self._on_leaf_thread)
-        self.emm: EnclaveMemoryManager
+        #: the manager itself, unguarded: for tests and tools that drive it directly
+        self.manager: EnclaveMemoryManager
+        #: the manager as users call it: inside `with enc.enter():`, typed arguments
+        self.emm: GuardedManager
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -261,12 +266,13 @@ class Enclave:
                       emalloc_legacy_2022: bool, emalloc_merge_right: bool | None) -> None:
         """The SDK's first ecall: sgx_mm_init, then one EMA per layout entry."""
         meta = self.base + self.layout.meta_area_offset
-        self.emm = EnclaveMemoryManager(self.runtime, self.primitives, meta_area_base=meta,
-                                        leaky_emalloc=leaky_emalloc,
-                                        emalloc_legacy_2022=emalloc_legacy_2022,
-                                        emalloc_merge_right=emalloc_merge_right)
+        self.manager = EnclaveMemoryManager(self.runtime, self.primitives,
+                                            meta_area_base=meta, leaky_emalloc=leaky_emalloc,
+                                            emalloc_legacy_2022=emalloc_legacy_2022,
+                                            emalloc_merge_right=emalloc_merge_right)
+        self.emm = GuardedManager(self, self.manager)
         with self.enter():
-            self.emm.init(self.user_base, self.user_end, emalloc_initial=emalloc_initial)
+            self.manager.init(self.user_base, self.user_end, emalloc_initial=emalloc_initial)
             for entry in self.layout.entries:
                 addr = self.base + entry.offset
                 if entry.kind is EntryKind.GUARD:
@@ -283,8 +289,15 @@ class Enclave:
     # ------------------------------------------------------------ running code
     @contextmanager
     def enter(self, tcs: int | None = None) -> Iterator[ThreadContext]:
-        """An ecall: EENTER on `tcs` (default: a free load-time TCS) until the block ends."""
+        """An ecall: EENTER on `tcs` (default: a free load-time TCS) until the block ends.
+
+        Raises EnclaveCrashed when the enclave is dead (or EENTER itself faults, with
+        the cause), ValueError when `tcs` is not a TCS page of this enclave (the
+        enclave stays alive), OutOfTcs when no load-time TCS is free.
+        """
         self._check_alive()
+        if tcs is not None:
+            self._check_tcs(tcs)
         chosen = tcs if tcs is not None else self._take_tcs()
         # an explicit TCS that sits in the free pool is taken out of it meanwhile,
         # so a concurrent enter() without a TCS does not pick the busy one
@@ -297,7 +310,7 @@ class Enclave:
                 inline = self.machine.vdso.inline(run)
                 thread = inline.__enter__()
             except FaultReported as exc:
-                raise _crash(f"EENTER through {chosen:#x} faulted", exc) from None
+                raise self._crash(f"EENTER through {chosen:#x} faulted", exc) from None
             stack = _entries()
             stack.append((self, thread))
             ctx = ThreadContext(self, thread)
@@ -362,11 +375,42 @@ class Enclave:
         with self._tcs_lock:
             self._free_tcs.append(tcs)
 
+    def _check_tcs(self, tcs: object) -> None:
+        """`tcs` must name a TCS page of this enclave: a load-time one, or a page the
+        driver records as TCS (made one with modify_type)."""
+        if isinstance(tcs, bool) or not isinstance(tcs, int):
+            raise TypeError(f"tcs must be an int address, not {type(tcs).__name__}")
+        if tcs in self.tcs_addresses:
+            return
+        record = None
+        if tcs % PAGE_SIZE == 0 and self.base <= tcs < self.base + self.size:
+            record = self.fd.record(tcs)
+        if record is None or record[1] != PT_TCS:
+            raise ValueError(
+                f"tcs {tcs:#x} is not a TCS page of this enclave (load-time TCSes: "
+                f"{', '.join(f'{t:#x}' for t in self.tcs_addresses)}; a committed REG|RW "
+                "page becomes one with emm.modify_type(addr, PAGE_SIZE, PAGE_TYPE_TCS))")
+
     def _check_alive(self) -> None:
-        if self._dead is not None:
-            raise EnclaveCrashed(f"the enclave is dead: {self._dead}")
+        dead = self._dead
+        if dead is not None:
+            raise EnclaveCrashed(f"the enclave is dead: {dead}",
+                                 cause=getattr(dead, "cause", None) or str(dead))
         if self.dispatcher.crashed is not None:
             raise self.dispatcher.crashed
+
+    def require_entry(self, call: str = "this call") -> None:
+        """Raise unless the calling thread is inside this live enclave.
+
+        EnclaveCrashed once the enclave is dead (every later call fails, with the
+        first crash's cause); NotEntered outside `with enc.enter():`, because
+        the manager is trusted code that only runs inside.
+        """
+        if self._dead is not None or self.dispatcher.crashed is not None:
+            self._check_alive()
+        if self._current_thread() is None:
+            raise NotEntered(f"{call}: not inside the enclave; call it inside "
+                             "`with enc.enter():` (the manager is trusted code)")
 
     @property
     def crashed(self) -> bool:
@@ -379,12 +423,29 @@ class Enclave:
         except FaultReported as exc:
             what = ("the same fault repeated without progress (livelock)"
                     if exc.run.extra.get("livelock") else "enclave exception not handled")
-            crash = _crash(what, exc)
+            crash = self._crash(what, exc)
             self._dead = self._dead or crash
             raise crash from None
         except EnclaveAbort as exc:
             self._dead = self._dead or exc
             raise
+
+    def _crash(self, what: str, exc: FaultReported) -> EnclaveCrashed:
+        """The user-facing end of a fault the vDSO reported back out of the enclave."""
+        run = exc.run
+        reason = getattr(run, "reason", "") or ""
+        os_reason = getattr(run, "os_reason", "") or ""
+        vector, errcd, addr = run.exception_vector, run.exception_error_code, run.exception_addr
+        repeats = run.extra.get("livelock")
+        if repeats:
+            cause = diagnosis.livelock_cause(self, vector, errcd, addr, int(repeats),
+                                             self.dispatcher.last_outcome(), reason,
+                                             os_reason)
+        else:
+            cause = diagnosis.fault_cause(self, vector, errcd, addr, reason, os_reason)
+        return EnclaveCrashed(
+            f"{what}: vector {vector}, error code {errcd:#x}, address {addr:#x}",
+            vector=vector, errcd=errcd, addr=addr, cause=cause)
 
     def _current_thread(self) -> EnclaveThread | None:
         """This Python thread's innermost entry into this enclave, if any."""
@@ -406,7 +467,10 @@ class Enclave:
                 f"EENTER through TCS {tcs:#x} after an ocall faulted (vector {fault.vector}, "
                 f"error code {fault.errcd:#x}, address {fault.addr:#x}): the TCS or its SSA "
                 "is no longer a valid, accepted page; the TCS is retired",
-                vector=fault.vector, errcd=fault.errcd, addr=fault.addr)
+                vector=fault.vector, errcd=fault.errcd, addr=fault.addr,
+                cause=diagnosis.fault_cause(self, fault.vector, fault.errcd, fault.addr,
+                                            getattr(fault, "reason", ""),
+                                            getattr(fault, "os_reason", "")))
             self._dead = self._dead or crash
             raise crash from None
 
@@ -430,30 +494,44 @@ class Enclave:
                 return 0
             record = ExceptionRecord(frame.vector, frame.exinfo_maddr, frame.exinfo_errcd)
             frame.clear_exitinfo()
-            frame.rip = lambda: self._phase2(record)
+            why = (getattr(run, "exception_reason", ""), getattr(run, "exception_os_reason", ""))
+            frame.rip = lambda: self._phase2(record, why)
         return ERESUME
 
-    def _phase2(self, record: ExceptionRecord) -> None:
+    def _phase2(self, record: ExceptionRecord, why: tuple[str, str] = ("", "")) -> None:
         """Run the handler chain, bounding how deep exceptions may nest.
 
         A handler that faults again starts another delivery on the same stack; on
         hardware an endless chain ends when the enclave stack overflows. Here it
-        ends, as a crash, after MAX_NESTED_EXCEPTIONS levels.
+        ends, as a crash, after MAX_NESTED_EXCEPTIONS levels. `why` is the
+        platform's (reason, os_reason) for the fault: a crash's cause uses it.
         """
         depth = getattr(_tls, "depth", 0)
+        chain: list[tuple[int, int, int]] = getattr(_tls, "chain", [])
+        key = (record.vector, record.maddr, record.errcd)
         if depth >= MAX_NESTED_EXCEPTIONS:
             crash = EnclaveCrashed(
                 f"exceptions nested {depth} deep (the enclave stack would overflow): "
                 f"vector {record.vector}, address {record.maddr:#x}, "
                 f"error code {record.errcd:#x}",
-                vector=record.vector, errcd=record.errcd, addr=record.maddr)
+                vector=record.vector, errcd=record.errcd, addr=record.maddr,
+                cause=diagnosis.nesting_cause(self, [*chain, key], depth))
             self._dead = self._dead or crash
             raise crash
         _tls.depth = depth + 1
+        _tls.chain = [*chain, key]
         try:
             self.dispatcher.dispatch(record)
+        except EnclaveCrashed as crash:
+            if crash is self.dispatcher.crashed and crash.cause == crash.message:
+                crash.cause = (diagnosis.fault_cause(self, record.vector, record.errcd,
+                                                     record.maddr, *why)
+                               + "; no handler took it: "
+                               + diagnosis.outcome_text(self.dispatcher.last_outcome()))
+            raise
         finally:
             _tls.depth = depth
+            _tls.chain = chain
 
     def register_exception_handler(self, handler: ExceptionHandler, *,
                                    first: bool = False) -> None:
@@ -564,14 +642,6 @@ def _resolve_config(config: EnclaveConfig | str | os.PathLike[str] | None,
                          f"{cfg.tcs_num}; give one of them")
     return cfg
 
-
-def _crash(what: str, exc: FaultReported) -> EnclaveCrashed:
-    """The user-facing end of a fault the vDSO reported back out of the enclave."""
-    run = exc.run
-    return EnclaveCrashed(
-        f"{what}: vector {run.exception_vector}, error code "
-        f"{run.exception_error_code:#x}, address {run.exception_addr:#x}",
-        vector=run.exception_vector, errcd=run.exception_error_code, addr=run.exception_addr)
 
 
 def _load_image(machine: Machine, layout: ImageLayout, base: int, size: int) -> EnclaveFd:

@@ -109,13 +109,23 @@ class EnclaveCrashed(RuntimeError):
     def __init__(self, message: str, *, vector: int | None = None,
                  errcd: int | None = None, addr: int | None = None,
                  cause: str | None = None) -> None:
-        full = f"{message}: {cause}" if cause and cause not in message else message
-        super().__init__(full)
+        super().__init__(message)
+        self.message = message
         self.vector = vector
         self.errcd = errcd
         self.addr = addr
         self.cause = cause or message
 
+    def __str__(self) -> str:
+        if self.cause and self.cause not in self.message:
+            return f"{self.message}: {self.cause}"
+        return self.message
+
 
 class NotEntered(RuntimeError):
-    """Enclave code was run outside its ecall (e.g. a `ThreadContext` after its `with`)."""
+    """Enclave code was run outside its ecall (e.g. a `ThreadContext` after its `with`).
+
+    Also what a manager call through `enc.emm` (or `capi`) raises when the calling
+    thread is not inside the enclave: on hardware the manager is trusted code and
+    only runs inside an entry, so call it inside `with enc.enter():`.
+    """

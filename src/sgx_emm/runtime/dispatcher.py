@@ -52,6 +52,15 @@ class ExceptionDispatcher:
         self._fatal_checks: list[FatalCheck] = []
         self._lock = threading.Lock()
         self.crashed: EnclaveCrashed | None = None
+        self._outcome = threading.local()
+
+    def last_outcome(self) -> list[tuple[str, int]]:
+        """What each handler returned in this thread's latest dispatch, in order.
+
+        For crash diagnosis: a fault delivered again and again after a handler
+        said CONTINUE_EXECUTION is explained by what each handler said.
+        """
+        return list(getattr(self._outcome, "results", ()))
 
     def register_pfhandler(self, handler: PfHandler) -> bool:
         """The manager's handler; there is one slot and it always runs first."""
@@ -92,17 +101,23 @@ class ExceptionDispatcher:
         """
         if self.crashed is not None:
             raise self.crashed
+        results: list[tuple[str, int]] = []
+        self._outcome.results = results
         for check in tuple(self._fatal_checks):
             cause = check(record)
             if cause:
                 self._crash(record, cause)
         pfhandler = self._pfhandler
-        if (record.vector == VECTOR_PF and pfhandler is not None
-                and pfhandler(record.pfinfo) == EXCEPTION_CONTINUE_EXECUTION):
-            self._trace.emit(HANDLER, "emm", maddr=record.maddr, errcd=record.errcd)
-            return
+        if record.vector == VECTOR_PF and pfhandler is not None:
+            ret = pfhandler(record.pfinfo)
+            results.append(("the manager's #PF handler", ret))
+            if ret == EXCEPTION_CONTINUE_EXECUTION:
+                self._trace.emit(HANDLER, "emm", maddr=record.maddr, errcd=record.errcd)
+                return
         for handler in tuple(self._handlers):
-            if handler(record) == EXCEPTION_CONTINUE_EXECUTION:
+            ret = handler(record)
+            results.append((getattr(handler, "__qualname__", repr(handler)), ret))
+            if ret == EXCEPTION_CONTINUE_EXECUTION:
                 self._trace.emit(HANDLER, "custom", vector=record.vector)
                 return
         self._trace.emit(HANDLER, "unhandled", vector=record.vector, maddr=record.maddr,

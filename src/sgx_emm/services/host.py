@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from sgx_emm.emm import EnclaveMemoryManager
+from sgx_emm.guard import GuardedManager
 from sgx_emm.runtime.layout import ImageLayout
 from sgx_emm.services.config import EnclaveConfig
 
@@ -35,7 +35,7 @@ class Host(Protocol):
     """The loaded enclave: its manager, image layout, configuration and TCS pool."""
 
     @property
-    def emm(self) -> EnclaveMemoryManager: ...
+    def emm(self) -> GuardedManager: ...
 
     @property
     def layout(self) -> ImageLayout: ...
