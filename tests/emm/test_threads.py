@@ -1,6 +1,9 @@
-"""Several enclave threads using the manager and faulting at the same time.
+"""Threads and the manager: several callers at once, with and without a platform.
 
-Each Python thread is inside `enc.enter()` on its own TCS, so its faults take
+The first part drives the manager alone (the test runtime of emm_support) from
+many Python threads: no lost update, no overlap. The rest runs enclave threads:
+
+each Python thread is inside `enc.enter()` on its own TCS, so its faults take
 their own AEX / SSA / dispatcher path while the others run. What must hold:
 no deadlock (every join has a timeout and the test fails if a thread is still
 alive), no lost update (the final regions and page contents are exactly what
@@ -15,6 +18,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from emm_support import SECINFO_COMMIT, make
 from enclave_state import check_invariants, epcm_at, user_regions
 
 from sgx_emm import Enclave
@@ -35,8 +39,96 @@ PAGE = PAGE_SIZE
 THREADS = 4
 JOIN_TIMEOUT = 60.0
 COD = int(COMMIT_ON_DEMAND)
+MANAGER_THREADS = 8
 
 
+# ---------------------------------------------------------------- the manager alone
+def run_all(work: Callable[[int], None]) -> None:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(MANAGER_THREADS)
+
+    def body(k: int) -> None:
+        try:
+            barrier.wait()
+            work(k)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(k,)) for k in range(MANAGER_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_concurrent_alloc_dealloc_keeps_regions_disjoint() -> None:
+    mgr, _ = make()
+    kept: dict[int, list[tuple[int, int]]] = {}
+
+    def work(k: int) -> None:
+        mine: list[tuple[int, int]] = []
+        for i in range(150):
+            size = (1 + i % 3) * PAGE
+            a = mgr.alloc(None, size, COD)
+            mine.append((a, size))
+            mgr.commit(a, PAGE)
+            if i % 4 == 3:
+                mgr.dealloc(*mine.pop(0))
+        kept[k] = mine
+
+    run_all(work)
+    regions = mgr.regions()
+    spans = sorted((r.start, r.end) for r in regions)
+    assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:], strict=False))
+    live = sorted((r.start, r.size) for r in regions if not r.is_meta)
+    assert live == sorted(x for v in kept.values() for x in v)
+    assert all(r.committed[0] for r in regions if not r.is_meta)
+
+
+def test_concurrent_commits_and_faults_on_one_region_lose_nothing() -> None:
+    mgr, rt = make()
+    pages = MANAGER_THREADS * 32
+    a = mgr.alloc(None, pages * PAGE, COD)
+    rt.reset()
+
+    def work(k: int) -> None:
+        for i in range(k, pages, MANAGER_THREADS):
+            page = a + i * PAGE
+            if i % 2:
+                mgr.commit(page, PAGE)
+            else:
+                assert mgr.handle_page_fault(PfInfo(page, 0x2)) == -1
+            # everyone also retries a neighbour: must be a no-op if already done
+            mgr.commit(a + ((i + 1) % pages) * PAGE, PAGE)
+
+    run_all(work)
+    region = [r for r in mgr.regions() if r.start == a][0]
+    assert region.committed.count() == pages
+    accepted = sorted(c.args[1] for c in rt.calls if c.args[0] == SECINFO_COMMIT)
+    assert accepted == [a + i * PAGE for i in range(pages)]  # each page exactly once
+
+
+def test_concurrent_permission_changes_end_consistent() -> None:
+    mgr, _ = make()
+    regions = [mgr.alloc(None, 2 * PAGE, COMMIT_NOW) for _ in range(MANAGER_THREADS)]
+
+    def work(k: int) -> None:
+        a = regions[k]
+        for _ in range(40):
+            mgr.modify_permissions(a, 2 * PAGE, 1)
+            mgr.modify_permissions(a + PAGE, PAGE, 3)
+            mgr.modify_permissions(a, PAGE, 3)
+            mgr.uncommit(a + PAGE, PAGE)
+            mgr.commit(a + PAGE, PAGE)
+
+    run_all(work)
+    for r in mgr.regions():
+        if not r.is_meta:
+            assert r.prot == 3 and r.committed.count() == r.size // PAGE
+
+
+# ---------------------------------------------------------------- enclave threads
 @pytest.fixture
 def enc() -> Enclave:
     return Enclave.create(size=1 << 30, epc_pages=8192, threads=THREADS)

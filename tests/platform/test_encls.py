@@ -76,11 +76,12 @@ def test_eaug_effect(s: Small) -> None:
     assert entry["pt"] == PT_REG and entry["linaddr"] == s.a(DYN)
 
 
-def test_eaug_without_sgx2_is_ud() -> None:
-    from sgx_emm.platform import InvalidOpcode
+def test_eaug_without_sgx2_is_gp() -> None:
+    # an SGX2 leaf number on an SGX1 CPU is an unsupported ENCLS leaf: #GP(0), not #UD
     s = build_small(sgx2=False)
-    with pytest.raises(InvalidOpcode):
+    with pytest.raises(GeneralProtection) as err:
         s.machine.cpu.eaug(s.a(DYN), secs(s), free_paddr(s))
+    assert err.value.reason == "EAUG: SGX2 leaf on a CPU without SGX2"
 
 
 # ---------------------------------------------------------------- EMODPR
@@ -228,9 +229,11 @@ def test_etrack_previous_cycle_incomplete_is_17(s: Small) -> None:
     assert s.machine.cpu.etrack(secs(s)) == 0     # the thread left: cycle done
 
 
-def test_etrack_on_non_secs_is_gp(s: Small) -> None:
-    with pytest.raises(GeneralProtection):
+def test_etrack_on_non_secs_is_pf(s: Small) -> None:
+    # EPCM(RCX).PT != PT_SECS is #PF(RCX) in the SDM's ETRACK, not #GP
+    with pytest.raises(PageFault) as err:
         s.machine.cpu.etrack(s.paddr(s.a(DATA)))
+    assert err.value.errcd == 0x8001 and "is not a SECS" in err.value.reason
 
 
 # ---------------------------------------------------------------- ECREATE / EADD

@@ -10,7 +10,7 @@ from pathlib import Path
 import sgx_emm
 
 ROOT = Path(sgx_emm.__file__).parent
-PLATFORM_MODULE_LINES = 520
+PLATFORM_MODULE_LINES = 530     # about 500: one concern per module
 
 
 def _module_name(path: Path) -> str:

@@ -1,10 +1,10 @@
 """The SGX2 CPU: ENCLS and ENCLU leaves and enclave-mode accesses, put together.
 
 The leaves live by concern: encls.py (what the kernel executes: ECREATE ... ETRACK,
-EWB, ELDU), enclu.py (what enclave code executes, with EENTER/ERESUME/EEXIT and
-AEX), access.py (reads, writes, fetches), on the shared operand checks of
-processor.py and the state records of state.py. `Cpu` is all of them on one EPC
-and one address space.
+EWB, ELDU), enclu.py (what enclave code executes: EACCEPT, EACCEPTCOPY, EMODPE),
+entry.py (EENTER, ERESUME, EEXIT, AEX), access.py (reads, writes, fetches), on
+the shared operand checks of processor.py and the state records of state.py.
+`Cpu` is all of them on one EPC and one address space.
 
 Model choices (docs/platform-model.md): ENCLS #PF error codes are P|SGX (0x8001);
 a leaf's own EPCM #PF is P|U|SGX plus W for write operands (0x8005 / 0x8007);
@@ -20,11 +20,12 @@ from __future__ import annotations
 from sgx_emm.platform.access import MemoryAccess
 from sgx_emm.platform.encls import EnclsLeaves
 from sgx_emm.platform.enclu import EncluLeaves, eaccept_not_present
+from sgx_emm.platform.entry import EntryLeaves
 from sgx_emm.platform.processor import FETCH, NOT_PRESENT, READ, RIP_INTERRUPTED, WRITE, Rip
 from sgx_emm.platform.state import EnclaveControl, EntryState, EvictedPage, TcsControl
 
 
-class Cpu(EnclsLeaves, EncluLeaves, MemoryAccess):
+class Cpu(EnclsLeaves, EncluLeaves, EntryLeaves, MemoryAccess):
     """ENCLS/ENCLU leaves over one EPC and one address space."""
 
 

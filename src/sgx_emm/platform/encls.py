@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from sgx_emm.flags import PAGE_SIZE
 from sgx_emm.platform.epcm import F_BLOCKED, F_MODIFIED, F_PENDING, F_PR, F_R, F_VALID, F_W
-from sgx_emm.platform.exceptions import GeneralProtection, InvalidOpcode, PageFault
+from sgx_emm.platform.exceptions import GeneralProtection, PageFault
 from sgx_emm.platform.processor import Processor, describe_entry, pt_name
 from sgx_emm.platform.secinfo import (
     MISC_EXINFO,
@@ -35,6 +35,7 @@ from sgx_emm.platform.secinfo import (
     SI_R,
     SI_RWX,
     SI_W,
+    TCS_RESERVED_FROM,
     SecsImage,
     secinfo_pt,
     secinfo_reserved_ok,
@@ -42,10 +43,27 @@ from sgx_emm.platform.secinfo import (
 from sgx_emm.platform.state import EnclaveControl, EvictedPage
 from sgx_emm.trace import AEX, LEAF
 
+#: TCS fields EADD clears: FLAGS.DBGOPTIN (byte 8, bit 0), CSSA (u32 at 24), AEP
+#: (u64 at 40) and STATE (u64 at 0)
+_TCS_CLEARED = ((0, 8), (24, 4), (40, 8))
+
+
+def _added_tcs(contents: bytes | None) -> bytes | None:
+    """The TCS image as EADD stores it: reserved area (bytes 72..4095) must be zero
+    (#GP otherwise); DBGOPTIN, CSSA, AEP and STATE are cleared."""
+    if contents is None:
+        return None
+    if any(contents[TCS_RESERVED_FROM:]):
+        raise GeneralProtection(reason="EADD: the TCS reserved area is not zero")
+    page = bytearray(contents)
+    for off, size in _TCS_CLEARED:
+        page[off:off + size] = bytes(size)
+    page[8] &= 0xFE
+    return bytes(page)
+
 
 class EnclsLeaves(Processor):
     """ECREATE ... ETRACK, EWB, ELDU."""
-
     def _free_target(self, epc_page: int, leaf: str) -> int:
         """The page a leaf installs into: an EPC page (#GP) that is free (#PF)."""
         slot = self._epc_operand(epc_page, leaf)
@@ -81,15 +99,19 @@ class EnclsLeaves(Processor):
 
     def eadd(self, linaddr: int, secinfo: int, contents: bytes | None, secs_page: int,
              epc_page: int) -> None:
-        """EADD one page before EINIT: contents are 4096 bytes (None = zeros).
+        """EADD one page before EINIT: contents are 4096 bytes (None = zeros). A TCS
+        is added with DBGOPTIN, CSSA, AEP and STATE cleared, as the CPU does.
 
-        Returns: None. Raises: #GP (misaligned address, bad SECINFO: reserved bits, a
-        type other than REG/TCS, W without R; SECS operand; enclave initialized;
-        address outside ELRANGE); #PF (the target page is VALID)."""
+        Returns: None. Raises, in the SDM's order: #GP (misaligned address);
+        #GP/#PF (the target is not an EPC page); #GP (SECINFO: reserved bits, a type
+        other than REG/TCS); #PF (the target page is VALID); #GP (a REG page with W
+        without R); #PF (not a SECS); #GP (enclave initialized, address outside
+        ELRANGE, a TCS whose reserved area is not zero)."""
         with self.lock:
             self.trace.emit(LEAF, "EADD", addr=linaddr, secinfo=secinfo)
             if linaddr % PAGE_SIZE or (contents is not None and len(contents) != PAGE_SIZE):
                 raise GeneralProtection(reason=f"EADD: {linaddr:#x} is not page aligned")
+            slot = self._epc_operand(epc_page, "EADD")
             if not secinfo_reserved_ok(secinfo):
                 raise GeneralProtection(
                     reason=f"EADD: SECINFO.FLAGS {secinfo:#x} sets reserved bits")
@@ -97,9 +119,9 @@ class EnclsLeaves(Processor):
             if pt not in (PT_REG, PT_TCS):
                 raise GeneralProtection(
                     reason=f"EADD: page type {pt_name(pt)} is neither REG nor TCS")
-            if secinfo & SI_W and not secinfo & SI_R:
-                raise GeneralProtection(reason="EADD: SECINFO gives W without R")
             slot = self._free_target(epc_page, "EADD")
+            if pt == PT_REG and secinfo & SI_W and not secinfo & SI_R:
+                raise GeneralProtection(reason="EADD: SECINFO gives a REG page W without R")
             enc = self._secs_operand(secs_page, "EADD")
             if enc.initialized:
                 raise GeneralProtection(reason="EADD: the enclave is already initialized")
@@ -107,6 +129,8 @@ class EnclsLeaves(Processor):
                 raise GeneralProtection(
                     reason=f"EADD: {linaddr:#x} is outside ELRANGE "
                            f"[{enc.base:#x}, {enc.end:#x})")
+            if pt == PT_TCS:
+                contents = _added_tcs(contents)
             self.epc.install(slot, F_VALID | (0 if pt == PT_TCS else secinfo & SI_RWX), pt,
                              enc.secs_slot, linaddr, 0, contents)
             enc.children += 1
@@ -126,21 +150,19 @@ class EnclsLeaves(Processor):
     def eaug(self, linaddr: int, secs_page: int, epc_page: int) -> None:
         """EAUG: add a PENDING RW REG page at `linaddr` to an initialized enclave.
 
-        Returns: None. Raises: #UD (no SGX2); #GP (operand not an EPC page,
-        misaligned, not a SECS, enclave not initialized, address outside
-        ELRANGE); #PF (the target page is VALID)."""
+        Returns: None. Raises: #GP (no SGX2: an unsupported leaf; misaligned
+        operands; enclave not initialized; address outside ELRANGE); #PF (an
+        operand that is not an EPC page or not a SECS; the target page is VALID)."""
         self.trace.emit(LEAF, "EAUG", addr=linaddr)
         with self.lock:
             self.eaug_locked(linaddr, secs_page, epc_page)
 
     def eaug_locked(self, linaddr: int, secs_page: int, epc_page: int) -> None:
         """EAUG without its event; the caller holds the lock."""
-        if not self.sgx2:
-            raise InvalidOpcode(reason="EAUG: SGX2 leaf on a CPU without SGX2")
-        slot = self.epc.slot_of(epc_page)
-        if slot is None or linaddr & (PAGE_SIZE - 1) or secs_page & (PAGE_SIZE - 1):
-            raise GeneralProtection(
-                reason=f"EAUG: operands {linaddr:#x}/{epc_page:#x} misaligned or not EPC")
+        self._require_sgx2("EAUG")
+        if linaddr & (PAGE_SIZE - 1):
+            raise GeneralProtection(reason=f"EAUG: {linaddr:#x} is not page aligned")
+        slot = self._epc_operand(epc_page, "EAUG")
         if self.epc.flags[slot] & F_VALID:
             raise PageFault(PFEC_ENCLS, epc_page,
                             f"EAUG: EPC page {epc_page:#x} is already VALID")
@@ -153,7 +175,7 @@ class EnclsLeaves(Processor):
         caller holds the lock. Raises: as `eaug`."""
         epc = self.epc
         if not self.sgx2:
-            raise InvalidOpcode(reason="EAUG: SGX2 leaf on a CPU without SGX2")
+            self._require_sgx2("EAUG")
         if linaddr & (PAGE_SIZE - 1):
             raise GeneralProtection(reason=f"EAUG: {linaddr:#x} is not page aligned")
         if epc.flags[slot] & F_VALID:
@@ -293,7 +315,7 @@ class EnclsLeaves(Processor):
         ETRACK): each takes an AEX and ERESUMEs, which completes the tracking cycle."""
         with self.lock:
             enc = self._secs_operand(secs_page, "IPI")
-            for _ in enc.inside:
+            for _ in range(self.interrupt(enc)):
                 self.trace.emit(AEX, "INTR")
             if enc.track_waiting:
                 enc.track_waiting.clear()

@@ -14,8 +14,8 @@ failed, with its values) and, for ioctls that stop part way, `.count`. An EDMM
 ioctl also fills the caller's parameter struct (`result`, `count`) before raising,
 as the C driver copies the struct back on every path.
 
-Model choices: no signature checks at INIT; `mark_reclaiming` stands for a page
-the reclaimer holds (EAGAIN).
+Model choices: no signature checks at INIT; `mark_reclaiming` (encl.py) stands
+for a page the reclaimer holds (EAGAIN).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from sgx_emm.platform.secinfo import (
     parse_secinfo,
     secinfo_flags,
     secinfo_pt,
-    secinfo_reserved_ok,
 )
 from sgx_emm.platform.uapi import (
     PROT_READ,
@@ -71,6 +70,11 @@ def driver_error(err: int, name: str, reason: str, count: int | None = None) -> 
     if count is not None:
         exc.count = count  # type: ignore[attr-defined]
     return exc
+
+
+#: SECINFO.FLAGS bits ADD_PAGES refuses: everything but RWX and the page type
+#: (so PENDING, MODIFIED and PR too)
+_ADD_RESERVED = ~(SI_RWX | 0xFF00) & ((1 << 64) - 1)
 
 
 class _Sigstruct:
@@ -145,8 +149,10 @@ class EnclaveFd(Encl):
     def create(self, secs: SecsImage) -> None:
         """SGX_IOC_ENCLAVE_CREATE: ECREATE a SECS for `secs`.
 
-        Returns: None. Raises: OSError EBUSY, EINVAL (already created; a SECS the
-        driver refuses), ENOMEM (no EPC page), EIO (ECREATE faulted)."""
+        Returns: None. Raises: OSError EBUSY, EINVAL (already created; SECS.SIZE
+        not a power of two), ENOMEM (no EPC page), EIO (ECREATE faulted: a
+        misaligned base, a one-page size, SSA frame size 0, MISCSELECT bits the
+        CPU does not support, ...)."""
         self.ioctl(SGX_IOC_ENCLAVE_CREATE, secs)
 
     def add_pages(self, offset: int, data: bytes, secinfo: int | bytes,
@@ -211,13 +217,10 @@ class EnclaveFd(Encl):
         self._trace(name, base=secs.base, size=secs.size)
         if self.created:
             raise driver_error(errno.EINVAL, name, "the enclave was already created")
-        size, base = secs.size, secs.base
-        if (size < 2 * PAGE_SIZE or size & (size - 1) or base % size
-                or secs.ssa_frame_size < 1 or secs.miscselect & ~0x1):
-            raise driver_error(errno.EINVAL, name,
-                               f"SECS base {base:#x} size {size:#x} SSA frame size "
-                               f"{secs.ssa_frame_size} MISCSELECT {secs.miscselect:#x} "
-                               "refused")
+        size = secs.size
+        if not isinstance(size, int) or size <= 0 or size & (size - 1):
+            # the driver's one check of its own; everything else ECREATE checks (EIO)
+            raise driver_error(errno.EINVAL, name, f"SECS.SIZE {size!r} is not a power of two")
         if self._lies(name, secs, 0):
             return
         self._create(secs)
@@ -264,8 +267,9 @@ class EnclaveFd(Encl):
         bad = ("page type must be REG or TCS" if pt not in (PT_REG, PT_TCS) else
                "W without R" if perm & SI_W and not perm & SI_R else
                "a TCS page with permissions" if pt == PT_TCS and perm else
-               "reserved SECINFO bits set" if not secinfo_reserved_ok(si) or not reserved_clear
-               else "")
+               "reserved SECINFO.FLAGS bits set (only RWX and the page type may be)"
+               if not 0 <= si < 1 << 64 or si & _ADD_RESERVED else
+               "reserved SECINFO bytes set" if not reserved_clear else "")
         if bad:
             raise driver_error(errno.EINVAL, name, f"SECINFO.FLAGS {si:#x}: {bad}")
         if self._lies(name, args, length):
@@ -421,9 +425,12 @@ class EnclaveFd(Encl):
         name = "MODIFY_TYPES"
         self._trace(name, offset=p.offset, length=p.length, page_type=p.page_type)
         self._check_edmm(name, p.offset, p.length)
+        new_type = p.page_type if isinstance(p.page_type, int) else -1
+        if new_type & ~0xFF or new_type < 0:
+            raise driver_error(errno.EINVAL, name,
+                               f"page type {p.page_type!r} has bits outside 0..0xff")
         if p.result or p.count:
             raise driver_error(errno.EINVAL, name, "result and count must be 0 on entry")
-        new_type = p.page_type & 0xFF if isinstance(p.page_type, int) else -1
         if new_type not in (PT_TCS, PT_TRIM):
             raise driver_error(errno.EINVAL, name,
                                f"page type {p.page_type!r} is neither TCS (1) nor TRIM (4)")

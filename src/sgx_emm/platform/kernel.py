@@ -189,8 +189,8 @@ class Kernel:
                                f"prot {prot:#x} exceeds the max prot of the page at {page:#x}")
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
-        """mprotect(2) over enclave VMAs; the checks of every VMA run before any
-        change (a model choice, docs/platform-model.md).
+        """mprotect(2) over enclave VMAs, applied VMA by VMA in address order: a VMA
+        sgx_encl_may_map refuses stops the walk, and the VMAs before it stay changed.
 
         Returns: None. Raises: OSError EINVAL (bad address, length, prot), ENOMEM
         (a hole in the range), EACCES (sgx_encl_may_map refuses)."""
@@ -209,15 +209,17 @@ class Kernel:
                                    f"[{addr:#x}, {end:#x}) is not fully mapped")
             if self._hooks is not None:
                 prot = self._hooks.map_prot("mprotect", addr, length, prot)
+            # mprotect_fixup, VMA by VMA: the first refusal stops the walk, and the
+            # VMAs before it keep their new protection, as in Linux
             for vma in self.mm.vmas_overlapping(addr, end):
-                self._may_map(vma.owner, max(addr, vma.start), min(end, vma.end), prot,
-                              "mprotect")
-            for piece in self.mm.carve(addr, end):
-                self.mm.insert(Vma(piece.start, piece.end, prot, piece.owner))
-            if prot:
-                self.mm.reprotect(addr, end, prot)
-            else:
-                self.mm.zap(addr, end)
+                start, stop = max(addr, vma.start), min(end, vma.end)
+                self._may_map(vma.owner, start, stop, prot, "mprotect")
+                for piece in self.mm.carve(start, stop):
+                    self.mm.insert(Vma(piece.start, piece.end, prot, piece.owner))
+                if prot:
+                    self.mm.reprotect(start, stop, prot)
+                else:
+                    self.mm.zap(start, stop)
 
     def munmap(self, addr: int, length: int) -> None:
         """munmap(2). Returns: None. Raises: OSError EINVAL (bad address or length)."""

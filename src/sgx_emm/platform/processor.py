@@ -28,12 +28,7 @@ from sgx_emm.platform.epcm import (
     F_X,
     Epc,
 )
-from sgx_emm.platform.exceptions import (
-    GeneralProtection,
-    InvalidOpcode,
-    NotInsideEnclave,
-    PageFault,
-)
+from sgx_emm.platform.exceptions import GeneralProtection, NotInsideEnclave, PageFault
 from sgx_emm.platform.mmu import AddressSpace
 from sgx_emm.platform.secinfo import (
     PF_I,
@@ -110,25 +105,31 @@ class Processor:
 
     # ------------------------------------------------------------ ENCLS operands
     def _epc_operand(self, paddr: int, leaf: str) -> int:
-        """An ENCLS page operand: an aligned address inside the EPC (else #GP)."""
+        """An ENCLS page operand: page aligned (else #GP) and resolving within the
+        EPC (else #PF, as the SDM's "does not resolve within an EPC")."""
+        if paddr & (PAGE_SIZE - 1):
+            raise GeneralProtection(reason=f"{leaf}: {paddr:#x} is not page aligned")
         slot = self.epc.slot_of(paddr)
         if slot is None:
-            raise GeneralProtection(reason=f"{leaf}: {paddr:#x} is not an EPC page")
+            raise PageFault(PFEC_ENCLS, paddr,
+                            f"{leaf}: {paddr:#x} does not resolve within the EPC")
         return slot
 
     def _secs_operand(self, paddr: int, leaf: str) -> EnclaveControl:
-        """A SECS operand: an EPC page (#GP) holding a SECS (else #GP)."""
+        """A SECS operand: an EPC page (#GP/#PF as `_epc_operand`) whose EPCM entry is
+        a VALID SECS (else #PF)."""
         enc = self.enclaves.get((paddr - EPC_BASE) >> PAGE_SHIFT)
         if enc is None or paddr & (PAGE_SIZE - 1) or paddr < EPC_BASE:
             slot = self._epc_operand(paddr, leaf)
-            raise GeneralProtection(
-                reason=f"{leaf}: EPC page {paddr:#x} is not a SECS "
-                       f"({describe_entry(self.epc, slot)})")
+            raise PageFault(PFEC_ENCLS, paddr,
+                            f"{leaf}: EPC page {paddr:#x} is not a SECS "
+                            f"({describe_entry(self.epc, slot)})")
         return enc
 
     def _require_sgx2(self, leaf: str) -> None:
+        """An SGX2 leaf number on a CPU without SGX2 is an unsupported leaf: #GP(0)."""
         if not self.sgx2:
-            raise InvalidOpcode(reason=f"{leaf}: SGX2 leaf on a CPU without SGX2")
+            raise GeneralProtection(reason=f"{leaf}: SGX2 leaf on a CPU without SGX2")
 
     def _valid_operand(self, epc_page: int, leaf: str) -> tuple[int, int]:
         """EMODPR/EMODT/EREMOVE's page operand: an EPC page (#GP) that is VALID
@@ -168,6 +169,11 @@ class Processor:
             enc.track_waiting.discard(tcs_slot)
             if not enc.track_waiting:
                 enc.tracked = enc.track_epoch
+
+    def interrupt(self, enc: EnclaveControl) -> int:
+        """Interrupt every logical processor inside `enc` (enclu.py has the AEX).
+        Returns: how many were interrupted."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------ ENCLU operands
     @staticmethod
@@ -229,15 +235,16 @@ class Processor:
                 reason=f"{leaf}: {addr:#x} is outside the enclave "
                        f"[{enc.base:#x}, {enc.end:#x})")
 
-    def _secinfo(self, enc: EnclaveControl, secinfo: int, secinfo_addr: int | None,
-                 leaf: str) -> int:
-        """SECINFO.FLAGS after the RBX page check, with the reserved-bit check."""
-        if secinfo_addr is not None:
-            secinfo, reserved_clear = self._read_secinfo(enc, secinfo_addr, leaf)
-            if not reserved_clear:
-                raise GeneralProtection(
-                    reason=f"{leaf}: reserved bytes of the SECINFO at {secinfo_addr:#x} "
-                           "are not zero")
+    @staticmethod
+    def _checked_flags(secinfo: int, reserved_clear: bool, secinfo_addr: int | None,
+                       leaf: str) -> int:
+        """SECINFO's reserved-field checks, made after the operands' page walks:
+        the reserved bytes of a SECINFO read from memory, then FLAGS' reserved bits
+        (#GP). Returns: SECINFO.FLAGS."""
+        if not reserved_clear:
+            raise GeneralProtection(
+                reason=f"{leaf}: reserved bytes of the SECINFO at {secinfo_addr:#x} "
+                       "are not zero")
         if not 0 <= secinfo < 1 << 64 or secinfo & SI_RESERVED_MASK:
             raise GeneralProtection(
                 reason=f"{leaf}: SECINFO.FLAGS {secinfo:#x} sets reserved bits")

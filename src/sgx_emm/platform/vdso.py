@@ -168,7 +168,6 @@ class Vdso:
                 ret = run.user_handler(run) if run.user_handler is not None else 0
                 if ret != EENTER:
                     raise FaultReported.from_run(run, ret) from None
-        run.function = EENTER
         try:
             yield thread
         finally:
