@@ -130,7 +130,18 @@ TCS_RESERVED_FROM = TCS_STRUCT.size  # 72
 
 @dataclass(frozen=True, slots=True)
 class TcsImage:
-    """The architectural TCS fields (offsets as in the SDM, rest reserved = 0)."""
+    """The architectural TCS fields (offsets as in the SDM, rest reserved = 0).
+
+    What enclave code writes into a regular RW page before `modify_type(TCS)`
+    (EACCEPT(TCS) checks it) and what EENTER reads: `ossa` is the offset of the
+    SSA frames from the enclave base and `nssa` their number (at least 1, and 2
+    for an exception to be handled inside: the dispatcher's nested entry uses the
+    second); both frames must be committed RW pages inside the enclave, or EENTER
+    faults. `oentry` is the entry point's offset, `ofsbase`/`ogsbase` the
+    thread's TLS (offsets) and `fslimit`/`gslimit` its size minus one. `cssa`,
+    `flags`, `state` and `aep` stay 0. `to_bytes()` gives the page;
+    `Enclave.add_thread()` builds one this way (`sgx_emm.services.threads`).
+    """
 
     ossa: int                 # SSA offset from the enclave base
     nssa: int = 1

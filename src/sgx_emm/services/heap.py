@@ -209,6 +209,8 @@ class Heap:
                              blocks=len(self._blocks), mallocs=self._mallocs,
                              frees=self._frees, grows=self._grows, trims=self._trims)
 
+    statistics = stats
+
     # ------------------------------------------------------------ blocks
     def _block(self, addr: int, what: str) -> tuple[int, int]:
         if isinstance(addr, bool) or not isinstance(addr, int):

@@ -110,7 +110,8 @@ class Loader:
         with self._lock:
             code = self._loaded.pop(addr, None)
         if code is None:
-            raise ValueError(f"unload({addr!r}): no code was loaded there")
+            where = f"{addr:#x}" if isinstance(addr, int) else repr(addr)
+            raise ValueError(f"unload({where}): no code was loaded there")
         try:
             self._enc.emm.dealloc(code.addr, code.size)
         except EmmError:
