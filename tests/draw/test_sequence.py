@@ -155,3 +155,20 @@ def test_a_failing_call_returns_its_reason(tour: tuple[Report, Recording]) -> No
     assert len(back) == 1
     assert back[0].style == "return" and back[0].label.startswith("EINVAL: ")
     assert "SYSTEM" in back[0].label and len(back[0].label) <= len("EINVAL: ") + 72
+
+
+def test_a_faulting_entry_is_retried_before_the_call_starts() -> None:
+    rec = Recording()
+    events = [Event("entry", "EENTER", {"tcs": 1}), Event("pf", "0x4", {"addr": 0x5000}),
+              Event("entry", "EENTER", {"tcs": 1}), Event("leaf", "EACCEPT", {"addr": 0x9000}),
+              Event("entry", "EENTER", {"tcs": 2}), Event("entry", "EEXIT", {"tcs": 2}),
+              Event("entry", "EEXIT", {"tcs": 1})]
+    flow = interpret(CallRecord(0, "commit", 0, events, CallResult(0, "commit", ret=0)), rec)
+    labels = [m.label for m in flow.messages]
+    assert labels[:4] == ["EENTER (ecall)", "#PF errcd=0x4 0x5000 (no AEX)", "EENTER (again)",
+                          "sgx_mm_commit()"]
+    kinds = [(n.kind, n.name) for n in flow.nodes()]
+    assert kinds == [("ecall", "ecall"), ("kernel_pf", "#PF 0x4"), ("call", "commit"),
+                     ("ecall", "nested ecall")]
+    root = flow.roots[0]
+    assert root.end == flow.end       # the outer EEXIT closes the ecall last

@@ -201,6 +201,9 @@ class _Interpreter:
         self.instants: list[Instant] = []
         self.events = record.events
         self.index = 0
+        # the call starts once the entry succeeded: an EENTER can fault (the kernel
+        # maps the TCS or SSA page) and be retried first
+        self.call_pending = False
 
     # -- building blocks
     def message(self, src: str, dst: str, label: str, style: str) -> None:
@@ -272,16 +275,25 @@ class _Interpreter:
             and events[0].name == "EENTER"
         if not first_is_enter:
             self.open_call()
-        self.t += self.cost.of("call", "*")
         for i, event in enumerate(events):
             self.index = i
             cost = self.cost.of(event.category, event.name)
+            if self.call_pending and not self.entry_retry(event):
+                self.call_pending = False
+                self.open_call()
             self.dispatch(event, cost)
         while self.stack:
             self.close()
         return CallFlow(self.record, self.roots, self.messages, self.instants, t0, self.t)
 
     def open_call(self) -> Node:
+        """The node of the call itself; the manager's own work is its first cost."""
+        node = self._open_call()
+        if node.name != "run":
+            self.t += self.cost.of("call", "*")
+        return node
+
+    def _open_call(self) -> Node:
         rec = self.record
         op = rec.op
         args = dict(rec.args)
@@ -302,6 +314,9 @@ class _Interpreter:
             where = self.rec.address(result.target)
         shown = ", ".join(str(v) for v in ([where] if where is not None else []) +
                           [f"{k}={v}" for k, v in args.items()])
+        args = {k: str(v) for k, v in args.items()}
+        if where is not None:
+            args = {"addr": str(where), **args}
         if op in ACCESS_OPS:
             label = f"{op} {shown}".strip()
             return self.open("call", op, ENCLAVE, ENCLAVE, label=label, ret=ret, args=args)
@@ -310,8 +325,11 @@ class _Interpreter:
                              args=args)
         if op == "run":
             return self.open("call", "run", ENCLAVE, ENCLAVE, label="run", ret=None)
-        name = C_NAMES.get(op, op)
-        return self.open("call", op, EMM, ENCLAVE, label=f"{name}({shown})", ret=ret,
+        if op in C_NAMES:
+            return self.open("call", op, EMM, ENCLAVE, label=f"{C_NAMES[op]}({shown})",
+                             ret=ret, args=args)
+        # an op another package registered: the enclave's code does it
+        return self.open("call", op, ENCLAVE, ENCLAVE, label=f"{op}({shown})", ret=ret,
                          args=args)
 
     def dispatch(self, event: Event, cost: int) -> None:
@@ -367,12 +385,24 @@ class _Interpreter:
             parts.append(where)
         return " ".join(parts) + f" ({how})"
 
+    def entry_retry(self, event: Event) -> bool:
+        """A fault of the entry itself (no AEX) or the EENTER that retries it."""
+        if event.category == PAGE_FAULT:
+            return True
+        previous = self.events[self.index - 1] if self.index else None
+        return (event.category == ENTRY and event.name == "EENTER" and previous is not None
+                and previous.category == PAGE_FAULT)
+
     def eenter(self, event: Event, cost: int) -> None:
         top = self.top()
         if top is None:
             self.open("ecall", "ecall", ENCLAVE, URTS, label="EENTER (ecall)", ret="EEXIT")
             self.t += cost
-            self.open_call()
+            self.call_pending = True
+        elif self.entry_retry(event) and top.kind in ("ecall", "exc_entry"):
+            self.message(URTS, ENCLAVE if top.kind == "ecall" else TRTS, "EENTER (again)",
+                         "call")
+            self.t += cost
         elif top.kind == "ocall_host":
             self.t += cost
             self.close()                       # the untrusted side returns: ORET
@@ -392,11 +422,10 @@ class _Interpreter:
             self.open("exc_entry", "exception entry", TRTS, URTS,
                       label="EENTER (exception, next SSA frame)", ret="EEXIT")
             self.t += cost
-        elif top.kind == "exc_entry":
-            self.message(URTS, TRTS, "EENTER (again)", "call")
-            self.t += cost
         else:
-            self.instant(event, self.inside_actor())
+            # an entry while the call runs: another ecall (e.g. through another TCS)
+            self.open("ecall", "nested ecall", ENCLAVE, URTS, label="EENTER (another ecall)",
+                      ret="EEXIT")
             self.t += cost
 
     def eexit(self, event: Event) -> None:

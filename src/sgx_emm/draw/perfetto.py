@@ -21,6 +21,7 @@ from sgx_emm.cost import CostModel
 from sgx_emm.draw.flow import (
     C_NAMES,
     CPU,
+    ENCLAVE,
     IN_ENCLAVE,
     URTS,
     CallFlow,
@@ -69,6 +70,8 @@ class _Writer:
 
     def node(self, node: Node) -> None:
         cat = _CATEGORIES.get(node.kind, node.kind)
+        if node.kind == "call" and node.actor == ENCLAVE:
+            cat = "access"          # a read, write or fetch by the enclave's code
         args: dict[str, Any] = dict(node.args)
         args["cycles"] = round(node.end - node.start)
         if node.kind == "fault":
