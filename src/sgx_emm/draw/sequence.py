@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from sgx_emm.draw.flow import LIFELINES, CallFlow
+from sgx_emm.draw.flow import LIFELINES, CallFlow, Message
 from sgx_emm.draw.svg import arrow_marker, drawsvg
 
 COL = 190           # distance between lifelines
@@ -51,6 +51,13 @@ def _label(d: ModuleType, group: Any, text: str, x: float, y: float, colour: str
     group.append(d.Text(text, 11, x, y, fill=colour, font_family=FONT))
 
 
+def _label_end(msg: Message) -> float:
+    """Where a message's label ends, so the drawing can be made wide enough."""
+    x1, x2 = _x(msg.src), _x(msg.dst)
+    start = x1 + 34 if x1 == x2 else min(x1, x2) + 8
+    return start + len(msg.label) * CHAR_W
+
+
 def _x(lifeline: str) -> float:
     return LEFT + COL / 2 + LIFELINES.index(lifeline) * COL
 
@@ -70,7 +77,8 @@ def sequence_svg(flows: Sequence[CallFlow], title: str | None = None,
                  id_prefix: str = "seq") -> str:
     """SVG text of a sequence diagram of `flows`, one after the other."""
     d = drawsvg()
-    width = LEFT * 2 + COL * len(LIFELINES)
+    width = max([LEFT * 2 + COL * len(LIFELINES)] +
+                [_label_end(m) + LEFT for f in flows for m in f.messages])
     rows = sum(len(f.messages) + 1 for f in flows)
     height = TOP + (30 if title else 0) + rows * ROW + len(flows) * BAND + 40
     dw = d.Drawing(width, height, id_prefix=id_prefix)
