@@ -47,15 +47,13 @@ from sgx_emm.platform.secinfo import (
 )
 
 if TYPE_CHECKING:
-    from sgx_emm.emm import Region
     from sgx_emm.platform import EnclaveFd, Machine
-    from sgx_emm.platform.cpu import EvictedPage
 
 
 class _Books(Protocol):
-    """The manager's read-only view the books need (the guarded `enc.emm` is one)."""
+    """The manager's read-only view the books need (`EnclaveMemoryManager.books`)."""
 
-    def regions(self, root: str = ...) -> list[Region]: ...
+    def books(self) -> list[tuple[int, int, int, int, tuple[int, ...] | None]]: ...
 
 
 class Enclave(Protocol):
@@ -63,7 +61,7 @@ class Enclave(Protocol):
     this module: naming it here would make an import cycle)."""
 
     @property
-    def emm(self) -> _Books: ...
+    def manager(self) -> _Books: ...
 
     machine: Machine
     fd: EnclaveFd
@@ -81,6 +79,8 @@ _VALID_TABLE = bytes(1 if b & F_VALID else 0 for b in range(256))
 _RUNS = re.compile(b"\x01+")
 _UNACCEPTED = F_PENDING | F_MODIFIED
 _REACHABLE = frozenset((PT_REG, PT_TCS, PT_SS_FIRST, PT_SS_REST))
+_NOT_ENCLAVE_PAGES = (PT_SECS, PT_VA)
+_RESERVE = 0x01      # alloc flag of a bare reservation (no bitmap by design)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,107 +106,105 @@ class BooksDisagree(AssertionError):
         self.differences = differences
 
 
-@dataclass(frozen=True, slots=True)
-class _HwPage:
-    """An EPC page of the enclave bound to one address: resident (slot) or sealed out."""
-
-    slot: int            # -1 when sealed out by EWB
-    flags: int
-    pt: int
-
-    @property
-    def accepted(self) -> bool:
-        return not self.flags & _UNACCEPTED
-
-    def describe(self) -> str:
-        state = "accepted" if self.accepted else (
-            "PENDING" if self.flags & F_PENDING else "MODIFIED")
-        where = f"slot {self.slot}" if self.slot >= 0 else "sealed out"
-        return (f"{PT_NAMES.get(self.pt, self.pt)} {state} rwx={self.flags & 0x7:#x} "
-                f"({where})")
+_Hw = tuple[int, int, int]     # (slot or -1 if sealed out, EPCM flag byte, page type)
 
 
-def _sealed_pages(fd: EnclaveFd) -> list[EvictedPage]:
-    """The pages EWB sealed out of the EPC for this enclave (the driver's backing store)."""
-    return fd.evicted_pages()
+def _describe(page: _Hw) -> str:
+    slot, flags, pt = page
+    state = "accepted" if not flags & _UNACCEPTED else (
+        "PENDING" if flags & F_PENDING else "MODIFIED")
+    where = f"slot {slot}" if slot >= 0 else "sealed out"
+    return f"{PT_NAMES.get(pt, pt)} {state} rwx={flags & 0x7:#x} ({where})"
 
 
-def _hardware_pages(enc: Enclave) -> dict[int, list[_HwPage]]:
-    """Every EPC page of the enclave (not its SECS or VA pages), by bound address."""
+def _hardware_pages(enc: Enclave) -> tuple[dict[int, _Hw], dict[int, list[_Hw]]]:
+    """Every EPC page of the enclave (not its SECS or VA pages), by bound address:
+    the first page bound to each address, and the rare addresses holding more."""
     machine = enc.machine
     epc = machine.epc
     fd = enc.fd
     secs = fd.secs_slot
-    out: dict[int, list[_HwPage]] = {}
+    first: dict[int, _Hw] = {}
+    more: dict[int, list[_Hw]] = {}
     with machine.lock:
         flags, owner, pt, linaddr = epc.flags, epc.owner, epc.pt, epc.linaddr
         valid = bytes(flags).translate(_VALID_TABLE)
-        for run in _RUNS.finditer(valid):
-            for slot in range(run.start(), run.end()):
-                if owner[slot] != secs or pt[slot] in (PT_SECS, PT_VA):
-                    continue
-                out.setdefault(linaddr[slot], []).append(_HwPage(slot, flags[slot], pt[slot]))
-        for blob in _sealed_pages(fd):
-            out.setdefault(blob.linaddr, []).append(_HwPage(-1, blob.flags, blob.pt))
-    return out
-
-
-def _region_pt(region: Region) -> int:
-    return region.page_type >> 8
+        pages: list[tuple[int, _Hw]] = [
+            (linaddr[slot], (slot, flags[slot], pt[slot]))
+            for run in _RUNS.finditer(valid) for slot in range(run.start(), run.end())
+            if owner[slot] == secs and pt[slot] not in _NOT_ENCLAVE_PAGES]
+        pages.extend((blob.linaddr, (-1, blob.flags, blob.pt))
+                     for blob in fd.evicted_pages())
+    for addr, page in pages:
+        if addr in first:
+            more.setdefault(addr, [first[addr]]).append(page)
+        else:
+            first[addr] = page
+    return first, more
 
 
 def check_books(enc: Enclave) -> list[Difference]:
     """Every difference between the manager's books and the hardware (see module doc)."""
-    emm = enc.emm
-    regions = sorted(emm.regions("user") + emm.regions("rts"), key=lambda r: r.start)
-    hw = _hardware_pages(enc)
-    mm = enc.machine.mm
+    books = enc.manager.books()
+    first, more = _hardware_pages(enc)
+    pte = enc.machine.mm.pte
     diffs: list[Difference] = []
     committed: set[int] = set()
-    for region in regions:
-        if not region.has_bitmap:
-            diffs.append(Difference(region.start, NO_BITMAP,
-                                    f"region {region.start:#x}+{region.size:#x} commits pages",
-                                    "no commit bitmap to record them in"))
-        region_pt = _region_pt(region)
-        prot = region.prot
-        for lo, hi in region.committed.page_runs():
-            for index in range(lo, hi):
-                addr = region.start + (index << PAGE_SHIFT)
+    for start, end, alloc_flags, si_flags, bounds in books:
+        if bounds is None:
+            if not alloc_flags & _RESERVE:
+                diffs.append(Difference(start, NO_BITMAP,
+                                        f"region {start:#x}+{end - start:#x} commits pages",
+                                        "no commit bitmap to record them in"))
+            continue
+        region_pt = (si_flags >> 8) & 0xFF
+        prot = si_flags & PROT_MASK
+        ok_pts = (PT_REG, region_pt) if region_pt in (PT_SS_FIRST, PT_SS_REST) else (
+            region_pt,)
+        for k in range(0, len(bounds), 2):
+            for page_no in range(bounds[k], bounds[k + 1]):
+                addr = page_no << PAGE_SHIFT
                 committed.add(addr)
-                pages = hw.get(addr, ())
-                accepted = [p for p in pages if p.accepted]
-                if not accepted:
-                    seen = ", ".join(p.describe() for p in pages) or "no EPC page"
+                page = first.get(addr)
+                if addr in more:
+                    accepted = [p for p in more[addr] if not p[1] & _UNACCEPTED]
+                    page = accepted[0] if accepted else page
+                if page is None or page[1] & _UNACCEPTED:
+                    seen = ", ".join(_describe(p) for p in more.get(
+                        addr, [page] if page else [])) or "no EPC page"
                     diffs.append(Difference(addr, UNBACKED, "committed", seen))
                     continue
-                page = accepted[0]
-                if page.pt != region_pt and not (page.pt == PT_REG
-                                                  and region_pt in (PT_SS_FIRST, PT_SS_REST)):
-                    diffs.append(Difference(addr, TYPE, f"type {PT_NAMES.get(region_pt)}",
-                                            page.describe()))
-                elif page.pt != PT_TCS and page.flags & 0x7 != prot & PROT_MASK:
-                    diffs.append(Difference(addr, PROT, f"prot {prot:#x}", page.describe()))
-                if page.slot >= 0:
-                    pte = mm.pte(addr >> PAGE_SHIFT)
-                    if pte and pte >> 3 != page.slot:
-                        diffs.append(Difference(addr, PTE, f"EPC slot {page.slot}",
-                                                f"a PTE naming slot {pte >> 3}"))
-    starts = [r.start for r in regions]
-    for addr, pages in sorted(hw.items()):
-        accepted = [p for p in pages if p.accepted and p.pt != PT_TRIM]
-        if len(accepted) > 1:
-            diffs.append(Difference(addr, DOUBLE, "at most one page",
-                                    ", ".join(p.describe() for p in accepted)))
+                slot, flags, pt = page
+                if pt not in ok_pts:
+                    diffs.append(Difference(addr, TYPE,
+                                            f"type {PT_NAMES.get(region_pt, region_pt)}",
+                                            _describe(page)))
+                elif pt != PT_TCS and flags & 0x7 != prot:
+                    diffs.append(Difference(addr, PROT, f"prot {prot:#x}", _describe(page)))
+                if slot >= 0:
+                    entry = pte(page_no)
+                    if entry and entry >> 3 != slot:
+                        diffs.append(Difference(addr, PTE, f"EPC slot {slot}",
+                                                f"a PTE naming slot {entry >> 3}"))
+    starts = [b[0] for b in books]
+    for addr, page in first.items():
+        if addr in more:
+            accepted = [p for p in more[addr] if not p[1] & _UNACCEPTED and p[2] != PT_TRIM]
+            if len(accepted) > 1:
+                diffs.append(Difference(addr, DOUBLE, "at most one page",
+                                        ", ".join(_describe(p) for p in accepted)))
+        else:
+            accepted = [page] if not page[1] & _UNACCEPTED and page[2] != PT_TRIM else []
         if addr in committed:
             continue
-        reachable = [p for p in accepted if p.pt in _REACHABLE]
+        reachable = [p for p in accepted if p[2] in _REACHABLE]
         if reachable:
             i = bisect_right(starts, addr) - 1
-            where = (f"region {regions[i].start:#x}+{regions[i].size:#x}"
-                     if i >= 0 and addr < regions[i].end else "no region")
+            where = (f"region {books[i][0]:#x}+{books[i][1] - books[i][0]:#x}"
+                     if i >= 0 and addr < books[i][1] else "no region")
             diffs.append(Difference(addr, STALE, f"not committed ({where})",
-                                    reachable[0].describe()))
+                                    _describe(reachable[0])))
+    diffs.sort(key=lambda d: d.addr)
     return diffs
 
 

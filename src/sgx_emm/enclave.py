@@ -542,6 +542,14 @@ class Enclave:
         """`sgx_unregister_exception_handler`: False if it was not registered."""
         return self.dispatcher.unregister(handler)
 
+    def use_untrusted_runtime(self, untrusted: OcallTarget) -> OcallTarget:
+        """Serve the manager's ocalls from `untrusted` from now on (e.g. a hostile
+        subclass of `UntrustedRuntime`); returns the runtime it replaces."""
+        old = self.runtime.untrusted
+        self.runtime.untrusted = untrusted
+        self.untrusted = untrusted
+        return old
+
     # ------------------------------------------------------------ services
     @property
     def config(self) -> EnclaveConfig:

@@ -96,7 +96,7 @@ def test_two_accepted_pages_at_one_address_are_a_double(enc: Enclave) -> None:
 def test_a_region_without_bitmap_is_reported(enc: Enclave) -> None:
     with enc.enter():
         a = enc.emm.alloc(None, P, COMMIT_ON_DEMAND)
-    ema = enc.emm._user.find(a)
+    ema = enc.manager._user.find(a)
     assert ema is not None
     ema.bitmap = None
     assert kinds(enc) == [(a, NO_BITMAP)]

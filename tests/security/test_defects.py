@@ -118,7 +118,7 @@ def test_d3_an_exception_through_commit_now_leaves_a_region_with_its_bitmap() ->
     started.wait(5)
     try:
         # outside any entry, every leaf needs a TCS of its own: there is none
-        enc.emm.alloc(None, 4 * P, COMMIT_NOW)
+        enc.manager.alloc(None, 4 * P, COMMIT_NOW)
     except (OutOfTcs, EmmError, NotEntered) as exc:
         errors.append(exc)
     finally:

@@ -8,7 +8,7 @@ import threading
 import pytest
 from services_support import small
 
-from sgx_emm import EmmError, Enclave, EnclaveCrashed
+from sgx_emm import EmmError, Enclave
 from sgx_emm.flags import COMMIT_ON_DEMAND, PAGE_SIZE, PAGE_TYPE_TCS
 from sgx_emm.runtime.layout import NSSA
 from sgx_emm.services import TCS_POLICY_BOUND, EnclaveConfig
@@ -51,8 +51,9 @@ def test_remove_thread_trims_it(enc: Enclave) -> None:
     enc.remove_thread(tcs)
     assert enc.thread_contexts.memory(tcs) is None
     assert not [r for r in enc.emm.regions("user") if start <= r.start < start + size]
-    with pytest.raises((EnclaveCrashed, ValueError)), enc.enter(tcs=tcs):
+    with pytest.raises(ValueError, match="not a TCS page"), enc.enter(tcs=tcs):
         pass
+    assert not enc.crashed
 
 
 def test_remove_thread_refuses_what_it_cannot_remove(enc: Enclave) -> None:
@@ -171,3 +172,23 @@ def test_join_timeout(enc: Enclave) -> None:
         enc.threads.join(handle, timeout=0.01)
     gate.set()
     assert enc.threads.join(handle) is True
+
+
+def test_concurrent_adds_never_pass_tcs_max_num() -> None:
+    enc = small(config=EnclaveConfig(tcs_num=4, tcs_max_num=6))
+    made: list[int] = []
+    refused: list[Exception] = []
+
+    def add() -> None:
+        try:
+            made.append(enc.add_thread())
+        except RuntimeError as e:
+            refused.append(e)
+
+    workers = [threading.Thread(target=add) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(made) == 2 and len(refused) == 2
+    assert sorted(enc.thread_contexts.dynamic) == sorted(made)

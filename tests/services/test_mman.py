@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from services_support import small
 
 from sgx_emm import Enclave, EnclaveCrashed
 from sgx_emm.flags import PAGE_SIZE, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE
@@ -150,3 +153,63 @@ def test_w_xor_x_when_enforced(enc: Enclave) -> None:
         a = m.mmap(None, PAGE_SIZE, RW)
         assert errno_of(lambda: m.mprotect(a, PAGE_SIZE, RW | PROT_EXEC)) == errno.EACCES
         m.mprotect(a, PAGE_SIZE, PROT_READ | PROT_EXEC)          # W then X is fine
+
+
+# ------------------------------------------------------------------ a model
+PAGES = 12
+
+
+@settings(max_examples=30)
+@given(st.lists(st.tuples(st.sampled_from(["map", "fixed", "unmap", "protect", "touch"]),
+                          st.integers(0, PAGES - 1), st.integers(1, 4),
+                          st.sampled_from([PROT_NONE, PROT_READ, RW])), max_size=25))
+def test_mappings_follow_a_page_model(steps: list[tuple[str, int, int, int]]) -> None:
+    """Against a page -> prot model: which pages are mapped, with what protection,
+    and that data written survives mprotect and disappears with munmap."""
+    enc = small(threads=1)
+    m = enc.mman
+    model: dict[int, int] = {}
+    data: dict[int, int] = {}
+    with enc.enter() as t:
+        base = m.mmap(None, PAGES * PAGE_SIZE, RW)      # find a free window, then drop it
+        m.munmap(base, PAGES * PAGE_SIZE)
+        for op, first, count, prot in steps:
+            count = min(count, PAGES - first)
+            addr, pages = base + first * PAGE_SIZE, range(first, first + count)
+            if op in ("map", "fixed"):
+                flags = ANON | (MAP_FIXED if op == "fixed" else MAP_FIXED_NOREPLACE)
+                if op == "map" and any(p in model for p in pages):
+                    with pytest.raises(OSError) as info:
+                        m.mmap(addr, count * PAGE_SIZE, prot, flags)
+                    assert info.value.errno == errno.EEXIST
+                    continue
+                assert m.mmap(addr, count * PAGE_SIZE, prot, flags) == addr
+                for p in pages:
+                    model[p] = prot
+                    data.pop(p, None)
+            elif op == "unmap":
+                m.munmap(addr, count * PAGE_SIZE)
+                for p in pages:
+                    model.pop(p, None)
+                    data.pop(p, None)
+            elif op == "protect":
+                if not all(p in model for p in pages):
+                    with pytest.raises(OSError) as info:
+                        m.mprotect(addr, count * PAGE_SIZE, prot)
+                    assert info.value.errno == errno.ENOMEM
+                    continue
+                m.mprotect(addr, count * PAGE_SIZE, prot)
+                for p in pages:
+                    model[p] = prot
+            elif model.get(first) == RW:
+                t.write(addr, bytes([first + 1]))
+                data[first] = first + 1
+            got: dict[int, int] = {}
+            for mapping in m.mappings():
+                for a in range(mapping.start, mapping.end, PAGE_SIZE):
+                    got[(a - base) // PAGE_SIZE] = int(mapping.prot)
+            assert got == model
+        for p, byte in data.items():
+            if model.get(p, PROT_NONE) & PROT_READ:
+                assert t.read(base + p * PAGE_SIZE, 1) == bytes([byte])
+    assert not enc.crashed

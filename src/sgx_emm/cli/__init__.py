@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import click
 
+from sgx_emm.cli.attacks import attacks_cmd
 from sgx_emm.cli.common import PROGRESS_MIN_LINES, progress_for
 from sgx_emm.cli.diagram import diagram_cmd
 from sgx_emm.cli.map import map_cmd
@@ -27,6 +28,7 @@ def main() -> None:
 
 main.add_command(replay_cmd)
 main.add_command(map_cmd)
+main.add_command(attacks_cmd)
 main.add_command(diagram_cmd)
 main.add_command(report_cmd)
 

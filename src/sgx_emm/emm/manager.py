@@ -349,6 +349,23 @@ class EnclaveMemoryManager:
             if lock is not None:
                 lock.release()
 
+    def books(self) -> list[tuple[int, int, int, int, tuple[int, ...] | None]]:
+        """Every region of both roots as (start, end, alloc_flags, si_flags, commit-run
+        bounds as absolute page numbers, or None without a bitmap), by address: the
+        cheap view `sgx_emm.books` compares with the hardware (no snapshots)."""
+        lock = self._lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            out = [(e.start, e.end, e.alloc_flags, e.si_flags,
+                    e.bitmap.bounds if e.bitmap is not None else None)
+                   for root in (self._user, self._rts) for e in root]
+        finally:
+            if lock is not None:
+                lock.release()
+        out.sort()
+        return out
+
     def region_count(self, root: str = "user") -> int:
         """Number of regions of a root, O(1)."""
         return len(self._rts if root == "rts" else self._user)

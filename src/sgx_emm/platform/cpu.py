@@ -1,7 +1,8 @@
 """The SGX2 CPU: ENCLS and ENCLU leaves and enclave-mode accesses, put together.
 
-The leaves live by concern: encls.py (what the kernel executes: ECREATE ... ETRACK,
-EWB, ELDU), enclu.py (what enclave code executes: EACCEPT, EACCEPTCOPY, EMODPE),
+The leaves live by concern: encls.py (what the kernel executes: ECREATE ... ETRACK),
+sealing.py (EPC paging: EPA, EBLOCK, EWB, ELDU, sealed with a MAC and versions),
+enclu.py (what enclave code executes: EACCEPT, EACCEPTCOPY, EMODPE),
 entry.py (EENTER, ERESUME, EEXIT, AEX), access.py (reads, writes, fetches), on
 the shared operand checks of processor.py and the state records of state.py.
 `Cpu` is all of them on one EPC and one address space.
@@ -18,14 +19,14 @@ before raising, so fault handling never runs with the lock held.
 from __future__ import annotations
 
 from sgx_emm.platform.access import MemoryAccess
-from sgx_emm.platform.encls import EnclsLeaves
 from sgx_emm.platform.enclu import EncluLeaves, eaccept_not_present
 from sgx_emm.platform.entry import EntryLeaves
 from sgx_emm.platform.processor import FETCH, NOT_PRESENT, READ, RIP_INTERRUPTED, WRITE, Rip
+from sgx_emm.platform.sealing import SealingLeaves
 from sgx_emm.platform.state import EnclaveControl, EntryState, EvictedPage, TcsControl
 
 
-class Cpu(EnclsLeaves, EncluLeaves, EntryLeaves, MemoryAccess):
+class Cpu(SealingLeaves, EncluLeaves, EntryLeaves, MemoryAccess):
     """ENCLS/ENCLU leaves over one EPC and one address space."""
 
 

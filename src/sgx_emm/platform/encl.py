@@ -81,6 +81,8 @@ class Encl:
         self._records: dict[int, tuple[array[int], bytearray]] = {}
         self._reclaiming: set[int] = set()
         self._swapped: dict[int, EvictedPage] = {}   # page -> what EWB wrote out
+        self._va_of: dict[int, int] = {}             # page -> its version's VA slot
+        self._va_free: list[int] = []                # free VA slots (physical addresses)
 
     # ------------------------------------------------------------ records
     def record(self, addr: int) -> tuple[int, int, int] | None:
@@ -257,9 +259,11 @@ class Encl:
     def load_page(self, page: int) -> int | str:
         """sgx_encl_eldu: bring an evicted page back. The caller holds the lock.
 
-        Returns: the new EPC slot, or why it could not be loaded."""
+        Returns: the new EPC slot, or why it could not be loaded (ELDU refuses a
+        sealed page that does not verify: the fault then ends in SIGBUS)."""
         blob = self._swapped.get(page)
-        if blob is None or self.secs_slot is None:
+        va = self._va_of.get(page)
+        if blob is None or va is None or self.secs_slot is None:
             return f"page {page << PAGE_SHIFT:#x} is not evicted"
         hooks = self._host.hooks
         if hooks is not None:
@@ -268,13 +272,37 @@ class Encl:
         if slot is None:
             return "ELDU: no free EPC page"
         try:
-            self._cpu.eldu(blob, Epc.paddr(self.secs_slot), Epc.paddr(slot))
+            code = self._cpu.eldu(blob, Epc.paddr(self.secs_slot), Epc.paddr(slot), va)
         except CpuFault as fault:
             self._epc.free(slot)
             return f"ELDU failed: {fault.reason}"
+        if code:
+            self._epc.free(slot)
+            return (f"ELDU of {page << PAGE_SHIFT:#x} failed with SGX_MAC_COMPARE_FAIL "
+                    f"({code}): the sealed page is not the one EWB wrote")
         del self._swapped[page]
+        del self._va_of[page]
+        self._va_free.append(va)
         self._set_slot(page, slot)
         return slot
+
+    def ensure_va(self) -> bool:
+        """At least one free VA slot, adding a VA page if needed. Returns: whether
+        there is one."""
+        with self._lock:
+            return bool(self._va_free) or self.grow_va()
+
+    def grow_va(self) -> bool:
+        """sgx_alloc_va_page: one more Version Array page (EPA) with 512 free slots,
+        from a free EPC page (never by evicting). Returns: False if none is free."""
+        with self._lock:
+            slot = self._epc.alloc()
+            if slot is None:
+                return False
+            base = Epc.paddr(slot)
+            self._cpu.epa(base)
+            self._va_free.extend(range(base + PAGE_SIZE - 8, base - 1, -8))
+            return True
 
     def pinned(self, addr: int) -> bool:
         """Whether the page at addr may not be evicted now: an SSA frame of a TCS that
@@ -287,24 +315,39 @@ class Encl:
                    for t in self._cpu.tcs.values())
 
     def evict(self, addr: int) -> bool:
-        """Page the page at `addr` out (EWB), unmapping it; a later fault or ioctl
-        loads it back (ELDU). A seam for tests and attacks as well as the
-        reclaimer.
+        """Page the page at `addr` out as sgx_reclaim_pages does: EBLOCK, ETRACK and
+        IPIs, EWB sealed into a Version Array slot; unmap it. A later fault or ioctl
+        loads it back (ELDU). A seam for tests and attacks as well as the reclaimer.
 
         Returns: True if evicted; False (nothing changed) for a page without a
-        resident record, of a type EWB cannot take, or pinned."""
+        resident record, of a type EWB cannot take, pinned, or with no VA slot."""
         with self._lock:
             rec = self.record(addr)
-            if rec is None or rec[0] < 0:
+            if rec is None or rec[0] < 0 or self.secs_slot is None:
                 return False
             slot = rec[0]
             if self._epc.pt[slot] not in EVICTABLE or self.pinned(addr):
                 return False
+            if not self._va_free and not self.grow_va():
+                return False
+            va = self._va_free.pop()
             page = addr >> PAGE_SHIFT
-            blob = self._cpu.ewb(Epc.paddr(slot))
+            cpu, paddr, secs = self._cpu, Epc.paddr(slot), Epc.paddr(self.secs_slot)
+            cpu.eblock(paddr)
+            if cpu.etrack(secs):      # the previous cycle is still open: finish it first
+                cpu.ipi(secs)
+                cpu.etrack(secs)
+            cpu.ipi(secs)
+            blob = cpu.ewb(paddr, va)
+            if isinstance(blob, int):   # pragma: no cover - the steps above prevent it
+                self._va_free.append(va)
+                return False
             self._mm.zap(page << PAGE_SHIFT, (page + 1) << PAGE_SHIFT)
             self._set_slot(page, -1)
             self._swapped[page] = blob
+            self._va_of[page] = va
+            if not self._va_free:       # keep a slot ready: the page just freed
+                self.grow_va()
             return True
 
     def load(self, addr: int) -> bool:

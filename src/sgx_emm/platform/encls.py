@@ -14,7 +14,7 @@ that was inside at that ETRACK has left (EEXIT or AEX).
 from __future__ import annotations
 
 from sgx_emm.flags import PAGE_SIZE
-from sgx_emm.platform.epcm import F_BLOCKED, F_MODIFIED, F_PENDING, F_PR, F_R, F_VALID, F_W
+from sgx_emm.platform.epcm import F_MODIFIED, F_PENDING, F_PR, F_R, F_VALID, F_W
 from sgx_emm.platform.exceptions import GeneralProtection, PageFault
 from sgx_emm.platform.processor import Processor, describe_entry, pt_name
 from sgx_emm.platform.secinfo import (
@@ -40,7 +40,7 @@ from sgx_emm.platform.secinfo import (
     secinfo_pt,
     secinfo_reserved_ok,
 )
-from sgx_emm.platform.state import EnclaveControl, EvictedPage
+from sgx_emm.platform.state import EnclaveControl
 from sgx_emm.trace import AEX, LEAF
 
 #: TCS fields EADD clears: FLAGS.DBGOPTIN (byte 8, bit 0), CSSA (u32 at 24), AEP
@@ -63,7 +63,7 @@ def _added_tcs(contents: bytes | None) -> bytes | None:
 
 
 class EnclsLeaves(Processor):
-    """ECREATE ... ETRACK, EWB, ELDU."""
+    """ECREATE ... ETRACK (the paging leaves, EPA ... ELDU, are in sealing.py)."""
     def _free_target(self, epc_page: int, leaf: str) -> int:
         """The page a leaf installs into: an EPC page (#GP) that is free (#PF)."""
         slot = self._epc_operand(epc_page, leaf)
@@ -320,41 +320,3 @@ class EnclsLeaves(Processor):
             if enc.track_waiting:
                 enc.track_waiting.clear()
                 enc.tracked = enc.track_epoch
-
-    # ------------------------------------------------------------ paging
-    def ewb(self, epc_page: int) -> EvictedPage:
-        """Evict a page (EBLOCK + ETRACK + EWB folded into one step: the model's
-        reclaimer only picks pages no thread can be using).
-
-        Returns: the evicted page. Raises: #GP (not an EPC page; not VALID; SECS
-        or VA page)."""
-        with self.lock:
-            self.trace.emit(LEAF, "EWB")
-            slot = self._epc_operand(epc_page, "EWB")
-            epc = self.epc
-            f = epc.flags[slot]
-            if not f & F_VALID or epc.pt[slot] in (PT_SECS, PT_VA):
-                raise GeneralProtection(
-                    reason=f"EWB: EPC page {epc_page:#x} cannot be evicted "
-                           f"({describe_entry(epc, slot)})")
-            contents = epc.contents.get(slot)
-            blob = EvictedPage(epc.owner[slot], f & ~F_BLOCKED, epc.pt[slot],
-                               epc.linaddr[slot], epc.epoch[slot],
-                               bytes(contents) if contents is not None else None)
-            self._free_page(self.enclaves.get(epc.owner[slot]), slot)
-            return blob
-
-    def eldu(self, blob: EvictedPage, secs_page: int, epc_page: int) -> None:
-        """ELDU: load an evicted page back into a free EPC page.
-
-        Returns: None. Raises: #GP (not an EPC page; SECS operand; the page belongs
-        to another enclave); #PF (the target page is VALID)."""
-        with self.lock:
-            self.trace.emit(LEAF, "ELDU", addr=blob.linaddr)
-            slot = self._free_target(epc_page, "ELDU")
-            enc = self._secs_operand(secs_page, "ELDU")
-            if enc.secs_slot != blob.secs_slot:
-                raise GeneralProtection(reason="ELDU: the page belongs to another enclave")
-            self.epc.install(slot, blob.flags, blob.pt, blob.secs_slot, blob.linaddr,
-                             blob.epoch, blob.contents)
-            enc.children += 1

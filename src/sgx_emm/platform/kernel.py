@@ -126,6 +126,8 @@ class Kernel:
     @reclaim.setter
     def reclaim(self, on: bool) -> None:
         self.reclaimer.enabled = on
+        if on:   # EWB needs a Version Array slot: give initialized enclaves a VA page
+            self.reclaimer.prepare_enclaves()
 
     # ------------------------------------------------------------ EPC, enclaves
     def alloc_epc(self, *, reclaim: bool = True) -> int | None:

@@ -27,6 +27,14 @@ class Reclaimer:
         """An enclave whose pages the reclaimer may evict (after ENCLAVE_CREATE)."""
         assert encl.secs_slot is not None
         self._enclaves[encl.secs_slot] = encl
+        if self.enabled:
+            encl.ensure_va()   # a VA page before the EPC fills: EWB needs a slot
+
+    def prepare_enclaves(self) -> None:
+        """Paging was switched on: each enclave gets a VA page now, while the EPC may
+        still have room (eviction never makes one)."""
+        for encl in self._enclaves.values():
+            encl.ensure_va()
 
     def owner(self, secs_slot: int) -> Encl | None:
         """The enclave whose SECS is in `secs_slot`, if the driver created it."""
@@ -36,8 +44,10 @@ class Reclaimer:
         """sgx_alloc_epc_page: a free slot, evicting one page first if the EPC is full,
         reclaim is on and the caller allows it. Returns: the slot, or None."""
         slot = self.epc.alloc()
-        if slot is None and reclaim and self.enabled and self.reclaim_one():
+        tries = 2    # an eviction may spend the page it frees on a new VA page
+        while slot is None and reclaim and self.enabled and tries and self.reclaim_one():
             slot = self.epc.alloc()
+            tries -= 1
         return slot
 
     def reclaim_one(self) -> bool:

@@ -22,7 +22,10 @@ PAGE_BYTES = 0x1000
 
 @dataclass(frozen=True, slots=True)
 class EvictedPage:
-    """What EWB writes out (the sealed page and its PCMD); ELDU takes it back."""
+    """What EWB writes out (the sealed page and its PCMD); ELDU takes it back.
+
+    `contents` is encrypted and `mac` covers it with the PCMD fields and the
+    version EWB put in a VA slot (sealing.py)."""
 
     secs_slot: int
     flags: int
@@ -30,6 +33,7 @@ class EvictedPage:
     linaddr: int
     epoch: int
     contents: bytes | None
+    mac: bytes = b""
 
 
 @dataclass(slots=True)

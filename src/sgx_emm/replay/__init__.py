@@ -71,3 +71,4 @@ __all__ = [
 
 # the services' ops (malloc, mmap, thread_create, load_code, ...) are always available
 import sgx_emm.services.replay_ops  # noqa: E402,F401,I001  (registers its ops)
+import sgx_emm.hostile.replay_ops  # noqa: E402,F401,I001  (registers the attack op)

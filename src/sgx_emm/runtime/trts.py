@@ -52,6 +52,16 @@ class TrustedRuntime:
         # how an ocall leaves the enclave and comes back (EEXIT ... ORET)
         self._bridge = bridge if bridge is not None else (lambda call: call())
 
+    @property
+    def untrusted(self) -> OcallTarget:
+        """The untrusted runtime serving the ocalls; replaceable at any time (a
+        hostile runtime is swapped in here: the trusted side never relies on it)."""
+        return self._untrusted
+
+    @untrusted.setter
+    def untrusted(self, target: OcallTarget) -> None:
+        self._untrusted = target
+
     def alloc_ocall(self, addr: int, length: int, page_type: int, alloc_flags: int) -> int:
         self._trace.emit(OCALL, "alloc_ocall", addr=addr, length=length,
                          page_type=page_type, flags=alloc_flags)

@@ -122,6 +122,7 @@ class ThreadContexts:
         self._lock = threading.Lock()
         self._image = image_threads(enc)
         self._dynamic: dict[int, ThreadMemory] = {}
+        self._building = 0
         self._guards = {m.guard: m for m in self._image.values()}
 
     def by_guard(self, page: int) -> ThreadMemory | None:
@@ -142,6 +143,11 @@ class ThreadContexts:
         with self._lock:
             return self._dynamic.get(tcs)
 
+    def count(self) -> int:
+        """Threads that exist or are being built."""
+        with self._lock:
+            return len(self._image) + len(self._dynamic) + self._building
+
     def threads(self) -> list[ThreadMemory]:
         with self._lock:
             return [*self._image.values(), *self._dynamic.values()]
@@ -159,10 +165,21 @@ class ThreadContexts:
         """
         cfg = self._config
         with self._lock:
-            if (cfg.tcs_max_num is not None
-                    and len(self._image) + len(self._dynamic) >= cfg.max_threads):
+            # count threads being built too, so concurrent adds cannot pass TCSMaxNum
+            if (cfg.tcs_max_num is not None and len(self._image) + len(self._dynamic)
+                    + self._building >= cfg.max_threads):
                 raise RuntimeError(f"the enclave has TCSMaxNum = {cfg.max_threads} threads "
                                    "already; raise TCSMaxNum to add more")
+            self._building += 1
+        try:
+            return self._build(via)
+        finally:
+            with self._lock:
+                self._building -= 1
+
+    def _build(self, via: int | None) -> int:
+        """The SDK's flow for one new thread (see the module doc)."""
+        cfg = self._config
         on_demand = cfg.stack_max_size - cfg.stack_min_size
         pages_after_guard = 1 + NSSA + 1           # TCS, SSA frames, TLS
         size = PAGE_SIZE + cfg.stack_max_size + PAGE_SIZE + pages_after_guard * PAGE_SIZE
@@ -357,8 +374,7 @@ class Threads:
 
     def _room(self) -> bool:
         """Whether the pool may build another dynamic thread (below TCSMaxNum)."""
-        cfg = self._config
-        return len(self._contexts.threads()) < cfg.max_threads
+        return self._contexts.count() < self._config.max_threads
 
     def _keep_pool(self, held: int) -> None:
         """Build dynamic TCSes until TCSMinPool are free (or TCSMaxNum exist), in an
