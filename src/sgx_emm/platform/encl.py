@@ -130,12 +130,26 @@ class Encl:
         if entry is not None:
             entry[1][page & CHUNK_MASK] = 0
 
+    def _chunk_keys(self, first: int, last: int) -> list[int]:
+        """Keys of the record chunks meeting pages [first, last), ascending.
+
+        O(min(chunks spanned, chunks allocated)): an mmap or ioctl over a few pages
+        must not cost a walk over every chunk of a large enclave.
+        """
+        if last <= first:
+            return []
+        lo, hi = first >> CHUNK_SHIFT, (last - 1) >> CHUNK_SHIFT
+        records = self._records
+        if hi - lo < len(records):
+            return [key for key in range(lo, hi + 1) if key in records]
+        return sorted(key for key in records if lo <= key <= hi)
+
     def records_in(self, start: int, end: int) -> list[tuple[int, int, int]]:
         """(page address, type, max prot) of every record in [start, end); walks only
-        the allocated record chunks."""
+        the allocated record chunks that meet the range."""
         out: list[tuple[int, int, int]] = []
         first, last = start >> PAGE_SHIFT, (end + PAGE_SIZE - 1) >> PAGE_SHIFT
-        for key in sorted(self._records):
+        for key in self._chunk_keys(first, last):
             lo = max(first, key << CHUNK_SHIFT)
             hi = min(last, (key + 1) << CHUNK_SHIFT)
             if lo >= hi:
@@ -152,7 +166,7 @@ class Encl:
         """The first page address in [start, end) whose record's max prot does not
         allow `prot` (sgx_encl_may_map's loop), or None."""
         first, last = start >> PAGE_SHIFT, (end + PAGE_SIZE - 1) >> PAGE_SHIFT
-        for key in sorted(self._records):
+        for key in self._chunk_keys(first, last):
             lo = max(first, key << CHUNK_SHIFT)
             hi = min(last, (key + 1) << CHUNK_SHIFT)
             if lo >= hi:
