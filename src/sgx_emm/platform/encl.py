@@ -6,7 +6,7 @@ enclave half (`vma_fault`, Linux's `sgx_vma_fault`), the one EAUG path
 (`eaug_page`, which the first-touch fault and the commit fast path both take),
 and paging a page out and in (`evict`, `load`: EWB and ELDU).
 
-Records are chunked like page tables: `{page >> 9: (array('l') of EPC slots,
+Records are chunked like page tables: `{page >> 9: (array('i') of EPC slots,
 bytearray of info bytes)}` where an info byte packs EXISTS | AUGMENTED | type << 3
 | max prot; slot -1 is a page the reclaimer evicted. The driver does not track
 EPCM permissions, PENDING or PR, exactly like Linux.
@@ -106,7 +106,9 @@ class Encl:
         key = page >> CHUNK_SHIFT
         entry = self._records.get(key)
         if entry is None:
-            entry = self._records[key] = (array("l", bytes(8 * CHUNK_PAGES)),
+            # 32-bit slots: EPC slot numbers are far below 2**31, and a committed page
+            # nobody wrote then costs 13 bytes of driver and page-table state
+            entry = self._records[key] = (array("i", bytes(4 * CHUNK_PAGES)),
                                           bytearray(CHUNK_PAGES))
         entry[0][page & CHUNK_MASK] = slot
         entry[1][page & CHUNK_MASK] = (EXISTS | (AUGMENTED if augmented else 0)
