@@ -69,3 +69,18 @@ def test_batch_commits_on_stack_growth() -> None:
             aex.append(enc.trace.total("aex") - before)
             assert t.stack.committed == t.stack.max
     assert aex[1] < aex[0]
+
+
+def test_a_dynamic_stack_commits_a_batch_per_fault() -> None:
+    enc = small(config=EnclaveConfig(tcs_num=1, policy=GrowthPolicy(stack_fault_pages=3)))
+    tcs = enc.add_thread()
+    with enc.enter(tcs=tcs) as t:
+        s = t.stack
+        below = s.top - enc.config.stack_min_size - PAGE_SIZE    # first on-demand page
+        before = enc.trace.total("aex")
+        t.write(below, b"x")                  # one fault ...
+        assert enc.trace.total("aex") - before >= 1
+        assert s.committed == enc.config.stack_min_size + 3 * PAGE_SIZE   # ... three pages
+        before = enc.trace.total("aex")
+        t.write(below - 2 * PAGE_SIZE, b"y")  # inside the batch: no fault
+        assert enc.trace.total("aex") == before

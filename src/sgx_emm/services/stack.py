@@ -15,8 +15,9 @@ is a reserved region, which must never fault).
 `committed`, and `touch(depth)`, which uses the stack down to `depth` bytes below
 the top the way a function's stack probe does, one write per page, from the top
 down. With `GrowthPolicy.stack_fault_pages` > 1 the probe commits that many pages
-at once when it reaches an uncommitted page: the batch commit on GROWSDOWN faults
-that the reference leaves as a TODO.
+at once when it reaches an uncommitted page (threads made by `add_thread` also get
+that batch on every fault of their stack: `threads.grows_down_batch`), the batch
+commit on GROWSDOWN faults that the reference leaves as a TODO.
 """
 
 from __future__ import annotations

@@ -41,6 +41,8 @@ from sgx_emm.errors import EmmError
 from sgx_emm.flags import (
     COMMIT_NOW,
     COMMIT_ON_DEMAND,
+    EXCEPTION_CONTINUE_EXECUTION,
+    EXCEPTION_CONTINUE_SEARCH,
     FIXED,
     GROWSDOWN,
     PAGE_SIZE,
@@ -103,6 +105,22 @@ def image_threads(enc: Host) -> dict[int, ThreadMemory]:
             tls=base + layout.find("tls", t).offset, stack_top=top, stack_limit=base + low,
             stack_min=stack.size, guard=base + low - PAGE_SIZE)
     return out
+
+
+def grows_down_batch(emm: Any, low: int, pages: int) -> Any:
+    """A fault handler for a GROWSDOWN stack region starting at `low` that commits
+    `pages` pages at once, from the faulting page down (the batch commit on
+    GROWSDOWN faults the reference leaves as a TODO); pages already committed are
+    skipped by the commit. If the commit fails the fault is passed on."""
+    def commit_batch(pfinfo: Any, private: Any) -> int:
+        page = pfinfo.maddr & ~(PAGE_SIZE - 1)
+        first = max(low, page - (pages - 1) * PAGE_SIZE)
+        try:
+            emm.commit(first, page + PAGE_SIZE - first)
+        except EmmError:
+            return int(EXCEPTION_CONTINUE_SEARCH)
+        return int(EXCEPTION_CONTINUE_EXECUTION)
+    return commit_batch
 
 
 def tcs_image(enc: Host, ssa: int, tls: int) -> TcsImage:
@@ -194,7 +212,10 @@ class ThreadContexts:
                 ssa = tcs + PAGE_SIZE
                 tls = ssa + NSSA * PAGE_SIZE
                 if on_demand:
-                    emm.alloc(stack_low, on_demand, COMMIT_ON_DEMAND | GROWSDOWN | FIXED)
+                    batch = cfg.policy.stack_fault_pages
+                    handler = (grows_down_batch(emm, stack_low, batch) if batch > 1 else None)
+                    emm.alloc(stack_low, on_demand, COMMIT_ON_DEMAND | GROWSDOWN | FIXED,
+                              handler=handler)
                 emm.alloc(stack, cfg.stack_min_size, COMMIT_NOW | FIXED)
                 emm.alloc(tcs, PAGE_SIZE, COMMIT_NOW | FIXED)
                 emm.alloc(ssa, (NSSA + 1) * PAGE_SIZE, COMMIT_NOW | FIXED)
