@@ -232,8 +232,9 @@ class Encl:
         prot RWX, a PTE with the VMA's prot. The caller holds the lock and checked
         that the page has no record and lies in an enclave VMA.
 
-        `quiet` is the commit fast path: no event, and no eviction to find an EPC
-        page (it then refuses, and the general path retries with both).
+        `quiet` is the commit fast path: it also checks that there is no record,
+        emits no event, and does not evict to find an EPC page (it then refuses,
+        and the general path retries with both).
 
         Returns: the EPC slot, or why the page was not added (nothing changed)."""
         addr = page << PAGE_SHIFT
@@ -241,6 +242,9 @@ class Encl:
         cpu = self._cpu
         if quiet:
             # the fast path runs only while no hooks are installed (Kernel.commit_fast_path)
+            entry = self._records.get(page >> CHUNK_SHIFT)
+            if entry is not None and entry[1][page & CHUNK_MASK]:
+                return "the page already has a record"
             if not self.initialized or secs is None:
                 return "EAUG refused: the enclave is not initialized"
             slot = self._epc.alloc()
@@ -251,6 +255,11 @@ class Encl:
             except CpuFault as fault:
                 self._epc.free(slot)
                 return f"EAUG failed: {fault.reason}"
+            if entry is not None:       # the chunk exists: `_set_record`'s two stores
+                entry[0][page & CHUNK_MASK] = slot
+                entry[1][page & CHUNK_MASK] = EAUG_INFO
+                self._mm.set_pte(page, slot, vma_prot)
+                return slot
         else:
             hooks = self._host.hooks
             if hooks is not None:

@@ -43,6 +43,8 @@ from sgx_emm.platform.state import EnclaveControl, EntryState, TcsControl
 from sgx_emm.trace import AEX, ENTRY
 
 _SSA_OK = F_VALID | F_R | F_W
+#: the `vector` of `write_frame` for an interrupt, which AEX does not report
+_INTERRUPT = -1
 #: TCS.FLAGS bits that are not reserved: DBGOPTIN (bit 0) and AEXNOTIFY (bit 1)
 _TCS_FLAGS_DEFINED = 0x3
 _EXINFO = struct.Struct("<QI")
@@ -245,32 +247,25 @@ class EntryLeaves(Processor):
         self.trace.emit(AEX, VECTOR_NAMES.get(vector, "other"), errcd=fault.errcd,
                         addr=fault.addr)
 
-    def write_frame(self, entry: EntryState, vector: int, addr: int, errcd: int) -> None:
-        """What AEX writes into the entry's current SSA frame: RIP, and EXITINFO with
-        VALID (a #PF or #GP only when SECS.MISCSELECT.EXINFO selects reporting it,
-        then with EXINFO too); an override of that frame's RIP is dropped. The
-        caller holds the lock."""
-        tcs = entry.tcs
-        exinfo = bool(entry.enclave.miscselect & MISC_EXINFO)
-        reported = exinfo or vector not in (VECTOR_PF, VECTOR_GP)
-        self._write_gprsgx(tcs, entry.ssa_slot, tcs.cssa,
-                           vector | EXITINFO_TYPE_HW | EXITINFO_VALID if reported else 0,
-                           (addr, errcd) if exinfo and vector in (VECTOR_PF, VECTOR_GP)
-                           else None)
-
-    def _write_gprsgx(self, tcs: TcsControl, slot: int, level: int, exitinfo: int,
-                      exinfo: tuple[int, int] | None) -> None:
-        """The frame writes of an AEX: GPRSGX.EXITINFO, GPRSGX.RIP and, if given,
-        EXINFO {MADDR, ERRCD} of SSA frame `level`, whose last page is `slot`."""
-        gpr = tcs.ssa_base + (level + 1) * tcs.frame_bytes - GPRSGX_SIZE
+    def write_frame(self, tcs: TcsControl, enc: EnclaveControl, slot: int, vector: int,
+                    addr: int = 0, errcd: int = 0) -> None:
+        """What an AEX writes into SSA frame CSSA of `tcs`, whose last page is `slot`:
+        GPRSGX.RIP, and GPRSGX.EXITINFO with VALID for an exception (`vector` >= 0;
+        a #PF or #GP only when SECS.MISCSELECT.EXINFO selects reporting it, then
+        with EXINFO {MADDR, ERRCD} too) or 0 for an interrupt (`vector` < 0). An
+        override of that frame's RIP is dropped. The caller holds the lock."""
+        gpr = tcs.ssa_base + (tcs.cssa + 1) * tcs.frame_bytes - GPRSGX_SIZE
         page = self.epc.contents.get(slot)
         if page is None:
             page = self.epc.writable_page(slot)
         off = gpr & (PAGE_SIZE - 1)
-        _U32.pack_into(page, off + GPR_EXITINFO, exitinfo)
+        exinfo = enc.miscselect & MISC_EXINFO and vector in (VECTOR_PF, VECTOR_GP)
+        reported = vector >= 0 and (exinfo or vector not in (VECTOR_PF, VECTOR_GP))
+        _U32.pack_into(page, off + GPR_EXITINFO,
+                       vector | EXITINFO_TYPE_HW | EXITINFO_VALID if reported else 0)
         _U64.pack_into(page, off + GPR_RIP, RIP_INTERRUPTED)
-        if exinfo is not None:
-            _EXINFO.pack_into(page, off - EXINFO_SIZE, *exinfo)
+        if exinfo:
+            _EXINFO.pack_into(page, off - EXINFO_SIZE, addr, errcd)
         if self.rip_overrides:
             self.rip_overrides.pop(gpr, None)
 
@@ -287,7 +282,7 @@ class EntryLeaves(Processor):
             if slot < 0:           # a multi-page frame: its GPRSGX page
                 gpr_page = tcs.ssa_base + (tcs.cssa + 1) * tcs.frame_bytes - PAGE_SIZE
                 slot = self.mm.pte(gpr_page >> PAGE_SHIFT) >> 3
-            self._write_gprsgx(tcs, slot, tcs.cssa, 0, None)
+            self.write_frame(tcs, enc, slot, _INTERRUPT)
             self._leave(enc, tcs_slot)
             enc.inside.add(tcs_slot)
         return len(inside)
@@ -295,9 +290,9 @@ class EntryLeaves(Processor):
     def aex_locked(self, entry: EntryState, vector: int, addr: int, errcd: int) -> None:
         """AEX without its event, for a fault (vector, full address, error code); the
         caller holds the lock."""
-        self.write_frame(entry, vector, addr, errcd)
         tcs = entry.tcs
         enc = entry.enclave
+        self.write_frame(tcs, enc, entry.ssa_slot, vector, addr, errcd)
         tcs.frames[tcs.cssa] = entry
         tcs.cssa += 1
         tcs.busy = False
@@ -324,7 +319,7 @@ class EntryLeaves(Processor):
             self.aex_locked(entry, vector, addr, errcd)
             return None
         written = entry.ssa_slot
-        self.write_frame(entry, vector, addr, errcd)
+        self.write_frame(tcs, enc, written, vector, addr, errcd)
         # AEX then ERESUME of that frame: CSSA, BUSY and the frame's owner come back as
         # they were; leaving the enclave for a moment still counts for tracking
         if tcs.frames:

@@ -292,10 +292,7 @@ class Kernel:
         if vma is None or _access_error(vma, PF_U) or not self.sgx2:
             return -1
         fd: Encl = vma.owner
-        page = addr >> PAGE_SHIFT
-        if fd._info(page):
-            return -1
-        slot = fd.eaug_page(page, vma.prot, quiet=True)
+        slot = fd.eaug_page(addr >> PAGE_SHIFT, vma.prot, quiet=True)
         return slot if isinstance(slot, int) else -1
 
 
