@@ -223,6 +223,11 @@ class Enclave:
         `sgx_emm.services.EnclaveConfig`, or the path of a config.xml (heap, stacks,
         TCSNum/TCSMaxNum/TCSMinPool/TCSPolicy, reserved memory, user region). Without
         it the image is `EnclaveConfig()`'s, with `threads` TCSes (default 4).
+
+        `emalloc_legacy_2022=True` gives the manager the metadata allocator of the
+        reference before 2023, whose freed blocks never merged (`emalloc_merge_right=
+        False` is the older spelling); `leaky_emalloc=False` one whose merged blocks
+        are re-used.
         """
         if size <= 0 or size & (size - 1) or size < 1 << 20:
             raise ValueError("size must be a power of two of at least 1 MiB (SECS.SIZE)")

@@ -9,7 +9,7 @@ the totals of the trace by kind.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from rich import box
@@ -45,9 +45,11 @@ class AddressFormat:
     error's reason, a crash's cause), so output shows one address form throughout.
     """
 
-    def __init__(self, user_base: int, user_end: int) -> None:
+    def __init__(self, user_base: int, user_end: int, base: int | None = None) -> None:
         self.user_base = user_base
         self.user_end = user_end
+        #: the enclave base: driver offsets (ioctls) are shown as addresses from it
+        self.base = base
 
     def __call__(self, addr: int | None) -> str | None:
         if addr is None:
@@ -77,33 +79,116 @@ _HEX_WITH_ALIAS = re.compile(r"\b0x([0-9a-fA-F]+)\b(?: \(u\+0x[0-9a-fA-F]+\))?")
 
 #: Event detail keys whose values are enclave addresses (shown as `u+OFF`).
 _ADDRESS_KEYS = frozenset({"addr", "src", "dest", "target", "maddr", "tcs", "base"})
+#: Keys holding SECINFO.FLAGS-shaped words (prot | state | type << 8).
+_SECINFO_KEYS = frozenset({"secinfo", "flags_from", "flags_to"})
+#: Keys holding plain R/W/X permissions.
+_PROT_KEYS = frozenset({"prot", "permissions"})
+_MMAP_FLAGS = (("MAP_SHARED", 0x01), ("MAP_PRIVATE", 0x02), ("MAP_FIXED", 0x10),
+               ("MAP_ANONYMOUS", 0x20), ("MAP_POPULATE", 0x8000))
 
 
-def event_fields(event: Event, addr: AddressFormat) -> dict[str, object]:
-    """An event's details for people: addresses as the input writes them, numbers in hex."""
+def _mmap_flags_text(flags: int) -> str:
+    names = [n for n, bit in _MMAP_FLAGS if flags & bit]
+    rest = flags & ~sum(bit for _, bit in _MMAP_FLAGS)
+    if rest:
+        names.append(f"{rest:#x}")
+    return f"{'|'.join(names) or '0'} ({flags:#x})"
+
+
+def _decoded(event: Event, key: str, value: int, addr: AddressFormat,
+             decode: bool = True) -> tuple[str, str]:
+    """(key, text) of one integer detail: addresses in the input's form, flag words
+    decoded with their raw value (unless not `decode`), other numbers in hex."""
+    if key in _ADDRESS_KEYS:
+        return key, addr(value) or ""
+    if key == "offset" and addr.base is not None:   # driver offsets: one address form
+        return "addr", addr(addr.base + value) or ""
+    if not decode:
+        return key, f"{value:#x}"
+    if key in _SECINFO_KEYS:
+        return key, F.secinfo_text(value)
+    if key in _PROT_KEYS:
+        return key, F.prot_text(value)
+    if key == "flags":
+        if event.category == "syscall":
+            return key, _mmap_flags_text(value)
+        return key, F.alloc_flags_text(value)
+    if key == "page_type":
+        shifted = value if value > 0xFF else value << 8
+        name = F.PAGE_TYPE_SHORT.get(shifted >> 8, f"{value:#x}")
+        return key, f"{name} ({value:#x})"
+    return key, f"{value:#x}"
+
+
+def event_fields(event: Event, addr: AddressFormat, decode: bool = True) -> dict[str, object]:
+    """An event's details for people: addresses as the input writes them (driver
+    offsets too), SECINFO / alloc flags / prot decoded (`REG|RW|PENDING (0x20b)`)
+    unless not `decode` (JSON keeps the raw hex), other numbers in hex."""
     out: dict[str, object] = {}
     for key, value in event.details.items():
         if isinstance(value, bool) or not isinstance(value, int):
             out[key] = value if isinstance(value, (str, bool, type(None))) else repr(value)
-        elif key in _ADDRESS_KEYS:
-            out[key] = addr(value)
         else:
-            out[key] = f"{value:#x}"
+            name, text = _decoded(event, key, value, addr, decode)
+            out[name] = text
     return out
 
 
-def event_json(event: Event, addr: AddressFormat) -> dict[str, object]:
-    return {"category": event.category, "name": event.name, **event_fields(event, addr)}
+def event_json(event: Event, addr: AddressFormat, depth: int | None = None) -> dict[str, object]:
+    obj: dict[str, object] = {"category": event.category, "name": event.name}
+    if depth is not None:
+        obj["depth"] = depth
+    obj.update(event_fields(event, addr, decode=False))
+    return obj
 
 
-def event_text(event: Event, addr: AddressFormat) -> str:
-    """One indented line per event under its call, e.g. `leaf EACCEPT addr=u+0x20000`."""
+def event_text(event: Event, addr: AddressFormat, depth: int = 0) -> str:
+    """One line per event under its call, indented two spaces per enclave entry it
+    runs in, e.g. `leaf     EACCEPT   addr=u+0x20000 secinfo=REG|RW|PENDING (0x20b)`."""
     fields = " ".join(f"{k}={v}" for k, v in event_fields(event, addr).items())
-    return f"        {event.category:<8} {event.name:<22} {fields}".rstrip()
+    indent = " " * (8 + 2 * depth)
+    return f"{indent}{event.category:<8} {event.name:<14} {fields}".rstrip()
+
+
+class EntryDepth:
+    """How many enclave entries are open at each event of a stream, for indenting.
+
+    EENTER opens one (the events after it are inside), EEXIT closes one; AEX and
+    ERESUME leave the count alone, so the kernel's work for a fault stays under
+    the entry it interrupted and a nested entry (the exception handler's) shows
+    one level deeper. `depth(event)` is the level to show the event at.
+    """
+
+    def __init__(self) -> None:
+        self.open = 0
+        self._entering = False
+
+    def depth(self, event: Event) -> int:
+        entering, self._entering = self._entering, False
+        if entering and event.category == "pf":
+            # the EENTER itself faulted (the kernel fixes its TCS/SSA page and the
+            # vDSO retries it, with no AEX in between): it never entered
+            self.open = max(0, self.open - 1)
+        if event.category != "entry":
+            return self.open
+        if event.name == "EENTER":
+            shown = self.open
+            self.open += 1
+            self._entering = True
+            return shown
+        if event.name == "EEXIT":
+            self.open = max(0, self.open - 1)
+            return self.open
+        return max(0, self.open - 1)
+
+
+def event_header() -> str:
+    return f"{'':8}{'kind':<8} {'event':<14} details"
 
 
 def address_format(report: Report) -> AddressFormat:
-    return AddressFormat(report.enclave.user_base, report.enclave.user_end)
+    return AddressFormat(report.enclave.user_base, report.enclave.user_end,
+                         report.enclave.base)
 
 
 # --------------------------------------------------------------------------
@@ -331,17 +416,56 @@ def commit_bar(runs: Iterable[tuple[bool, int]], pages: int, width: int = 16) ->
     return "".join(out)
 
 
+#: The map's columns besides the bar, in order, with the cells of one region.
+MAP_COLUMNS = ("root", "start", "size", "mode", "prot", "type", "pages", "flags")
+#: Widest and narrowest commit bar; below the narrowest the bar is left out.
+BAR_MAX, BAR_MIN = 16, 4
+#: Room the flags column keeps before the bar shrinks (longer flags then wrap).
+FLAGS_MIN = 12
+
+
+def region_cells(root: str, region: RegionInfo, fmt: AddressFormat) -> dict[str, str]:
+    """One region's map cells by column (the bar apart): extend here for new columns."""
+    return {
+        "root": root,
+        "start": fmt(region.start) or "",
+        "size": f"{region.size:#x}",
+        "mode": commit_mode(region.alloc_flags),
+        "prot": prot_text(region.si_flags),
+        "type": type_text(region.si_flags),
+        "pages": f"{region.committed_pages}/{region.pages}",
+        "flags": flags_text(region),
+    }
+
+
+def _build_map(rows: list[dict[str, str]], regions: list[RegionInfo],
+               styles: list[str | None], title: str, bar: int,
+               flags_width: int | None) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
+    for column in MAP_COLUMNS:
+        if column == "pages" and bar:
+            table.add_column("committed", no_wrap=True)
+        table.add_column("" if column == "pages" and bar else column,
+                         justify="right" if column in ("size", "pages") else "left",
+                         no_wrap=column != "flags", overflow="fold",
+                         max_width=flags_width if column == "flags" else None)
+    for cells, style, region in zip(rows, styles, regions, strict=True):
+        values = []
+        for column in MAP_COLUMNS:
+            if column == "pages" and bar:
+                values.append(commit_bar(region.runs, region.pages, bar))
+            values.append(cells[column])
+        table.add_row(*values, style=style)
+    return table
+
+
 #: Alike neighbours (same size, mode, prot, type, flags and commit pattern, each
 #: starting where the last ends) from this many on share one row of the text map.
 FOLD_MIN = 3
 #: Maps with more rows than this are written as plain columns even on a terminal
-#: (a rich table lays every cell out twice), with a progress bar on stderr.
+#: (a rich table lays every cell out more than once), with a progress bar on stderr.
 RICH_MAP_MAX_ROWS = 1000
-
-MAP_COLUMNS = ("root", "start", "size", "mode", "prot", "type", "committed", "flags")
-
-#: One map row: its cells in MAP_COLUMNS order and a style (metadata reserves).
-MapRow = tuple[tuple[str, ...], str | None]
 
 
 def _alike(a: RegionInfo, b: RegionInfo) -> bool:
@@ -352,112 +476,145 @@ def _alike(a: RegionInfo, b: RegionInfo) -> bool:
 
 
 def _repeat_runs(runs: tuple[tuple[bool, int], ...],
-                 count: int) -> list[tuple[bool, int]]:
+                 count: int) -> tuple[tuple[bool, int], ...]:
     """`runs` laid end to end `count` times, touching runs of one state merged."""
-    out: list[tuple[bool, int]] = []
     if len(runs) == 1:  # the common case: all or none, O(1)
         committed, n = runs[0]
-        return [(committed, n * count)]
+        return ((committed, n * count),)
+    out: list[tuple[bool, int]] = []
     for _ in range(count):
         for committed, n in runs:
             if out and out[-1][0] == committed:
                 out[-1] = (committed, out[-1][1] + n)
             else:
                 out.append((committed, n))
-    return out
-
-
-def _row(root: str, region: RegionInfo, fmt: AddressFormat, count: int) -> MapRow:
-    pages = region.pages * count
-    runs = _repeat_runs(region.runs, count) if count > 1 else region.runs
-    committed = region.committed_pages * count
-    flags = flags_text(region)
-    if count > 1:
-        flags = f"{count} × {region.size:#x}" + (f" {flags}" if flags else "")
-    cells = (root, fmt(region.start) or "", f"{region.size * count:#x}",
-             commit_mode(region.alloc_flags), prot_text(region.si_flags),
-             type_text(region.si_flags), f"{commit_bar(runs, pages)} {committed}/{pages}",
-             flags)
-    return cells, "cyan" if region.is_meta else None
+    return tuple(out)
 
 
 def map_rows(layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat, *,
-             full: bool = False) -> list[MapRow]:
-    """The map's rows: one per region with `full`, else runs of at least FOLD_MIN
-    alike neighbours folded into one row whose size and committed pages are the
-    run's totals and whose flags start with `N × SIZE`. O(regions)."""
-    rows: list[MapRow] = []
-    for root, regions in layout.items():
-        i, n = 0, len(regions)
+             full: bool = False
+             ) -> tuple[list[dict[str, str]], list[str | None], list[RegionInfo]]:
+    """(cells, styles, regions) of the map's rows. With `full` one row per region;
+    else runs of at least FOLD_MIN alike neighbours share a row: its region spans
+    the run (size and committed pages are totals) and its flags start with
+    `N × SIZE`. O(regions)."""
+    rows: list[dict[str, str]] = []
+    styles: list[str | None] = []
+    regions: list[RegionInfo] = []
+    for root, root_regions in layout.items():
+        i, n = 0, len(root_regions)
         while i < n:
             j = i + 1
             if not full:
-                while j < n and _alike(regions[j - 1], regions[j]):
+                while j < n and _alike(root_regions[j - 1], root_regions[j]):
                     j += 1
             if j - i >= FOLD_MIN:
-                rows.append(_row(root, regions[i], fmt, j - i))
+                first, count = root_regions[i], j - i
+                region = RegionInfo(first.start, first.size * count, first.alloc_flags,
+                                    first.si_flags, _repeat_runs(first.runs, count),
+                                    first.is_meta, first.has_handler)
+                cells = region_cells(root, region, fmt)
+                flags = cells["flags"]
+                cells["flags"] = f"{count} × {first.size:#x}" + (f" {flags}" if flags else "")
+                picked = [(cells, region)]
             else:
-                rows.extend(_row(root, regions[k], fmt, 1) for k in range(i, j))
+                picked = [(region_cells(root, r, fmt), r) for r in root_regions[i:j]]
+            for cells, region in picked:
+                rows.append(cells)
+                styles.append("cyan" if region.is_meta else None)
+                regions.append(region)
             i = j
-    return rows
+    return rows, styles, regions
 
 
-def map_table(layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat,
-              title: str = "region map", *, full: bool = False) -> Table:
-    """Both roots as one table: address, size, mode, prot, type, committed, flags."""
-    return _rows_table(map_rows(layout, fmt, full=full), title)
-
-
-def _rows_table(rows: list[MapRow], title: str) -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in MAP_COLUMNS:
-        table.add_column(name, justify="right" if name == "size" else "left",
-                         no_wrap=name != "flags")
-    for cells, style in rows:
-        table.add_row(*cells, style=style)
-    return table
-
-
-def map_lines(rows: list[MapRow], title: str = "region map") -> Iterable[str]:
-    """The map as plain text lines (the title, heads, a rule, then one line per row):
-    what a file or pipe gets, at a cost linear in the rows."""
-    widths = [len(name) for name in MAP_COLUMNS]
-    for cells, _ in rows:
-        for k, cell in enumerate(cells):
+def map_lines(layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat, *,
+              full: bool = False, title: str = "region map") -> Iterator[str]:
+    """The map as plain aligned lines (title, heads, a rule, one line per row), the
+    columns of `map_table` with a full-width bar: what a file or pipe gets, at a
+    cost linear in the rows."""
+    rows, _, regions = map_rows(layout, fmt, full=full)
+    heads = [h for column in MAP_COLUMNS
+             for h in (("committed", "") if column == "pages" else (column,))]
+    table = [[cell for column in MAP_COLUMNS
+              for cell in ((commit_bar(region.runs, region.pages, BAR_MAX), cells[column])
+                           if column == "pages" else (cells[column],))]
+             for cells, region in zip(rows, regions, strict=True)]
+    widths = [len(h) for h in heads]
+    for line_cells in table:
+        for k, cell in enumerate(line_cells):
             if len(cell) > widths[k]:
                 widths[k] = len(cell)
-    last = len(MAP_COLUMNS) - 1
+    right = {k for k, h in enumerate(heads) if h in ("size", "")}
+    last = len(heads) - 1
 
-    def line(cells: Iterable[str]) -> str:
-        parts = [cell.rjust(widths[k]) if MAP_COLUMNS[k] == "size" else
-                 cell if k == last else cell.ljust(widths[k])
-                 for k, cell in enumerate(cells)]
-        return " ".join(parts).rstrip()
+    def line(cells: list[str]) -> str:
+        return " ".join(cell.rjust(widths[k]) if k in right else
+                        cell if k == last else cell.ljust(widths[k])
+                        for k, cell in enumerate(cells)).rstrip()
 
     yield title
-    yield line(MAP_COLUMNS)
+    yield line(heads)
     yield " ".join("─" * w for w in widths)
-    for cells, _ in rows:
-        yield line(cells)
+    for line_cells in table:
+        yield line(line_cells)
 
 
 def print_map(console: Console, layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat,
               *, full: bool = False, title: str = "region map",
               advance: Callable[[int, int], None] | None = None) -> None:
-    """The region map: a rich table on a terminal when it is small, else plain lines.
-
-    `advance(done, total)` is told the lines written so far, for a progress display.
-    """
-    rows = map_rows(layout, fmt, full=full)
-    if console.is_terminal and len(rows) <= RICH_MAP_MAX_ROWS:
-        console.print(_rows_table(rows, title))
-        return
+    """The region map: a table fitted to the terminal when it is small, else plain
+    lines. `advance(done, total)` is told the lines written, for a progress display."""
+    if console.is_terminal:
+        rows = map_rows(layout, fmt, full=full)[0]
+        if len(rows) <= RICH_MAP_MAX_ROWS:
+            console.print(map_table(layout, fmt, title, width=console.width, full=full))
+            return
+    lines = list(map_lines(layout, fmt, full=full, title=title))
     out = console.file
-    total = len(rows) + 3
-    for done, text in enumerate(map_lines(rows, title), 1):
+    total = len(lines)
+    for done, text in enumerate(lines, 1):
         out.write(text + "\n")
         if advance is not None and (done % 1000 == 0 or done == total):
             advance(done, total)
+
+
+def _table_width(table: Table) -> int:
+    return Console(width=100_000, color_system=None).measure(table).maximum
+
+
+def map_table(layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat,
+              title: str = "region map", width: int | None = None, *,
+              full: bool = True) -> Table:
+    """Both roots as one table: address, size, mode, prot, type, committed, flags.
+
+    Without `full`, runs of alike neighbours share a row (see `map_rows`).
+    With `width` (the terminal's) the table fits it: the commit bar narrows first
+    (16 cells down to 4, then none), then long flags wrap; root, start, size,
+    mode, prot, type and the page counts always keep their full width.
+    """
+    rows, styles, regions = map_rows(layout, fmt, full=full)
+    if width is None:
+        return _build_map(rows, regions, styles, title, BAR_MAX, None)
+    for bar in (BAR_MAX, 12, 8, BAR_MIN, 0):
+        table = _build_map(rows, regions, styles, title, bar, None)
+        if _table_width(table) <= width:
+            return table
+    # still too wide: flags wrap inside what is left (at least FLAGS_MIN)
+    without = _table_width(_build_map([{**r, "flags": ""} for r in rows], regions, styles,
+                                      title, 0, None))
+    return _build_map(rows, regions, styles, title, 0, max(FLAGS_MIN, width - without))
+
+
+def print_block(console: Console, renderable: Any) -> None:
+    """Print a table: as is on a terminal; into a pipe, without the padding rich adds
+    to the end of every line."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    with console.capture() as captured:
+        console.print(renderable)
+    for line in captured.get().splitlines():
+        console.file.write(line.rstrip() + "\n")
 
 
 def counts_table(counts: Mapping[str, Mapping[str, int]], title: str = "totals") -> Table:
@@ -483,19 +640,22 @@ def summary_text(report: Report) -> str:
     return ", ".join(parts)
 
 
+def _width(console: Console) -> int | None:
+    """The width a table must fit: the terminal's; unlimited into a pipe."""
+    return console.width if console.is_terminal else None
+
+
 def print_final_text(console: Console, report: Report, *, full_map: bool = False,
-                     layout: Mapping[str, list[RegionInfo]] | None = None,
                      advance: Callable[[int, int], None] | None = None) -> None:
     """After the per-call lines: region map of both roots, totals, summary.
 
-    Runs of alike regions share a row unless `full_map`; `layout` saves taking a
-    second snapshot; `advance` as for `print_map`.
+    Runs of alike regions share a map row unless `full_map`; `advance` as for
+    `print_map`.
     """
     fmt = address_format(report)
     console.print()
-    print_map(console, report.layout() if layout is None else layout, fmt,
-              full=full_map, advance=advance)
+    print_map(console, report.layout(), fmt, full=full_map, advance=advance)
     console.print()
-    console.print(counts_table(report.counts()))
+    print_block(console, counts_table(report.counts()))
     console.print()
     console.print(summary_text(report), highlight=False)

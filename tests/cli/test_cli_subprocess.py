@@ -290,6 +290,6 @@ def test_events_show_the_whole_flow_of_each_call(tmp_path: Path) -> None:
     assert ["handler", "emm"] in flow
     objs, _ = replay_json(path, "--events")
     events = by_line(objs)[1]["events"]
-    assert {"category": "leaf", "name": "EACCEPT", "addr": "u+0x20000",
+    assert {"category": "leaf", "name": "EACCEPT", "depth": 1, "addr": "u+0x20000",
             "secinfo": "0x20b"} in events
     assert by_line(objs)[0]["events"][1]["name"] == "alloc_ocall"

@@ -1,4 +1,4 @@
-"""The metadata allocator against spec/emm.md "Internal metadata allocator (emalloc)".
+"""The metadata allocator: block sizes, free lists, merging and reserve growth.
 
 A fake manager hands out address space by a simple bump, so every address the
 allocator returns can be asserted exactly. Like the real manager it allocates a
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from sgx_emm import Enclave
 from sgx_emm.emm.emalloc import (
     GUARD_SIZE,
     HEADER_SIZE,
@@ -553,3 +554,13 @@ def test_freeing_an_unknown_block_aborts_and_changes_nothing(where: str) -> None
     with pytest.raises(EnclaveAbort):
         alloc.free(target)
     assert (alloc.reserves(), alloc.free_blocks()) == before
+
+
+@pytest.mark.parametrize(("options", "legacy"), [
+    ({}, False), ({"emalloc_legacy_2022": True}, True), ({"emalloc_merge_right": False}, True),
+    ({"emalloc_merge_right": True}, False)])
+def test_enclave_create_passes_the_allocator_choice_to_the_manager(
+        options: dict[str, bool], legacy: bool) -> None:
+    enc = Enclave.create(threads=1, **options)
+    meta = enc.emm.meta_allocator
+    assert isinstance(meta, MetaAllocator) and meta.legacy_2022 is legacy

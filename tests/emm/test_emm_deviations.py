@@ -1,4 +1,4 @@
-"""Each deviation of spec/emm.md from the reference, one test each (docs/deviations.md).
+"""Each documented deviation from the reference, one test each (docs/deviations.md).
 
 Where the reference crashes, corrupts state or accepts invalid input, we return
 the documented error and keep state intact; where it only picks another errno

@@ -108,7 +108,7 @@ def load_lines(file: str | None) -> tuple[str, list[str]]:
             with open(file, "rb") as fh:
                 data = fh.read()
             name = file
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte order mark is not part of the text
     except OSError as e:
         raise click.ClickException(f"cannot read {file}: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
@@ -295,7 +295,8 @@ def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any]
     console = make_console()
     name, lines = load_lines(file)
     enclave = create_enclave(options)
-    addr = render.AddressFormat(enclave.user_base, enclave.user_end)
+    addr = render.AddressFormat(enclave.user_base, enclave.user_end, enclave.base)
+    depth = render.EntryDepth()
     write_json = fmt == "json"
     seen: list[Event] = []
     if events:
@@ -304,6 +305,8 @@ def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any]
 
     if per_call and not write_json:
         emit(console, Text(render.call_header(), style="bold"))
+        if events:
+            emit(console, Text(render.event_header(), style="dim"))
     with progress_for(progress_console(console), len(lines),
                       f"replaying {name}") as advance:
         def on_result(result: replay.CallResult) -> None:
@@ -315,12 +318,13 @@ def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any]
             if write_json:
                 obj = render.call_json(result, addr)
                 if events:
-                    obj["events"] = [render.event_json(e, addr) for e in seen]
+                    obj["events"] = [render.event_json(e, addr, depth.depth(e))
+                                     for e in seen]
                 emit(console, json.dumps(obj))
             else:
                 emit(console, render.call_text(result, addr))
                 for event in seen:
-                    emit(console, render.event_text(event, addr))
+                    emit(console, render.event_text(event, addr, depth.depth(event)))
             seen.clear()
 
         report = replay.run(lines, strict=strict, enclave=enclave, on_result=on_result,

@@ -197,7 +197,7 @@ class EnclsLeaves(Processor):
         without R, not an EPC page, enclave not initialized); #PF (not VALID, not
         REG)."""
         with self.lock:
-            self.trace.emit(LEAF, "EMODPR", secinfo=secinfo)
+            self.trace.emit(LEAF, "EMODPR", addr=self._page_of(epc_page), secinfo=secinfo)
             self._require_sgx2("EMODPR")
             if not secinfo_reserved_ok(secinfo):
                 raise GeneralProtection(
@@ -229,7 +229,7 @@ class EnclsLeaves(Processor):
         enclave not initialized); #PF (not VALID; a type change the leaf does not
         allow)."""
         with self.lock:
-            self.trace.emit(LEAF, "EMODT", secinfo=secinfo)
+            self.trace.emit(LEAF, "EMODT", addr=self._page_of(epc_page), secinfo=secinfo)
             self._require_sgx2("EMODT")
             new_pt = secinfo_pt(secinfo)
             if not secinfo_reserved_ok(secinfo):
@@ -267,7 +267,7 @@ class EnclsLeaves(Processor):
         SGX_ENCLAVE_ACT (a logical processor is inside the page's enclave).
         Raises: #GP (not an EPC page)."""
         with self.lock:
-            self.trace.emit(LEAF, "EREMOVE")
+            self.trace.emit(LEAF, "EREMOVE", addr=self._page_of(epc_page))
             slot = self._epc_operand(epc_page, "EREMOVE")
             epc = self.epc
             f = epc.flags[slot]

@@ -104,6 +104,11 @@ class Processor:
         self._conflicts: set[int] = set()
 
     # ------------------------------------------------------------ ENCLS operands
+    def _page_of(self, paddr: int) -> int | None:
+        """The linear address of the EPC page at `paddr`, for the trace (None if none)."""
+        slot = self.epc.slot_of(paddr)
+        return self.epc.linaddr[slot] if slot is not None else None
+
     def _epc_operand(self, paddr: int, leaf: str) -> int:
         """An ENCLS page operand: page aligned (else #GP) and resolving within the
         EPC (else #PF, as the SDM's "does not resolve within an EPC")."""

@@ -109,7 +109,7 @@ class SealingLeaves(EnclsLeaves):
         SGX_VA_SLOT_OCCUPIED (nothing changed). Raises: #GP (bad operands; a SECS
         or VA page), #PF (not VALID)."""
         with self.lock:
-            self.trace.emit(LEAF, "EWB")
+            self.trace.emit(LEAF, "EWB", addr=self._page_of(epc_page))
             slot = self._epc_operand(epc_page, "EWB")
             va, off = self._va_slot(va_slot, "EWB")
             epc = self.epc

@@ -196,12 +196,16 @@ def parse_expect(value: object) -> str:
 
 def parse_line(text: str, line: int) -> Call | None:
     """Parse one JSON Lines line; None for a blank line. Raises LineError."""
+    text = text.lstrip("\ufeff")  # a UTF-8 byte order mark: text, not JSON
     if not text.strip():
         return None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise LineError(f"malformed JSON: {e.msg} (column {e.colno})") from None
+    except RecursionError:
+        raise LineError("malformed JSON: nested too deeply (a call is one flat object)"
+                        ) from None
     return parse_call(obj, line)
 
 

@@ -59,6 +59,7 @@ class Replayer:
             return result
         try:
             args = self._resolve(call)
+            _check_access(call.op, args)
             tcs = self._tcs(call.thread)
         except LineError as e:
             result.error = str(e)
@@ -133,12 +134,28 @@ class Replayer:
         return n
 
 
+#: Ops that access enclave memory: their byte range must not wrap past 2^64.
+_ACCESS_OPS = ("read", "write", "fetch")
+
+
+def _check_access(op: str, args: Mapping[str, Any]) -> None:
+    """A memory access whose last byte lies beyond 2^64 cannot be expressed (the
+    address would wrap): a line error, as for any other unusable argument."""
+    if op not in _ACCESS_OPS:
+        return
+    addr = args.get("addr")
+    n = len(args["data"]) if op == "write" and "data" in args else args.get("size", 0)
+    if isinstance(addr, int) and isinstance(n, int) and addr + n > MAX_U64 + 1:
+        raise LineError(f"{op}: {n:#x} bytes at {addr:#x} run past the end of the 64-bit "
+                        "address space")
+
+
 def _op_of(text: str | Mapping[str, Any]) -> str | None:
     """The op of a bad line, when it can still be told."""
     if isinstance(text, str):
         try:
-            obj = json.loads(text)
-        except ValueError:
+            obj = json.loads(text.lstrip("\ufeff"))
+        except (ValueError, RecursionError):
             return None
     else:
         obj = text
