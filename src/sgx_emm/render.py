@@ -9,7 +9,7 @@ the totals of the trace by kind.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from rich import box
@@ -471,26 +471,139 @@ def _build_map(rows: list[dict[str, str]], regions: list[RegionInfo],
     return table
 
 
+#: Alike neighbours (same size, mode, prot, type, flags and commit pattern, each
+#: starting where the last ends) from this many on share one row of the text map.
+FOLD_MIN = 3
+#: Maps with more rows than this are written as plain columns even on a terminal
+#: (a rich table lays every cell out more than once), with a progress bar on stderr.
+RICH_MAP_MAX_ROWS = 1000
+
+
+def _alike(a: RegionInfo, b: RegionInfo) -> bool:
+    return (b.start == a.start + a.size and b.size == a.size
+            and b.alloc_flags == a.alloc_flags and b.si_flags == a.si_flags
+            and b.runs == a.runs and b.is_meta == a.is_meta
+            and b.has_handler == a.has_handler)
+
+
+def _repeat_runs(runs: tuple[tuple[bool, int], ...],
+                 count: int) -> tuple[tuple[bool, int], ...]:
+    """`runs` laid end to end `count` times, touching runs of one state merged."""
+    if len(runs) == 1:  # the common case: all or none, O(1)
+        committed, n = runs[0]
+        return ((committed, n * count),)
+    out: list[tuple[bool, int]] = []
+    for _ in range(count):
+        for committed, n in runs:
+            if out and out[-1][0] == committed:
+                out[-1] = (committed, out[-1][1] + n)
+            else:
+                out.append((committed, n))
+    return tuple(out)
+
+
+def map_rows(layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat, *,
+             full: bool = False
+             ) -> tuple[list[dict[str, str]], list[str | None], list[RegionInfo]]:
+    """(cells, styles, regions) of the map's rows. With `full` one row per region;
+    else runs of at least FOLD_MIN alike neighbours share a row: its region spans
+    the run (size and committed pages are totals) and its flags start with
+    `N × SIZE`. O(regions)."""
+    rows: list[dict[str, str]] = []
+    styles: list[str | None] = []
+    regions: list[RegionInfo] = []
+    for root, root_regions in layout.items():
+        i, n = 0, len(root_regions)
+        while i < n:
+            j = i + 1
+            if not full:
+                while j < n and _alike(root_regions[j - 1], root_regions[j]):
+                    j += 1
+            if j - i >= FOLD_MIN:
+                first, count = root_regions[i], j - i
+                region = RegionInfo(first.start, first.size * count, first.alloc_flags,
+                                    first.si_flags, _repeat_runs(first.runs, count),
+                                    first.is_meta, first.has_handler)
+                cells = region_cells(root, region, fmt)
+                flags = cells["flags"]
+                cells["flags"] = f"{count} × {first.size:#x}" + (f" {flags}" if flags else "")
+                picked = [(cells, region)]
+            else:
+                picked = [(region_cells(root, r, fmt), r) for r in root_regions[i:j]]
+            for cells, region in picked:
+                rows.append(cells)
+                styles.append("cyan" if region.is_meta else None)
+                regions.append(region)
+            i = j
+    return rows, styles, regions
+
+
+def map_lines(layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat, *,
+              full: bool = False, title: str = "region map") -> Iterator[str]:
+    """The map as plain aligned lines (title, heads, a rule, one line per row), the
+    columns of `map_table` with a full-width bar: what a file or pipe gets, at a
+    cost linear in the rows."""
+    rows, _, regions = map_rows(layout, fmt, full=full)
+    heads = [h for column in MAP_COLUMNS
+             for h in (("committed", "") if column == "pages" else (column,))]
+    table = [[cell for column in MAP_COLUMNS
+              for cell in ((commit_bar(region.runs, region.pages, BAR_MAX), cells[column])
+                           if column == "pages" else (cells[column],))]
+             for cells, region in zip(rows, regions, strict=True)]
+    widths = [len(h) for h in heads]
+    for line_cells in table:
+        for k, cell in enumerate(line_cells):
+            if len(cell) > widths[k]:
+                widths[k] = len(cell)
+    right = {k for k, h in enumerate(heads) if h in ("size", "")}
+    last = len(heads) - 1
+
+    def line(cells: list[str]) -> str:
+        return " ".join(cell.rjust(widths[k]) if k in right else
+                        cell if k == last else cell.ljust(widths[k])
+                        for k, cell in enumerate(cells)).rstrip()
+
+    yield title
+    yield line(heads)
+    yield " ".join("─" * w for w in widths)
+    for line_cells in table:
+        yield line(line_cells)
+
+
+def print_map(console: Console, layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat,
+              *, full: bool = False, title: str = "region map",
+              advance: Callable[[int, int], None] | None = None) -> None:
+    """The region map: a table fitted to the terminal when it is small, else plain
+    lines. `advance(done, total)` is told the lines written, for a progress display."""
+    if console.is_terminal:
+        rows = map_rows(layout, fmt, full=full)[0]
+        if len(rows) <= RICH_MAP_MAX_ROWS:
+            console.print(map_table(layout, fmt, title, width=console.width, full=full))
+            return
+    lines = list(map_lines(layout, fmt, full=full, title=title))
+    out = console.file
+    total = len(lines)
+    for done, text in enumerate(lines, 1):
+        out.write(text + "\n")
+        if advance is not None and (done % 1000 == 0 or done == total):
+            advance(done, total)
+
+
 def _table_width(table: Table) -> int:
     return Console(width=100_000, color_system=None).measure(table).maximum
 
 
 def map_table(layout: Mapping[str, list[RegionInfo]], fmt: AddressFormat,
-              title: str = "region map", width: int | None = None) -> Table:
+              title: str = "region map", width: int | None = None, *,
+              full: bool = True) -> Table:
     """Both roots as one table: address, size, mode, prot, type, committed, flags.
 
+    Without `full`, runs of alike neighbours share a row (see `map_rows`).
     With `width` (the terminal's) the table fits it: the commit bar narrows first
     (16 cells down to 4, then none), then long flags wrap; root, start, size,
     mode, prot, type and the page counts always keep their full width.
     """
-    rows: list[dict[str, str]] = []
-    styles: list[str | None] = []
-    regions: list[RegionInfo] = []
-    for root, root_regions in layout.items():
-        for region in root_regions:
-            rows.append(region_cells(root, region, fmt))
-            styles.append("cyan" if region.is_meta else None)
-            regions.append(region)
+    rows, styles, regions = map_rows(layout, fmt, full=full)
     if width is None:
         return _build_map(rows, regions, styles, title, BAR_MAX, None)
     for bar in (BAR_MAX, 12, 8, BAR_MIN, 0):
@@ -545,11 +658,16 @@ def _width(console: Console) -> int | None:
     return console.width if console.is_terminal else None
 
 
-def print_final_text(console: Console, report: Report) -> None:
-    """After the per-call lines: region map of both roots, totals, summary."""
+def print_final_text(console: Console, report: Report, *, full_map: bool = False,
+                     advance: Callable[[int, int], None] | None = None) -> None:
+    """After the per-call lines: region map of both roots, totals, summary.
+
+    Runs of alike regions share a map row unless `full_map`; `advance` as for
+    `print_map`.
+    """
     fmt = address_format(report)
     console.print()
-    print_block(console, map_table(report.layout(), fmt, width=_width(console)))
+    print_map(console, report.layout(), fmt, full=full_map, advance=advance)
     console.print()
     print_block(console, counts_table(report.counts()))
     console.print()

@@ -174,3 +174,50 @@ def test_progress_bar_draws_only_on_a_terminal_and_for_long_replays() -> None:
     assert "replaying x" in drawn(True, cli.PROGRESS_MIN_LINES)
     assert drawn(True, cli.PROGRESS_MIN_LINES - 1) == ""
     assert drawn(False, 10 * cli.PROGRESS_MIN_LINES) == ""
+
+
+def test_full_map_shows_every_region(made: list[dict[str, Any]], tmp_path: Path) -> None:
+    path = write(tmp_path, *[{"op": "alloc", "size": "0x1000", "flags": "COMMIT_NOW"}] * 4)
+    folded = invoke("map", path)
+    full = invoke("map", path, "--full-map")
+    assert folded.exit_code == full.exit_code == 0
+
+    def user_rows(output: str) -> list[list[str]]:
+        return [line.split() for line in output.splitlines() if line.startswith("user")]
+
+    assert len(user_rows(folded.output)) == 1 and "4 × 0x1000" in folded.output
+    assert len(user_rows(full.output)) == 4
+    assert len(user_rows(invoke("replay", path, "--full-map").output)) == 4
+
+
+def test_a_long_call_is_named_on_the_progress_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import time
+
+    from rich.console import Console
+
+    monkeypatch.setattr(cli_common, "LONG_CALL_SECONDS", 0.0)
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    with cli.progress_for(console, 3, "replaying x") as progress:
+        progress.call_started(7, '{"op": "commit", "addr": "$1"}')
+        time.sleep(0.6)  # the watcher looks four times a second
+        progress()
+    assert "line 7: commit running for" in out.getvalue()
+    quiet = io.StringIO()
+    with cli.progress_for(Console(file=quiet, force_terminal=False), 3, "x") as progress:
+        progress.call_started(1, '{"op": "alloc"}')
+        time.sleep(0.3)
+        progress()
+    assert quiet.getvalue() == ""
+
+
+def test_progress_goes_to_stderr_only_when_stdout_is_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    piped = Console(file=io.StringIO(), force_terminal=False)
+    assert cli_common.progress_console(piped) is piped
+    tty = Console(file=io.StringIO(), force_terminal=True)
+    assert cli_common.progress_console(tty).stderr

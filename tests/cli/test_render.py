@@ -134,3 +134,66 @@ def test_commit_modes() -> None:
     assert render.commit_mode(0x04 | 0x80) == "ON_DEMAND"
     assert render.commit_mode(0x80) == "static"  # mm_init_ema of loaded pages
     assert render.commit_mode(0x06) == "0x6"  # not a valid combination: shown as it is
+
+
+def _pages(n: int, committed: bool, start: int, count: int = 1) -> list[RegionInfo]:
+    return [RegionInfo(start + k * n * 0x1000, n * 0x1000, 0x04, 0x203, ((committed, n),))
+            for k in range(count)]
+
+
+def _cells(layout: dict[str, list[RegionInfo]], full: bool = False) -> list[list[str]]:
+    rows, _, regions = render.map_rows(layout, FMT, full=full)
+    return [[cells[c] for c in render.MAP_COLUMNS] + [render.commit_bar(r.runs, r.pages)]
+            for cells, r in zip(rows, regions, strict=True)]
+
+
+def test_map_folds_runs_of_alike_neighbours_into_one_row_with_totals() -> None:
+    user = (_pages(1, True, USER_BASE, 5)                   # five alike, adjacent
+            + _pages(1, False, USER_BASE + 0x5000, 2)       # only two: not folded
+            + _pages(1, True, USER_BASE + 0x10000, 3))      # three, after a gap
+    assert _cells({"user": user}) == [
+        ["user", "u+0x0", "0x5000", "ON_DEMAND", "rw-", "REG", "5/5", "5 × 0x1000", "█████"],
+        ["user", "u+0x5000", "0x1000", "ON_DEMAND", "rw-", "REG", "0/1", "", "·"],
+        ["user", "u+0x6000", "0x1000", "ON_DEMAND", "rw-", "REG", "0/1", "", "·"],
+        ["user", "u+0x10000", "0x3000", "ON_DEMAND", "rw-", "REG", "3/3", "3 × 0x1000", "███"],
+    ]
+    full = _cells({"user": user}, full=True)
+    assert [row[1] for row in full] == [FMT(r.start) for r in user]
+    assert len(text_of(render.map_table({"user": user}, FMT)).splitlines()) > len(
+        text_of(render.map_table({"user": user}, FMT, full=False)).splitlines())
+
+
+def test_map_folds_only_equal_commit_patterns_and_keeps_partial_bars() -> None:
+    half = ((True, 1), (False, 1))
+    user = [RegionInfo(USER_BASE + k * 0x2000, 0x2000, 0x04, 0x203, half) for k in range(4)]
+    user.append(RegionInfo(USER_BASE + 0x8000, 0x2000, 0x04, 0x203, ((True, 2),)))
+    rows = _cells({"user": user})
+    assert rows[0][2] == "0x8000" and rows[0][6] == "4/8" and rows[0][8] == "█·█·█·█·"
+    assert rows[0][7] == "4 × 0x2000"
+    assert rows[1][1] == "u+0x8000" and rows[1][6] == "2/2"
+
+
+def test_plain_map_lines_align_columns() -> None:
+    layout = {"user": _pages(1, True, USER_BASE, 3) + _pages(4, False, USER_BASE + 0x3000)}
+    lines = list(render.map_lines(layout, FMT))
+    assert lines[0] == "region map"
+    assert lines[1].split()[:7] == ["root", "start", "size", "mode", "prot", "type",
+                                    "committed"]
+    assert lines[3].split() == ["user", "u+0x0", "0x3000", "ON_DEMAND", "rw-", "REG", "███",
+                                "3/3", "3", "×", "0x1000"]
+    assert lines[4].split()[:3] == ["user", "u+0x3000", "0x4000"]
+    assert len({line.index("ON_DEMAND") for line in lines[3:]}) == 1  # one column
+
+
+def test_print_map_writes_plain_lines_off_a_terminal_and_reports_progress() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=100)
+    layout = {"user": [r for k in range(500)
+                       for r in _pages(1, k % 2 == 0, USER_BASE + k * 0x1000)]}
+    seen: list[tuple[int, int]] = []
+    render.print_map(console, layout, FMT, full=True, advance=lambda d, t: seen.append((d, t)))
+    text = out.getvalue().splitlines()
+    assert len(text) == 503 and seen[-1] == (503, 503)
+    out = io.StringIO()
+    render.print_map(Console(file=out, force_terminal=False), layout, FMT)
+    assert len(out.getvalue().splitlines()) == 503  # nothing alike next to each other

@@ -9,14 +9,24 @@ for an input that cannot be read or a bad line under --strict, 2 for bad options
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.text import Text
 
 from sgx_emm import render, replay
@@ -79,6 +89,13 @@ def common_options(f: F) -> F:
     return enclave_options(f)
 
 
+def full_map_option(f: F) -> F:
+    return click.option(
+        "--full-map", "full_map", is_flag=True,
+        help="One row per region in the text map (by default runs of alike "
+             "neighbouring regions share a row).")(f)
+
+
 def load_lines(file: str | None) -> tuple[str, list[str]]:
     """(name, lines) of FILE, of stdin for '-', or of the bundled example."""
     if file is None:
@@ -126,16 +143,144 @@ def emit(console: Console, line: str | Text) -> None:
         console.file.write((line.plain if isinstance(line, Text) else line) + "\n")
 
 
+def progress_console(console: Console) -> Console:
+    """Where progress goes: stderr when stdout is a terminal, else nowhere (`console`
+    itself, which is then no terminal and draws nothing)."""
+    if not console.is_terminal:
+        return console
+    return Console(stderr=True, highlight=False)
+
+
+#: A single call running longer than this gets a line on the progress display.
+LONG_CALL_SECONDS = 1.0
+_OP = re.compile(r'"op"\s*:\s*"([^"]*)"')
+
+
+class ReplayProgress:
+    """Progress of a replay on a terminal: a bar for long replays, and for any call
+    running over LONG_CALL_SECONDS the line and op it is on, with its time so far.
+
+    Calling the object counts one finished line. A watcher thread looks at the
+    running call four times a second; the replaying thread only stores which line
+    started when, so the display costs the replay next to nothing.
+    """
+
+    def __init__(self, console: Console, total: int, label: str) -> None:
+        self._console = console
+        self._label = label
+        self._on = console.is_terminal
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._status: Progress | None = None  # a short replay's long-call line
+        self._status_task: Any = None
+        self._current: tuple[int, str | Mapping[str, Any], float] | None = None
+        self._shown = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        if self._on and total >= PROGRESS_MIN_LINES:
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                                 transient=True)
+            self._task = self._bar.add_task(label, total=total)
+
+    def __enter__(self) -> ReplayProgress:
+        if self._bar is not None:
+            self._bar.start()
+        if self._on:
+            self._watcher = threading.Thread(target=self._watch, name="replay-progress",
+                                             daemon=True)
+            self._watcher.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join()
+        with self._lock:
+            self._hide()
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self) -> None:
+        """One line finished."""
+        self._current = None
+        if self._shown:
+            with self._lock:
+                self._hide()
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def call_started(self, line: int, text: str | Mapping[str, Any]) -> None:
+        if self._on:
+            self._current = (line, text, time.monotonic())
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.25):
+            current = self._current
+            if current is None:
+                continue
+            line, text, began = current
+            running = time.monotonic() - began
+            if running < LONG_CALL_SECONDS:
+                continue
+            with self._lock:
+                if self._current is current:
+                    self._show(line, text, running)
+
+    def _show(self, line: int, text: str | Mapping[str, Any], running: float) -> None:
+        if isinstance(text, str):
+            found = _OP.search(text)
+            op = found.group(1) if found else "?"
+        else:
+            op = str(text.get("op", "?"))
+        what = f"line {line}: {op} running for {running:.0f} s"
+        if self._bar is not None:
+            self._bar.update(self._task, description=f"{self._label} · {what}")
+        else:
+            if self._status is None:
+                self._status = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                        console=self._console, transient=True)
+                self._status_task = self._status.add_task(what, total=None)
+                self._status.start()
+            self._status.update(self._status_task, description=what)
+        self._shown = True
+
+    def _hide(self) -> None:
+        if not self._shown:
+            return
+        self._shown = False
+        if self._bar is not None:
+            self._bar.update(self._task, description=self._label)
+        elif self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
 @contextmanager
-def progress_for(console: Console, total: int, label: str) -> Iterator[Callable[[], None]]:
-    """A progress bar for long replays; quiet when stdout is not a terminal."""
-    if not console.is_terminal or total < PROGRESS_MIN_LINES:
-        yield lambda: None
+def progress_for(console: Console, total: int, label: str) -> Iterator[ReplayProgress]:
+    """Progress of a replay of `total` lines, drawn on `console` when it is a
+    terminal: the bar only from PROGRESS_MIN_LINES lines on, the long-call line
+    always. Call the yielded object once per finished line."""
+    with ReplayProgress(console, total, label) as progress:
+        yield progress
+
+
+@contextmanager
+def map_progress(console: Console, label: str = "writing the region map"
+                 ) -> Iterator[Callable[[int, int], None]]:
+    """`advance(done, total)` for `render.print_map`; a bar on `console` if a terminal."""
+    if not console.is_terminal:
+        yield lambda done, total: None
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda: progress.advance(task)
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
 
 
 def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any],
@@ -162,7 +307,8 @@ def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any]
         emit(console, Text(render.call_header(), style="bold"))
         if events:
             emit(console, Text(render.event_header(), style="dim"))
-    with progress_for(console, len(lines), f"replaying {name}") as advance:
+    with progress_for(progress_console(console), len(lines),
+                      f"replaying {name}") as advance:
         def on_result(result: replay.CallResult) -> None:
             advance()
             if recorder is not None:
@@ -182,7 +328,7 @@ def run_replay(file: str | None, fmt: str, strict: bool, options: dict[str, Any]
             seen.clear()
 
         report = replay.run(lines, strict=strict, enclave=enclave, on_result=on_result,
-                            keep_results=False)
+                            keep_results=False, on_start=advance.call_started)
     if report.stopped is not None:
         raise click.ClickException(
             f"{name}: line {report.stopped.line}: {report.stopped.error} (stopped: --strict)")

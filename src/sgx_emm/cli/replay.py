@@ -8,7 +8,16 @@ from typing import Any
 import click
 
 from sgx_emm import render
-from sgx_emm.cli.common import common_options, emit, finish, make_console, run_replay
+from sgx_emm.cli.common import (
+    common_options,
+    emit,
+    finish,
+    full_map_option,
+    make_console,
+    map_progress,
+    progress_console,
+    run_replay,
+)
 from sgx_emm.draw.recording import Recording
 
 
@@ -22,8 +31,9 @@ from sgx_emm.draw.recording import Recording
               help="Print the estimated cycles and µs per call, per kind and in total.")
 @click.option("--cost-model", "cost_model", metavar="FILE", default=None,
               help="Cycle costs overriding the defaults (.toml or .json).")
+@full_map_option
 def replay_cmd(file: str | None, fmt: str, strict: bool, events: bool, trace_file: str | None,
-               cost: bool, cost_model: str | None, **options: Any) -> None:
+               cost: bool, cost_model: str | None, full_map: bool, **options: Any) -> None:
     """Replay a JSON Lines call sequence FILE ('-' = stdin; bundled example without FILE).
 
     Prints one line (or JSON object) per call with its result, the address it
@@ -54,7 +64,8 @@ def replay_cmd(file: str | None, fmt: str, strict: bool, events: bool, trace_fil
             final["cost"] = summary.to_json()
         emit(console, json.dumps(final))
     else:
-        render.print_final_text(console, report)
+        with map_progress(progress_console(console)) as advance:
+            render.print_final_text(console, report, full_map=full_map, advance=advance)
         if summary is not None:
             from sgx_emm.draw.costview import call_table, kind_table, total_text
 

@@ -260,6 +260,19 @@ class CommittedView:
         b = self._bounds
         return [(b[k], b[k + 1]) for k in range(0, len(b), 2)]
 
+    def runs(self) -> Iterator[tuple[bool, int]]:
+        """(committed, pages) runs covering the region, in order; O(runs)."""
+        pos = 0
+        b = self._bounds
+        for k in range(0, len(b), 2):
+            s, e = b[k], b[k + 1]
+            if s > pos:
+                yield False, s - pos
+            yield True, e - s
+            pos = e
+        if pos < self._pages:
+            yield False, self._pages - pos
+
     def count(self, value: bool = True) -> int:
         b = self._bounds
         ones = sum(b[k + 1] - b[k] for k in range(0, len(b), 2))

@@ -6,7 +6,7 @@ enclave half (`vma_fault`, Linux's `sgx_vma_fault`), the one EAUG path
 (`eaug_page`, which the first-touch fault and the commit fast path both take),
 and paging a page out and in (`evict`, `load`: EWB and ELDU).
 
-Records are chunked like page tables: `{page >> 9: (array('l') of EPC slots,
+Records are chunked like page tables: `{page >> 9: (array('i') of EPC slots,
 bytearray of info bytes)}` where an info byte packs EXISTS | AUGMENTED | type << 3
 | max prot; slot -1 is a page the reclaimer evicted. The driver does not track
 EPCM permissions, PENDING or PR, exactly like Linux.
@@ -106,7 +106,9 @@ class Encl:
         key = page >> CHUNK_SHIFT
         entry = self._records.get(key)
         if entry is None:
-            entry = self._records[key] = (array("l", bytes(8 * CHUNK_PAGES)),
+            # 32-bit slots: EPC slot numbers are far below 2**31, and a committed page
+            # nobody wrote then costs 13 bytes of driver and page-table state
+            entry = self._records[key] = (array("i", bytes(4 * CHUNK_PAGES)),
                                           bytearray(CHUNK_PAGES))
         entry[0][page & CHUNK_MASK] = slot
         entry[1][page & CHUNK_MASK] = (EXISTS | (AUGMENTED if augmented else 0)
@@ -130,12 +132,26 @@ class Encl:
         if entry is not None:
             entry[1][page & CHUNK_MASK] = 0
 
+    def _chunk_keys(self, first: int, last: int) -> list[int]:
+        """Keys of the record chunks meeting pages [first, last), ascending.
+
+        O(min(chunks spanned, chunks allocated)): an mmap or ioctl over a few pages
+        must not cost a walk over every chunk of a large enclave.
+        """
+        if last <= first:
+            return []
+        lo, hi = first >> CHUNK_SHIFT, (last - 1) >> CHUNK_SHIFT
+        records = self._records
+        if hi - lo < len(records):
+            return [key for key in range(lo, hi + 1) if key in records]
+        return sorted(key for key in records if lo <= key <= hi)
+
     def records_in(self, start: int, end: int) -> list[tuple[int, int, int]]:
         """(page address, type, max prot) of every record in [start, end); walks only
-        the allocated record chunks."""
+        the allocated record chunks that meet the range."""
         out: list[tuple[int, int, int]] = []
         first, last = start >> PAGE_SHIFT, (end + PAGE_SIZE - 1) >> PAGE_SHIFT
-        for key in sorted(self._records):
+        for key in self._chunk_keys(first, last):
             lo = max(first, key << CHUNK_SHIFT)
             hi = min(last, (key + 1) << CHUNK_SHIFT)
             if lo >= hi:
@@ -152,7 +168,7 @@ class Encl:
         """The first page address in [start, end) whose record's max prot does not
         allow `prot` (sgx_encl_may_map's loop), or None."""
         first, last = start >> PAGE_SHIFT, (end + PAGE_SIZE - 1) >> PAGE_SHIFT
-        for key in sorted(self._records):
+        for key in self._chunk_keys(first, last):
             lo = max(first, key << CHUNK_SHIFT)
             hi = min(last, (key + 1) << CHUNK_SHIFT)
             if lo >= hi:

@@ -116,7 +116,7 @@ class Epc:
 
     def set_page(self, slot: int, data: bytes | None) -> None:
         """Fill the whole page; zeros (or None) leave it unallocated."""
-        if data is None or not any(data):
+        if data is None or data.count(0) == len(data):  # all zeros, checked in C
             self.contents.pop(slot, None)
         else:
             self.contents[slot] = bytearray(data)

@@ -61,26 +61,25 @@ class AddressSpace:
         last = self._last
         if last is not None and last.start <= addr < last.end:
             return last
-        i = self._vmas.bisect_key_right(addr)
-        if i:
-            vma: Vma = self._vmas[i - 1]
+        # by key, not by position: positional access walks (and after a sublist
+        # split rebuilds) SortedList's index tree, which made a long mmap
+        # sequence quadratic
+        for vma in self._vmas.irange_key(max_key=addr, reverse=True):
             if addr < vma.end:
                 self._last = vma
-                return vma
+                return vma  # type: ignore[no-any-return]
+            break
         return None
 
     def vmas_overlapping(self, start: int, end: int) -> list[Vma]:
         """VMAs meeting [start, end), in address order. O(log n + k)."""
-        i = self._vmas.bisect_key_right(start)
-        if i and self._vmas[i - 1].end > start:
-            i -= 1
         out: list[Vma] = []
-        while i < len(self._vmas):
-            vma: Vma = self._vmas[i]
-            if vma.start >= end:
-                break
-            out.append(vma)
-            i += 1
+        for vma in self._vmas.irange_key(max_key=start, reverse=True):
+            if vma.end > start:
+                out.append(vma)
+            break
+        if end > start:
+            out.extend(self._vmas.irange_key(start, end, inclusive=(False, False)))
         return out
 
     def all_vmas(self) -> list[Vma]:

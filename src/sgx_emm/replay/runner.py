@@ -177,12 +177,15 @@ def _diff(after: Counter[tuple[str, str]],
 def run(lines: Iterable[str | Mapping[str, Any]], *, strict: bool = False,
         enclave: EnclaveLike | None = None,
         on_result: Callable[[CallResult], None] | None = None,
-        keep_results: bool = True, **enclave_options: Any) -> Report:
+        keep_results: bool = True,
+        on_start: Callable[[int, str | Mapping[str, Any]], None] | None = None,
+        **enclave_options: Any) -> Report:
     """Replay `lines` (JSON text, or already-decoded objects) on a fresh enclave.
 
     `enclave_options` go to `sgx_emm.Enclave.create` unless `enclave` is given.
     `on_result` sees each result as soon as its line ran (streaming output);
-    `strict` stops at the first line that cannot run (Report.stopped).
+    `strict` stops at the first line that cannot run (Report.stopped);
+    `on_start(line, text)` is told before each line runs (progress displays).
     """
     if enclave is None:
         from sgx_emm.enclave import Enclave
@@ -191,6 +194,8 @@ def run(lines: Iterable[str | Mapping[str, Any]], *, strict: bool = False,
     replayer = Replayer(enclave)
     report = Report(enclave, [])
     for n, text in enumerate(lines):
+        if on_start is not None:
+            on_start(n, text)
         result = replayer.step(text, n)
         if result is None:
             continue
