@@ -53,3 +53,11 @@ def test_region_repr_is_hex() -> None:
     text = repr(region)
     assert "start=0x7f0800020000" in text and "size=0x2000" in text
     assert "si_flags=0x203" in text
+
+
+def test_fault_records_repr_in_hex() -> None:
+    from sgx_emm.emm.rt import PfInfo
+    from sgx_emm.runtime.dispatcher import ExceptionRecord
+
+    assert repr(PfInfo(0x7F0800020000, 0x8007)) == "PfInfo(maddr=0x7f0800020000, errcd=0x8007)"
+    assert "maddr=0x1000" in repr(ExceptionRecord(14, 0x1000, 0x6))

@@ -166,7 +166,16 @@ class ThreadContext:
 
 
 class Enclave:
-    """One loaded enclave on its own simulated machine."""
+    """One loaded enclave on its own simulated machine.
+
+    Attributes: `emm`, the manager as code inside calls it (a `GuardedManager`:
+    only inside `with enc.enter():`, arguments type-checked); `manager`, the same
+    manager unguarded; `trace`, the machine's event stream (`by_category()`
+    counts, `subscribe(listener)` events); `base` and `size`, ELRANGE;
+    `user_base` and `user_end`, the range the public API allocates in;
+    `tcs_addresses`, the load-time TCSes; `machine` and `fd`, the platform and
+    the enclave's driver handle; `crashed`, True once it aborted or crashed.
+    """
 
     def __init__(self, machine: Machine, layout: ImageLayout, base: int, size: int,
                  user_base: int, user_end: int, fd: EnclaveFd, untrusted: OcallTarget) -> None:

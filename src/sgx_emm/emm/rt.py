@@ -36,6 +36,9 @@ class PfInfo:
         """PFEC bit 15: the EPCM, not the page tables, refused the access."""
         return bool(self.errcd & 0x8000)
 
+    def __repr__(self) -> str:
+        return f"PfInfo(maddr={self.maddr:#x}, errcd={self.errcd:#x})"
+
 
 #: A custom fault handler of a region: `handler(pfinfo, private) -> int`.
 FaultHandler = Callable[[PfInfo, Any], int]
