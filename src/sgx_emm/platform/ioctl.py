@@ -360,6 +360,17 @@ class EnclaveFd(Encl):
             rec = (slot, rec[1], rec[2])
         return rec
 
+    def _load_page_of_type(self, addr: int, name: str, params: object, c: int,
+                           page_type: int, err: int) -> int:
+        """`_load_page`, then the page must be of `page_type` (else `err`, as the
+        ioctl's own check returns): the start of the per-page loops of
+        RESTRICT_PERMISSIONS (REG, EINVAL) and REMOVE_PAGES (TRIM, EPERM)."""
+        slot, found, _ = self._load_page(addr, name, params, c)
+        if found != page_type:
+            raise self._partial(err, name, f"page {addr:#x} is {pt_name(found)}, "
+                                           f"not {pt_name(page_type)}", params, c)
+        return slot
+
     def _etrack(self) -> bool:
         """sgx_enclave_etrack: ETRACK, on failure IPIs and one retry; then IPIs.
         The `etrack` hook may skip it. Returns: False if ETRACK failed twice."""
@@ -404,10 +415,7 @@ class EnclaveFd(Encl):
         for c in range(0, p.length, PAGE_SIZE):
             addr = self.base + p.offset + c
             with self._lock:
-                slot, page_type, _ = self._load_page(addr, name, p, c)
-                if page_type != PT_REG:
-                    raise self._partial(errno.EINVAL, name,
-                                        f"page {addr:#x} is {pt_name(page_type)}, not REG", p, c)
+                slot = self._load_page_of_type(addr, name, p, c, PT_REG, errno.EINVAL)
                 if self._issues("EMODPR", addr):
                     try:
                         ret = cpu.emodpr(secinfo, Epc.paddr(slot))
@@ -496,11 +504,7 @@ class EnclaveFd(Encl):
         for c in range(0, p.length, PAGE_SIZE):
             addr = self.base + p.offset + c
             with self._lock:
-                slot, page_type, _ = self._load_page(addr, name, p, c)
-                if page_type != PT_TRIM:
-                    raise self._partial(errno.EPERM, name,
-                                        f"page {addr:#x} is {pt_name(page_type)}, not TRIM",
-                                        p, c)
+                slot = self._load_page_of_type(addr, name, p, c, PT_TRIM, errno.EPERM)
                 try:
                     cpu.emodpr(probe, Epc.paddr(slot))
                 except PageFault:
