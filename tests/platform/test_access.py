@@ -14,16 +14,10 @@ from platform_support import (
     TEXT,
     UNMAPPED,
     Small,
-    build_small,
 )
 
 from sgx_emm.platform import FaultReported, ModifyTypes, RestrictPermissions, Run
 from sgx_emm.platform.secinfo import ERESUME, PT_TRIM
-
-
-@pytest.fixture
-def s() -> Small:
-    return build_small()
 
 
 def errcd_of(s: Small, action: str, addr: int, tcs: int | None = None) -> tuple[int, int]:

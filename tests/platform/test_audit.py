@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Iterator
 
 import pytest
 from platform_support import (
@@ -266,13 +265,3 @@ def test_row18_inline_entry_does_not_write_run_function() -> None:
         assert run.function == 0x55
     assert run.function == 4                   # EEXIT
 
-
-@pytest.fixture
-def s() -> Small:
-    return build_small()
-
-
-@pytest.fixture
-def t(s: Small) -> Iterator[EnclaveThread]:
-    with s.machine.vdso.inline(Run(tcs=s.tcs1)) as thread:
-        yield thread

@@ -20,11 +20,6 @@ from sgx_emm.platform.secinfo import (
 )
 
 
-@pytest.fixture
-def s() -> Small:
-    return build_small()
-
-
 def free_paddr(s: Small) -> int:
     slot = s.machine.epc.alloc()
     assert slot is not None

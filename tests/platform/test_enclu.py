@@ -4,8 +4,6 @@ inline entry ends with FaultReported carrying the run fields."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from platform_support import DATA, DYN, DYN_X, PAGE, RW, Small, build_small
 
@@ -26,17 +24,6 @@ from sgx_emm.platform.secinfo import (
     SGX_PAGE_ATTRIBUTES_MISMATCH,
     secinfo_flags,
 )
-
-
-@pytest.fixture
-def s() -> Small:
-    return build_small()
-
-
-@pytest.fixture
-def t(s: Small) -> Iterator[EnclaveThread]:
-    with s.machine.vdso.inline(Run(tcs=s.tcs1)) as thread:
-        yield thread
 
 
 def fault_of(call: object) -> FaultReported:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from platform_support import DATA, DYN, PAGE, Small, build_small
+from platform_support import DATA, DYN, PAGE, Small
 
 from sgx_emm.platform import (
     EnclaveThread,
@@ -18,11 +18,6 @@ from sgx_emm.platform import (
     Run,
 )
 from sgx_emm.platform.secinfo import EENTER, EEXIT, ERESUME
-
-
-@pytest.fixture
-def s() -> Small:
-    return build_small()
 
 
 class Crash(Exception):

@@ -44,11 +44,6 @@ from sgx_emm.platform.secinfo import PT_REG, PT_TCS, PT_TRIM, secinfo_flags
 FIXED = MAP_SHARED | MAP_FIXED
 
 
-@pytest.fixture
-def s() -> Small:
-    return build_small()
-
-
 def errno_of(call: object) -> int:
     with pytest.raises(OSError) as err:
         call()  # type: ignore[operator]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 
 import pytest
-from platform_support import BASE, DATA, DYN, PAGE, RW, SIZE, SSA1, TCS1, Small, build_small
+from platform_support import BASE, DATA, DYN, PAGE, RW, SIZE, SSA1, TCS1, Small
 
 from sgx_emm.platform import (
     MAP_FIXED,
@@ -36,11 +36,6 @@ from sgx_emm.platform.secinfo import PT_REG, PT_TCS, PT_TRIM, SGX_NOT_TRACKED
 from sgx_emm.platform.state import EvictedPage
 
 ACCEPT_AUG = 0x20B
-
-
-@pytest.fixture
-def s() -> Small:
-    return build_small()
 
 
 def _reported(s: Small, body: object) -> FaultReported:
