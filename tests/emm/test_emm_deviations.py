@@ -312,7 +312,8 @@ def test_uncommit_of_a_prot_none_region_notifies_with_the_read_it_now_has() -> N
         call("modify_ocall", a, 2 * PAGE, 0x401, 0x401),
     ]
     (region,) = [r for r in mgr.regions() if not r.is_meta]
-    assert region.prot == R and not any(region.committed)
+    assert mgr.regions()[-1] == region
+    assert region.prot == R and not any(region.committed)  # as in the reference: READ
     # a region that is not PROT_NONE keeps its own prot in both ocalls
     b = mgr.alloc(None, PAGE, NOW)
     rt.reset()

@@ -150,24 +150,6 @@ def test_uncommit_trims_each_committed_run() -> None:
     assert rt.calls == []
 
 
-def test_uncommit_of_a_prot_none_region_makes_it_readable_first() -> None:
-    mgr, rt = make()
-    a = mgr.alloc(None, 2 * PAGE, NOW)
-    mgr.modify_permissions(a, 2 * PAGE, int(PROT_NONE))
-    rt.reset()
-    mgr.uncommit(a, 2 * PAGE)
-    assert seq(rt) == [
-        call("modify_ocall", a, 2 * PAGE, 0x200, 0x201),
-        call("EMODPE", 0x221, a), call("EACCEPT", 0x221, a),
-        call("EMODPE", 0x221, a + PAGE), call("EACCEPT", 0x221, a + PAGE),
-        call("modify_ocall", a, 2 * PAGE, 0x200, 0x400),
-        call("EACCEPT", SECINFO_TRIM, a), call("EACCEPT", SECINFO_TRIM, a + PAGE),
-        # a documented deviation: the notify carries the READ the region now has
-        call("modify_ocall", a, 2 * PAGE, 0x401, 0x401),
-    ]
-    region = mgr.regions()[-1]
-    assert region.prot == R  # as in the reference: the region stays READ
-
 
 def test_uncommit_checks() -> None:
     mgr, rt = make()
