@@ -56,59 +56,73 @@ def sgx_mm_alloc(addr: int | None, size: int, flags: int, handler: FaultHandler 
 
 
 def sgx_mm_dealloc(addr: int | None, size: int) -> int:
+    """`sgx_mm_dealloc` as in C: the integer result (0 or an errno), never EmmError."""
     return _result(lambda: _manager().dealloc(addr or 0, size))
 
 
 def sgx_mm_commit(addr: int | None, size: int) -> int:
+    """`sgx_mm_commit` as in C: the integer result (0 or an errno), never EmmError."""
     return _result(lambda: _manager().commit(addr or 0, size))
 
 
 def sgx_mm_uncommit(addr: int | None, size: int) -> int:
+    """`sgx_mm_uncommit` as in C: the integer result (0 or an errno), never EmmError."""
     return _result(lambda: _manager().uncommit(addr or 0, size))
 
 
 def sgx_mm_commit_data(addr: int | None, size: int, data: int | None, prot: int) -> int:
+    """`sgx_mm_commit_data` as in C: the integer result (0 or an errno), never EmmError."""
     return _result(lambda: _manager().commit_data(addr or 0, size, data or 0, prot))
 
 
 def sgx_mm_modify_type(addr: int | None, size: int, page_type: int) -> int:
+    """`sgx_mm_modify_type` as in C: the integer result (0 or an errno), never EmmError."""
     return _result(lambda: _manager().modify_type(addr or 0, size, page_type))
 
 
 def sgx_mm_modify_permissions(addr: int | None, size: int, prot: int) -> int:
+    """`sgx_mm_modify_permissions` as in C: the integer result (0 or an errno), never EmmError."""
     return _result(lambda: _manager().modify_permissions(addr or 0, size, prot))
 
 
 def mm_alloc(addr: int | None, size: int, flags: int, handler: FaultHandler | None = None,
              private: Any = None) -> tuple[int, int]:
+    """`mm_alloc` as in C: (ret, out_addr); out_addr is 0 when ret != 0."""
     return _alloc("mm_alloc", addr, size, flags, handler, private)
 
 
 def mm_dealloc(addr: int | None, size: int) -> int:
+    """`mm_dealloc` as in C: the integer result (0 or an errno), never EmmError."""
     return _result(lambda: _manager().mm_dealloc(addr or 0, size))
 
 
 def mm_commit(addr: int | None, size: int) -> int:
+    """`mm_commit` as in C: the integer result (0 or an errno), never EmmError."""
     return _result(lambda: _manager().mm_commit(addr or 0, size))
 
 
 def mm_uncommit(addr: int | None, size: int) -> int:
+    """`mm_uncommit` as in C: the integer result (0 or an errno), never EmmError."""
     return _result(lambda: _manager().mm_uncommit(addr or 0, size))
 
 
 def mm_commit_data(addr: int | None, size: int, data: int | None, prot: int) -> int:
+    """`mm_commit_data` as in C: the integer result (0 or an errno), never EmmError."""
     return _result(lambda: _manager().mm_commit_data(addr or 0, size, data or 0, prot))
 
 
 def mm_modify_type(addr: int | None, size: int, page_type: int) -> int:
+    """`mm_modify_type` as in C: the integer result (0 or an errno), never EmmError."""
     return _result(lambda: _manager().mm_modify_type(addr or 0, size, page_type))
 
 
 def mm_modify_permissions(addr: int | None, size: int, prot: int) -> int:
+    """`mm_modify_permissions` as in C: the integer result (0 or an errno), never EmmError."""
     return _result(lambda: _manager().mm_modify_permissions(addr or 0, size, prot))
 
 
 def mm_init_ema(addr: int | None, size: int, flags: int, prot: int,
                 handler: FaultHandler | None = None, private: Any = None) -> int:
+    """`mm_init_ema` as in C: the integer result (0 or an errno), never EmmError."""
     return _result(lambda: _manager().mm_init_ema(addr or 0, size, flags, prot, handler,
                                                   private))

@@ -1,4 +1,4 @@
-"""A simulated SGX2 enclave with the manager inside (python-api.md, design.md).
+"""A simulated SGX2 enclave with the manager inside.
 
 `Enclave.create` does what an Intel SDK application does at start-up: the loader
 ECREATEs, EADDs the static pages of the image layout, EINITs and maps every
@@ -122,6 +122,7 @@ class ThreadContext:
 
     @property
     def tcs(self) -> int:
+        """The address of the TCS this thread entered through."""
         return self.thread.tcs_addr
 
     def _run(self, op: Callable[[], T]) -> T:
@@ -131,21 +132,29 @@ class ThreadContext:
         return self.enclave._guarded(op)
 
     def read(self, addr: int, n: int) -> bytes:
+        """Read `n` bytes at `addr` from inside; faults take the whole #PF path. EnclaveCrashed if
+        nobody handles one.
+        """
         return self._run(lambda: self.thread.read(addr, n))
 
     def write(self, addr: int, data: bytes) -> None:
+        """Write `data` at `addr` from inside (faults as for `read`)."""
         self._run(lambda: self.thread.write(addr, bytes(data)))
 
     def fetch(self, addr: int, n: int) -> bytes:
+        """Fetch `n` bytes at `addr` as instructions (needs EXEC; faults as for `read`)."""
         return self._run(lambda: self.thread.fetch(addr, n))
 
     def eaccept(self, secinfo: int, addr: int) -> int:
+        """EACCEPT on this thread; returns the SGX code (0 = success)."""
         return self._run(lambda: self.thread.eaccept(secinfo, addr))
 
     def eacceptcopy(self, secinfo: int, dest: int, src: int) -> int:
+        """EACCEPTCOPY on this thread; returns the SGX code (0 = success)."""
         return self._run(lambda: self.thread.eacceptcopy(secinfo, dest, src))
 
     def emodpe(self, secinfo: int, addr: int) -> int:
+        """EMODPE on this thread; returns the SGX code (0 = success)."""
         return self._run(lambda: self.thread.emodpe(secinfo, addr))
 
     @property
@@ -157,7 +166,16 @@ class ThreadContext:
 
 
 class Enclave:
-    """One loaded enclave on its own simulated machine."""
+    """One loaded enclave on its own simulated machine.
+
+    Attributes: `emm`, the manager as code inside calls it (a `GuardedManager`:
+    only inside `with enc.enter():`, arguments type-checked); `manager`, the same
+    manager unguarded; `trace`, the machine's event stream (`by_category()`
+    counts, `subscribe(listener)` events); `base` and `size`, ELRANGE;
+    `user_base` and `user_end`, the range the public API allocates in;
+    `tcs_addresses`, the load-time TCSes; `machine` and `fd`, the platform and
+    the enclave's driver handle; `crashed`, True once it aborted or crashed.
+    """
 
     def __init__(self, machine: Machine, layout: ImageLayout, base: int, size: int,
                  user_base: int, user_end: int, fd: EnclaveFd, untrusted: OcallTarget) -> None:
@@ -419,6 +437,7 @@ class Enclave:
 
     @property
     def crashed(self) -> bool:
+        """True once the enclave aborted or crashed: every later call raises EnclaveCrashed."""
         return self._dead is not None or self.dispatcher.crashed is not None
 
     def _guarded(self, op: Callable[[], T]) -> T:

@@ -63,6 +63,7 @@ def check_flags(name: str, value: object, *families: type) -> None:
 
 
 def check_handler(value: object) -> None:
+    """`handler` must be None or callable as handler(pfinfo, private)."""
     if value is not None and not callable(value):
         raise TypeError(f"handler must be callable as handler(pfinfo, private) or None, "
                         f"not {type(value).__name__} ({value!r})")

@@ -1,6 +1,6 @@
 """How replay results, region maps and counts look, as text and as JSON.
 
-Follows spec/replay-format.md (Output). The JSON shapes here are the contract;
+The JSON shapes here are the contract;
 the text forms are for people: one line per call, then the region map of both
 roots as a table (committed pages drawn as a bar, metadata reserves marked) and
 the totals of the trace by kind.
@@ -135,6 +135,8 @@ def event_fields(event: Event, addr: AddressFormat, decode: bool = True) -> dict
 
 
 def event_json(event: Event, addr: AddressFormat, depth: int | None = None) -> dict[str, object]:
+    """An event as a JSON object: category, name, depth (when known), details with raw hex values.
+    """
     obj: dict[str, object] = {"category": event.category, "name": event.name}
     if depth is not None:
         obj["depth"] = depth
@@ -164,6 +166,7 @@ class EntryDepth:
         self._entering = False
 
     def depth(self, event: Event) -> int:
+        """The level to show `event` at (and the count of open entries after it)."""
         entering, self._entering = self._entering, False
         if entering and event.category == "pf":
             # the EENTER itself faulted (the kernel fixes its TCS/SSA page and the
@@ -183,10 +186,12 @@ class EntryDepth:
 
 
 def event_header() -> str:
+    """The column heads above the event lines of --events."""
     return f"{'':8}{'kind':<8} {'event':<14} details"
 
 
 def address_format(report: Report) -> AddressFormat:
+    """The address form of a report's enclave."""
     return AddressFormat(report.enclave.user_base, report.enclave.user_end,
                          report.enclave.base)
 
@@ -235,6 +240,7 @@ def call_json(result: CallResult, fmt: AddressFormat) -> dict[str, Any]:
 
 
 def region_json(region: RegionInfo, fmt: AddressFormat) -> dict[str, Any]:
+    """One region of the final layout as JSON."""
     return {
         "start": fmt(region.start),
         "size": f"{region.size:#x}",
@@ -248,6 +254,7 @@ def region_json(region: RegionInfo, fmt: AddressFormat) -> dict[str, Any]:
 
 def layout_json(layout: Mapping[str, list[RegionInfo]],
                 fmt: AddressFormat) -> dict[str, list[dict[str, Any]]]:
+    """Both roots' regions as JSON."""
     return {root: [region_json(r, fmt) for r in regions] for root, regions in layout.items()}
 
 
@@ -263,6 +270,7 @@ def final_json(report: Report) -> dict[str, Any]:
 
 
 def summary(report: Report) -> dict[str, Any]:
+    """The summary counts of a report (calls, failed, not run, unexpected, dead)."""
     out: dict[str, Any] = {
         "calls": report.calls,
         "failed": report.failed,
@@ -366,15 +374,18 @@ def commit_mode(alloc_flags: int) -> str:
 
 
 def prot_text(si_flags: int) -> str:
+    """`rwx`-style permissions of a region."""
     return "".join(c if si_flags & bit else "-" for c, bit in (("r", 1), ("w", 2), ("x", 4)))
 
 
 def type_text(si_flags: int) -> str:
+    """The page type of a region (`REG`, `TCS`, ...), `-` for none."""
     t = si_flags & F.PAGE_TYPE_MASK
     return PAGE_TYPES.get(t, f"{t:#x}") if t else "-"
 
 
 def flags_text(region: RegionInfo) -> str:
+    """Placement flags, alignment, `handler` and `meta` of a region."""
     names = [name for name, bit in (("GROWSDOWN", F.GROWSDOWN), ("GROWSUP", F.GROWSUP),
                                      ("FIXED", F.FIXED), ("SYSTEM", F.SYSTEM))
              if region.alloc_flags & bit]
@@ -618,6 +629,7 @@ def print_block(console: Console, renderable: Any) -> None:
 
 
 def counts_table(counts: Mapping[str, Mapping[str, int]], title: str = "totals") -> Table:
+    """The run's totals by kind as a table."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("kind", no_wrap=True)
     table.add_column("total", justify="right")
@@ -630,6 +642,7 @@ def counts_table(counts: Mapping[str, Mapping[str, int]], title: str = "totals")
 
 
 def summary_text(report: Report) -> str:
+    """The summary as one line of text."""
     s = summary(report)
     parts = [f"{s['calls']} calls", f"{s['failed']} failed", f"{s['not_run']} not run"]
     if s["unexpected"]:

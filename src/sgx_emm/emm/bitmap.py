@@ -1,6 +1,6 @@
 """Per-region commit bitmap: which pages of an EMA have been EACCEPTed.
 
-Models the reference's `bit_array` (one bit per page, spec/emm.md "State") but
+Models the reference's `bit_array` (one bit per page) but
 stores *runs* instead of bits: a sorted list of boundaries
 ``[s0, e0, s1, e1, ...]`` where every ``[s_i, e_i)`` is a maximal run of
 committed pages. Page numbers are absolute (``address >> 12``), so a split

@@ -1,6 +1,6 @@
 """Per-region operations: metadata life cycle, commit, trim, permissions, TCS.
 
-Follows spec/emm.md (sections "Public API" and "Internal metadata allocator")
+Follows the EMM specification (public API and internal metadata allocator)
 and, for everything the spec leaves open, the reference's ema.c / bit_array.c:
 the order of ocalls and leaves, where regions split, and the *order of
 metadata allocations and frees* (`ema_t` = 72 bytes, `bit_array` = 24 bytes,

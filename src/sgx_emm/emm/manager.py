@@ -1,6 +1,6 @@
 """The Enclave Memory Manager: the public and private API and the #PF handler.
 
-Follows spec/emm.md: every check in the spec's order (the first failing one
+Follows the EMM specification: every check in its order (the first failing one
 gives the result), the reference's sgx_mm.c / emm_private.c flow for all that
 the spec leaves open, and the spec's Deviations (each marked `Deviation:` here
 and listed in docs/deviations.md). Region bookkeeping lives in `regions`,
@@ -190,6 +190,7 @@ class EnclaveMemoryManager:
 
     @property
     def meta_allocator(self) -> MetaAllocatorLike:
+        """The metadata allocator (emalloc model) the manager's records come from."""
         return self._meta
 
     def _acquire(self) -> Mutex:
@@ -218,45 +219,76 @@ class EnclaveMemoryManager:
         return self._alloc(False, addr, size, flags, handler, private)
 
     def dealloc(self, addr: int, size: int) -> None:
+        """sgx_mm_dealloc on the user root: trim every committed page of the range and forget its
+        regions. EmmError EINVAL (unaligned, or the range does not start in a region), EACCES
+        (the manager's metadata), EFAULT (the OS refused the trim).
+        """
         self._dealloc(False, addr, size)
 
     def commit(self, addr: int, size: int) -> None:
+        """sgx_mm_commit on the user root: EACCEPT the range's uncommitted pages. EmmError EINVAL
+        (unaligned, holes, no region), EACCES (a reservation, not writable or not REG), or the
+        SGX code of a failing EACCEPT (named in the reason).
+        """
         self._commit(False, addr, size, guard_meta=True)
 
     def uncommit(self, addr: int, size: int) -> None:
+        """sgx_mm_uncommit on the user root: trim the range's committed pages. EmmError EINVAL
+        (unaligned, holes), EACCES (a reservation or metadata), EFAULT (the OS refused).
+        """
         self._uncommit(False, addr, size)
 
     def commit_data(self, addr: int, size: int, data_addr: int, prot: int) -> None:
+        """sgx_mm_commit_data on the user root: EACCEPTCOPY `data_addr`'s pages into the range's
+        uncommitted pages, then give them `prot`. EmmError EINVAL (unaligned, not
+        COMMIT_ON_DEMAND, source outside the enclave, X without R), EACCES (a page already
+        committed), EFAULT.
+        """
         self._commit_data(False, addr, size, data_addr, int(prot))
 
     def modify_type(self, addr: int, size: int, page_type: int) -> None:
+        """sgx_mm_modify_type on the user root: turn one committed REG|RW page into a TCS.
+        EmmError EPERM (type not TCS), EINVAL (not one page, no region), EACCES (not committed
+        or not REG|RW), EFAULT (the OS refused).
+        """
         self._modify_type(False, addr, size, int(page_type))
 
     def modify_permissions(self, addr: int, size: int, prot: int) -> None:
+        """sgx_mm_modify_permissions on the user root: new permissions for committed pages.
+        EmmError EINVAL (unaligned, uncommitted pages, X without R), EACCES (reservation, not
+        REG), EFAULT (the OS refused, e.g. W without R), or an EACCEPT's SGX code.
+        """
         self._modify_permissions(False, addr, size, int(prot))
 
     # ------------------------------------------------------------ private API
 
     def mm_alloc(self, addr: int | None, size: int, flags: int,
                  handler: FaultHandler | None = None, private: Any = None) -> int:
+        """mm_alloc: `alloc` on the runtime's (rts) root; SYSTEM allowed."""
         return self._alloc(True, addr, size, int(flags), handler, private)
 
     def mm_dealloc(self, addr: int, size: int) -> None:
+        """mm_dealloc: `dealloc` on the rts root."""
         self._dealloc(True, addr, size)
 
     def mm_commit(self, addr: int, size: int) -> None:
+        """mm_commit: `commit` on the rts root."""
         self._commit(True, addr, size, guard_meta=False)
 
     def mm_uncommit(self, addr: int, size: int) -> None:
+        """mm_uncommit: `uncommit` on the rts root."""
         self._uncommit(True, addr, size)
 
     def mm_commit_data(self, addr: int, size: int, data_addr: int, prot: int) -> None:
+        """mm_commit_data: `commit_data` on the rts root."""
         self._commit_data(True, addr, size, data_addr, int(prot))
 
     def mm_modify_type(self, addr: int, size: int, page_type: int) -> None:
+        """mm_modify_type: `modify_type` on the rts root."""
         self._modify_type(True, addr, size, int(page_type))
 
     def mm_modify_permissions(self, addr: int, size: int, prot: int) -> None:
+        """mm_modify_permissions: `modify_permissions` on the rts root."""
         self._modify_permissions(True, addr, size, int(prot))
 
     def mm_init_ema(self, addr: int, size: int, flags: int, prot: int,

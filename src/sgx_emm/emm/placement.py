@@ -1,6 +1,6 @@
 """Address choice for new regions: `find_free_region` and `find_free_region_at`.
 
-Follows spec/emm.md "Placement" (the reference's ema.c rules, 64-bit wrap-around
+Follows the specified placement rules (the reference's ema.c rules, 64-bit wrap-around
 included). The reference walks every region pair to find the first gap that
 fits; we answer the same question from a `GapIndex` that keeps the free gaps
 between neighbouring regions bucketed by size, so the lowest fitting gap is

@@ -1,7 +1,7 @@
 """EMA records and the per-root, address-ordered region list.
 
 Models the reference's `ema_t` and its doubly linked, address-ordered root
-lists (spec/emm.md "State"). The links are kept (walks over a range touch only
+lists. The links are kept (walks over a range touch only
 the overlapped regions, O(1) per step), and a sorted index of start addresses
 answers "which region holds this address" in O(log n) instead of the
 reference's linear search. The list also keeps the `GapIndex` of free gaps
@@ -317,6 +317,16 @@ class Region:
     @property
     def page_type(self) -> int:
         return self.si_flags & PAGE_TYPE_MASK
+
+    def __repr__(self) -> str:
+        """Addresses and flag words in hex, as C programmers read them."""
+        extra = "".join(f", {name}=True" for name in ("is_meta", "has_handler")
+                        if getattr(self, name))
+        if not self.has_bitmap:
+            extra += ", has_bitmap=False"
+        return (f"Region(start={self.start:#x}, size={self.size:#x}, "
+                f"alloc_flags={self.alloc_flags:#x}, si_flags={self.si_flags:#x}, "
+                f"committed={self.committed!r}{extra})")
 
 
 def snapshot(ema: Ema, is_meta: bool) -> Region:

@@ -1,4 +1,4 @@
-"""The two interfaces the manager is ported through (spec/emm.md, design.md).
+"""The two interfaces the manager is ported through.
 
 `RuntimeAbstraction` mirrors the reference's `sgx_mm_rt_abstraction.h`: the two
 ocalls, fault-handler registration, a recursive mutex and the within-enclave
@@ -35,6 +35,9 @@ class PfInfo:
     def sgx(self) -> bool:
         """PFEC bit 15: the EPCM, not the page tables, refused the access."""
         return bool(self.errcd & 0x8000)
+
+    def __repr__(self) -> str:
+        return f"PfInfo(maddr={self.maddr:#x}, errcd={self.errcd:#x})"
 
 
 #: A custom fault handler of a region: `handler(pfinfo, private) -> int`.

@@ -1,4 +1,4 @@
-"""The EPC and its EPCM (platform.md section A), laid out for a million pages.
+"""The EPC and its EPCM, laid out for a million pages.
 
 One EPC slot per 4 KiB page. The EPCM lives in parallel arrays indexed by slot,
 not in an object per page: a flag byte (the SECINFO low byte: R W X PENDING

@@ -1,4 +1,4 @@
-"""Fault types of the platform model (platform.md sections B, C and F).
+"""Fault types of the platform model.
 
 `CpuFault` and its subclasses are what a leaf or an access raises inside the
 simulator (#GP, #PF, #UD with the hardware's operands); the CPU turns them into

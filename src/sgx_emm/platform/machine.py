@@ -1,5 +1,5 @@
 """One simulated SGX2 machine: CPU + EPC + one process's address space + the Linux
-driver + the vDSO, all reporting to one `Trace` (platform.md; python-api.md).
+driver + the vDSO, all reporting to one `Trace`.
 
 Loading an enclave, as the Intel SDK loader and the kernel selftests do::
 

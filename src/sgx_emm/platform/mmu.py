@@ -1,4 +1,4 @@
-"""The process's address space: VMAs and page tables (platform.md sections C, D).
+"""The process's address space: VMAs and page tables.
 
 One `AddressSpace` per simulated process. VMAs are kept address-ordered in a
 `SortedKeyList` (O(log n) lookup, range walks touch only overlapped VMAs); page

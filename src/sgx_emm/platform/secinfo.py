@@ -1,4 +1,4 @@
-"""Architectural constants and page images of SGX (platform.md sections A and F).
+"""Architectural constants and page images of SGX.
 
 SECINFO flag bits, page types, SGX return codes, ENCLS/ENCLU leaf numbers, the
 SECS and TCS images the loader hands to ECREATE/EADD, and the SSA frame layout

@@ -1,4 +1,4 @@
-"""The vDSO-style enclave entry `__vdso_sgx_enter_enclave` (platform.md section F).
+"""The vDSO-style enclave entry `__vdso_sgx_enter_enclave`.
 
 `Run` mirrors `struct sgx_enclave_run`. Two ways to run enclave code:
 

@@ -50,6 +50,9 @@ class Replayer:
         return self.run_call(call)
 
     def run_call(self, call: Call) -> CallResult:
+        """Run one parsed call inside an enclave entry and say what it did (never raises for a
+        failed call).
+        """
         result = CallResult(call.line, call.op, thread=call.thread, expect=call.expect,
                             note=call.note)
         if self.dead is not None:
@@ -221,6 +224,7 @@ def example_lines() -> list[str]:
 
 
 def example_text() -> str:
+    """The bundled example's text."""
     return (resources.files("sgx_emm") / "examples" / EXAMPLE_NAME).read_text("utf-8")
 
 

@@ -33,7 +33,12 @@ class ExceptionRecord:
 
     @property
     def pfinfo(self) -> PfInfo:
+        """The #PF record the manager's handler takes."""
         return PfInfo(self.maddr, self.errcd)
+
+    def __repr__(self) -> str:
+        return (f"ExceptionRecord(vector={self.vector}, maddr={self.maddr:#x}, "
+                f"errcd={self.errcd:#x})")
 
 
 #: A registered (non-EMM) handler: sees every exception, returns a handler result.

@@ -1,9 +1,9 @@
-"""The untrusted runtime's services for the manager's two ocalls (platform.md D).
+"""The untrusted runtime's services for the manager's two ocalls.
 
 What the Intel SDK's `enclave_common` does for `alloc_ocall` and `modify_ocall` on
 the in-kernel driver: `alloc_ocall` maps the range MAP_SHARED|MAP_FIXED with
 PROT_READ|PROT_WRITE (page type and flags are ignored; EAUG happens lazily on the
-first fault); `modify_ocall` follows the decision table of platform.md section D,
+first fault); `modify_ocall` follows the driver-facing decision table below,
 row by row, in order. The ioctl wrappers retry on EBUSY/EAGAIN, continuing after
 the part the driver reports done (`count`). Every failure reaches the enclave as
 EFAULT, the only error the trusted side accepts from here.
