@@ -47,8 +47,8 @@ def split_flags(flags: int) -> tuple[int, int]:
 def _why(err: OSError, prot_to: int | None = None) -> str:
     """An OSError from the kernel as one phrase: its own reason when it has one."""
     reason = getattr(err, "reason", None)
-    if reason:
-        return str(reason)
+    if reason:  # strerror is "NAME: reason (errno text)"
+        return f"the OS refused {err.strerror or reason}"
     text = err.strerror or str(err)
     if (err.errno == errno.EINVAL and prot_to is not None and prot_to & PROT_WRITE
             and not prot_to & PROT_READ and "RESTRICT_PERMISSIONS" in text):
