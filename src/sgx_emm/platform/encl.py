@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from array import array
+from collections.abc import Iterator
 from typing import Protocol
 
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
@@ -146,17 +147,22 @@ class Encl:
             return [key for key in range(lo, hi + 1) if key in records]
         return sorted(key for key in records if lo <= key <= hi)
 
-    def records_in(self, start: int, end: int) -> list[tuple[int, int, int]]:
-        """(page address, type, max prot) of every record in [start, end); walks only
-        the allocated record chunks that meet the range."""
-        out: list[tuple[int, int, int]] = []
+    def _chunk_spans(self, start: int, end: int) -> Iterator[tuple[int, int, int, bytearray]]:
+        """(chunk key, first page, end page, the chunk's record infos) of every allocated
+        record chunk meeting the pages of [start, end): the one walk records_in and
+        max_prot_violation share."""
         first, last = start >> PAGE_SHIFT, (end + PAGE_SIZE - 1) >> PAGE_SHIFT
         for key in self._chunk_keys(first, last):
             lo = max(first, key << CHUNK_SHIFT)
             hi = min(last, (key + 1) << CHUNK_SHIFT)
-            if lo >= hi:
-                continue
-            infos = self._records[key][1]
+            if lo < hi:
+                yield key, lo, hi, self._records[key][1]
+
+    def records_in(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        """(page address, type, max prot) of every record in [start, end); walks only
+        the allocated record chunks that meet the range."""
+        out: list[tuple[int, int, int]] = []
+        for _, lo, hi, infos in self._chunk_spans(start, end):
             for page in range(lo, hi):
                 info = infos[page & CHUNK_MASK]
                 if info:
@@ -167,13 +173,7 @@ class Encl:
     def max_prot_violation(self, start: int, end: int, prot: int) -> int | None:
         """The first page address in [start, end) whose record's max prot does not
         allow `prot` (sgx_encl_may_map's loop), or None."""
-        first, last = start >> PAGE_SHIFT, (end + PAGE_SIZE - 1) >> PAGE_SHIFT
-        for key in self._chunk_keys(first, last):
-            lo = max(first, key << CHUNK_SHIFT)
-            hi = min(last, (key + 1) << CHUNK_SHIFT)
-            if lo >= hi:
-                continue
-            infos = self._records[key][1]
+        for key, lo, hi, infos in self._chunk_spans(start, end):
             for i in range(lo & CHUNK_MASK, ((hi - 1) & CHUNK_MASK) + 1):
                 info = infos[i]
                 if info and prot & ~info & PROT_MASK:

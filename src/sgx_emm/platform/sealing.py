@@ -69,6 +69,17 @@ class SealingLeaves(EnclsLeaves):
                                            f"({describe_entry(epc, slot)})")
         return slot, va_slot & (PAGE_SIZE - 1)
 
+    def _enclave_page_flags(self, epc_page: int, slot: int, leaf: str) -> int:
+        """The EPCM flags of an EBLOCK/EWB target, which must be a VALID page of an
+        enclave's memory (not its SECS or a VA page): both leaves check this alike."""
+        epc = self.epc
+        f = epc.flags[slot]
+        if not f & F_VALID:
+            raise PageFault(_ENCLS_PF, epc_page, f"{leaf}: EPC page {epc_page:#x} is not VALID")
+        if epc.pt[slot] in (PT_SECS, PT_VA):
+            raise GeneralProtection(reason=f"{leaf}: {describe_entry(epc, slot)}")
+        return f
+
     def epa(self, epc_page: int) -> None:
         """EPA: make a free EPC page a Version Array page (512 empty slots).
 
@@ -89,11 +100,7 @@ class SealingLeaves(EnclsLeaves):
             self.trace.emit(LEAF, "EBLOCK")
             slot = self._epc_operand(epc_page, "EBLOCK")
             epc = self.epc
-            f = epc.flags[slot]
-            if not f & F_VALID:
-                raise PageFault(_ENCLS_PF, epc_page, f"EBLOCK: EPC page {epc_page:#x} is not VALID")
-            if epc.pt[slot] in (PT_SECS, PT_VA):
-                raise GeneralProtection(reason=f"EBLOCK: {describe_entry(epc, slot)}")
+            f = self._enclave_page_flags(epc_page, slot, "EBLOCK")
             if f & F_BLOCKED:
                 return SGX_BLKSTATE
             epc.flags[slot] = f | F_BLOCKED
@@ -113,11 +120,7 @@ class SealingLeaves(EnclsLeaves):
             slot = self._epc_operand(epc_page, "EWB")
             va, off = self._va_slot(va_slot, "EWB")
             epc = self.epc
-            f = epc.flags[slot]
-            if not f & F_VALID:
-                raise PageFault(_ENCLS_PF, epc_page, f"EWB: EPC page {epc_page:#x} is not VALID")
-            if epc.pt[slot] in (PT_SECS, PT_VA):
-                raise GeneralProtection(reason=f"EWB: {describe_entry(epc, slot)}")
+            f = self._enclave_page_flags(epc_page, slot, "EWB")
             if not f & F_BLOCKED:
                 return SGX_PAGE_NOT_BLOCKED
             enc = self.enclaves.get(epc.owner[slot])
