@@ -81,7 +81,7 @@ def test_enclave_options_reach_the_enclave(made: list[dict[str, Any]], tmp_path:
     assert got.exit_code == 0
     assert made == [{"base": 0x7F0000000000, "size": 1 << 36, "user_base": 0x7F0800000000,
                      "user_size": None, "epc_pages": 0x100, "emalloc_initial": 0x20000,
-                     "threads": 6, "reclaim": True}]
+                     "threads": 6, "reclaim": True, "config": None}]
     assert json.loads(got.output.splitlines()[0])["ret"] == 0  # thread 5 exists
 
 

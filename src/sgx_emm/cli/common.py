@@ -77,6 +77,10 @@ def enclave_options(f: F) -> F:
     f = click.option("--reclaim", "reclaim", is_flag=True, default=None,
                      help="Let the driver page EPC out, so the enclave may commit more "
                           "than --epc-pages.")(f)
+    f = click.option("--config", "config", type=click.Path(exists=True, dir_okay=False),
+                     default=None,
+                     help="An Intel SGX SDK config.xml sizing the image (heap, stacks, "
+                          "TCS pool, reserved memory).")(f)
     return f
 
 
