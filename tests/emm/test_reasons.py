@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from tests.emm.emm_support import USER_BASE, make
+from emm_support import USER_BASE, make
 
 from sgx_emm import EmmError, Enclave
 from sgx_emm.errors import SGX_RESULT_NAMES
