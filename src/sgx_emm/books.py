@@ -44,6 +44,7 @@ from sgx_emm.platform.secinfo import (
     PT_TCS,
     PT_TRIM,
     PT_VA,
+    secinfo_pt,
 )
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def check_books(enc: Enclave) -> list[Difference]:
                                         f"region {start:#x}+{end - start:#x} commits pages",
                                         "no commit bitmap to record them in"))
             continue
-        region_pt = (si_flags >> 8) & 0xFF
+        region_pt = secinfo_pt(si_flags)
         prot = si_flags & PROT_MASK
         ok_pts = (PT_REG, region_pt) if region_pt in (PT_SS_FIRST, PT_SS_REST) else (
             region_pt,)

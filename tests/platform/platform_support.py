@@ -37,6 +37,8 @@ DYN_END = 0x80000
 DYN_X = 0x80000    # RWX mapping, no pages
 DYN_X_END = 0x90000
 UNMAPPED = 0xA0000  # inside ELRANGE, no VMA
+#: the SECINFO an EACCEPT of a freshly EAUGed page passes: R|W, REG, PENDING
+ACCEPT_AUG = 0x20B
 
 
 @dataclass

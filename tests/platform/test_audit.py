@@ -46,8 +46,6 @@ from sgx_emm.platform.secinfo import (
 )
 from sgx_emm.platform.uapi import SGX_IOC_ENCLAVE_MODIFY_TYPES
 
-ACCEPT_AUG = 0x20B
-
 
 def _exitinfo(s: Small, frame: int) -> int:
     slot = s.slot(s.a(SSA1 + frame * PAGE))

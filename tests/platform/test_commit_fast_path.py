@@ -14,7 +14,18 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from platform_support import DATA, DYN, DYN_X, PAGE, RW, SSA1, UNMAPPED, Small, build_small
+from platform_support import (
+    ACCEPT_AUG,
+    DATA,
+    DYN,
+    DYN_X,
+    PAGE,
+    RW,
+    SSA1,
+    UNMAPPED,
+    Small,
+    build_small,
+)
 
 from sgx_emm.platform import (
     MAP_FIXED,
@@ -32,12 +43,10 @@ from sgx_emm.platform.secinfo import (
     MISC_EXINFO,
     PT_REG,
     PT_TCS,
-    SI_PENDING,
     secinfo_flags,
 )
 from sgx_emm.trace import Event
 
-ACCEPT_AUG = secinfo_flags(RW, PT_REG, SI_PENDING)   # 0x20B
 Scenario = Callable[[Small, EnclaveThread], list[Any]]
 
 

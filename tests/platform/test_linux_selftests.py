@@ -26,6 +26,7 @@ from platform_fixture import (
     put_to_addr,
     put_to_buffer,
 )
+from platform_support import ACCEPT_AUG
 
 from sgx_emm.platform import (
     MAP_FIXED,
@@ -43,7 +44,6 @@ from sgx_emm.platform.secinfo import EEXIT, ERESUME, PT_TCS, PT_TRIM
 
 RWX = PROT_READ | PROT_WRITE | PROT_EXEC
 SHARED_FIXED = MAP_SHARED | MAP_FIXED
-ACCEPT_AUG = 0x20B          # R|W|REG|PENDING
 ACCEPT_RESTRICT_R = 0x221   # R|REG|PR
 ACCEPT_TRIM = 0x410         # TRIM|MODIFIED
 ACCEPT_TCS = 0x110          # TCS|MODIFIED

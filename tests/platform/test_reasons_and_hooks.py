@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 
 import pytest
-from platform_support import BASE, DATA, DYN, PAGE, RW, SIZE, SSA1, TCS1, Small
+from platform_support import ACCEPT_AUG, BASE, DATA, DYN, PAGE, RW, SIZE, SSA1, TCS1, Small
 
 from sgx_emm.platform import (
     MAP_FIXED,
@@ -34,8 +34,6 @@ from sgx_emm.platform import (
 from sgx_emm.platform.hooks import Encl
 from sgx_emm.platform.secinfo import PT_REG, PT_TCS, PT_TRIM, SGX_NOT_TRACKED
 from sgx_emm.platform.state import EvictedPage
-
-ACCEPT_AUG = 0x20B
 
 
 def _reported(s: Small, body: object) -> FaultReported:
