@@ -29,6 +29,8 @@ POLICIES: dict[str, tuple[str, GrowthPolicy]] = {
     "step-64k": ("heap grows 64 KiB at a time", GrowthPolicy(heap_step=0x10000)),
     "fault": ("heap pages committed by their first touch (#PF)",
               GrowthPolicy(heap_commit="fault")),
+    "fault-8": ("heap fault mode, each fault commits 8 pages up (GROWSUP batch)",
+                GrowthPolicy(heap_commit="fault", heap_fault_pages=8)),
     "no-trim": ("the heap never gives pages back", GrowthPolicy(heap_trim_threshold=0)),
     "stack-4": ("a stack fault commits 4 pages (GROWSDOWN batch)",
                 GrowthPolicy(stack_fault_pages=4)),

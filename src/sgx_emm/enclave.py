@@ -302,8 +302,15 @@ class Enclave:
                     self.emm.mm_init_ema(addr, entry.size, RESERVE | SYSTEM, PROT_NONE)
                 elif entry.kind is EntryKind.DYNAMIC:
                     order = GROWSDOWN if entry.grows_down else GROWSUP
+                    handler = None
+                    if entry.name == "heap_dyn":
+                        from sgx_emm.services.heap import heap_fault_handler
+
+                        handler = heap_fault_handler(self.emm, self.config,
+                                                     addr + entry.size)
                     self.emm.mm_alloc(addr, entry.size,
-                                      COMMIT_ON_DEMAND | order | SYSTEM | FIXED | entry.page_type)
+                                      COMMIT_ON_DEMAND | order | SYSTEM | FIXED | entry.page_type,
+                                      handler=handler)
                 elif entry.page_type == PAGE_TYPE_TCS:
                     self.emm.mm_init_ema(addr, entry.size, SYSTEM | PAGE_TYPE_TCS, PROT_NONE)
                 else:

@@ -87,12 +87,16 @@ class GrowthPolicy:
         gives pages back (uncommit), keeping `heap_step` of slack; 0 never trims.
     stack_fault_pages: pages a stack fault commits at once (1: the EMM's own
         handler; more: the GROWSDOWN batch commit the reference leaves a TODO).
+    heap_fault_pages: pages a heap fault commits at once when `heap_commit` is
+        "fault" (1: the EMM's own handler; more: the heap's on-demand GROWSUP
+        region gets a handler that commits that many pages up from the fault).
     """
 
     heap_commit: Literal["explicit", "fault"] = "explicit"
     heap_step: int = 0x4000
     heap_trim_threshold: int = 0x10000
     stack_fault_pages: int = 1
+    heap_fault_pages: int = 1
 
     def __post_init__(self) -> None:
         if self.heap_commit not in ("explicit", "fault"):
@@ -105,9 +109,10 @@ class GrowthPolicy:
                                   f"the page size ({PAGE_SIZE:#x})")
         if self.heap_step == 0:
             raise ConfigError("heap_step 0: the heap must grow by at least one page")
-        if not _is_int(self.stack_fault_pages) or self.stack_fault_pages < 1:
-            raise ConfigError(f"stack_fault_pages {self.stack_fault_pages!r}: expected a "
-                              "positive number of pages")
+        for name in ("stack_fault_pages", "heap_fault_pages"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ConfigError(f"{name} {value!r}: expected a positive number of pages")
 
 
 @dataclass(frozen=True, slots=True)

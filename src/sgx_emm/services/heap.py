@@ -10,7 +10,10 @@ through the manager and shrinks by uncommitting, as the policy
   `mm_commit` (EAUG through the driver's #PF path, EACCEPT) before the memory is
   handed out, as an sbrk over EDMM does;
 - "fault": memory is handed out uncommitted and each page is committed by the #PF
-  of its first touch (one EAUG + EACCEPT per page, through the manager's handler).
+  of its first touch (one EAUG + EACCEPT per page, through the manager's handler);
+  with `heap_fault_pages` > 1 the trusted init gives the on-demand GROWSUP region
+  a handler (`grows_up_batch`) that commits that many pages per fault, from the
+  faulting page up, the GROWSUP twin of the stacks' batch.
 
 When the free space at the top of the heap exceeds `heap_trim_threshold`, the
 pages above the break plus one step of slack are uncommitted (`mm_uncommit`:
@@ -39,10 +42,11 @@ import bisect
 import errno
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from sgx_emm.emm.rt import FaultHandler, PfInfo
 from sgx_emm.errors import EmmError
-from sgx_emm.flags import PAGE_SIZE
+from sgx_emm.flags import EXCEPTION_CONTINUE_EXECUTION, EXCEPTION_CONTINUE_SEARCH, PAGE_SIZE
 from sgx_emm.runtime.layout import ImageLayout
 from sgx_emm.services.config import EnclaveConfig
 from sgx_emm.services.entry import current
@@ -88,6 +92,33 @@ def heap_bounds(layout: ImageLayout) -> tuple[int, int, int]:
     return start, static_end, names[-1].offset + names[-1].size
 
 
+def grows_up_batch(emm: Any, end: int, pages: int) -> FaultHandler:
+    """A fault handler for the heap's GROWSUP region ending at `end` that commits
+    `pages` pages at once, from the faulting page up, clipped at `end`, through the
+    runtime root's `mm_commit` (which skips pages already committed). A heap that
+    is touched upward then takes one fault per batch instead of one per page. If
+    the commit fails the fault is passed on, so the enclave sees it unhandled."""
+    def commit_batch(pfinfo: PfInfo, private: Any) -> int:
+        page = pfinfo.maddr & ~(PAGE_SIZE - 1)
+        last = min(end, page + pages * PAGE_SIZE)
+        try:
+            emm.mm_commit(page, last - page)
+        except EmmError:
+            return int(EXCEPTION_CONTINUE_SEARCH)
+        return int(EXCEPTION_CONTINUE_EXECUTION)
+    return commit_batch
+
+
+def heap_fault_handler(emm: Any, config: EnclaveConfig, end: int) -> FaultHandler | None:
+    """The handler the trusted init gives the heap's on-demand region: a batch
+    commit when the policy asks for one, else None (the manager's own handler, one
+    page per fault, exactly as without the policy)."""
+    policy = config.policy
+    if policy.heap_commit != "fault" or policy.heap_fault_pages <= 1:
+        return None
+    return grows_up_batch(emm, end, policy.heap_fault_pages)
+
+
 def commit_initial_heap(enc: Host) -> None:
     """The trusted init's commit of the heap from HeapMinSize up to HeapInitSize."""
     cfg = enc.config
@@ -107,6 +138,9 @@ class Heap:
         self._explicit = policy.heap_commit == "explicit"
         self._step = policy.heap_step
         self._trim_threshold = policy.heap_trim_threshold
+        # fault mode with a batch: a fault may commit this far past the page it hit
+        self._fault_slack = ((policy.heap_fault_pages - 1) * PAGE_SIZE
+                             if not self._explicit else 0)
         start, static_end, end = heap_bounds(enc.layout)
         self.start = enc.base + start
         self.end = enc.base + end
@@ -351,7 +385,12 @@ class Heap:
         """Uncommit the free top of the heap once it exceeds the trim threshold."""
         if not self._trim_threshold:
             return
-        top = self._committed_end if self._explicit else self._high_water
+        if self._explicit:
+            top = self._committed_end
+        else:
+            # a batch commit may have run past the highest page handed out
+            top = min(self.end, -(-self._high_water // PAGE_SIZE) * PAGE_SIZE
+                      + self._fault_slack) if self._fault_slack else self._high_water
         keep = max(self._floor, -(-self._brk // PAGE_SIZE) * PAGE_SIZE + self._step)
         if top - keep <= self._trim_threshold or keep >= top:
             return
