@@ -213,3 +213,19 @@ def test_mappings_follow_a_page_model(steps: list[tuple[str, int, int, int]]) ->
             if model.get(p, PROT_NONE) & PROT_READ:
                 assert t.read(base + p * PAGE_SIZE, 1) == bytes([byte])
     assert not enc.crashed
+
+
+def test_mprotect_none_then_read_keeps_the_contents_of_an_on_demand_mapping() -> None:
+    """Found by the page model: the second mprotect tried to commit a PROT_NONE region
+    (commit EACCEPTs RW), though the first mprotect had committed every page."""
+    enc = Enclave.create()
+    with enc.enter() as t:
+        m = enc.mman
+        addr = m.mmap(None, 2 * PAGE_SIZE, RW, ANON)
+        t.write(addr, b"kept")
+        m.mprotect(addr, 2 * PAGE_SIZE, PROT_NONE)
+        m.mprotect(addr, 2 * PAGE_SIZE, PROT_READ)
+        assert t.read(addr, 4) == b"kept"
+        assert t.read(addr + PAGE_SIZE, 1) == b"\0"
+        assert [int(x.prot) for x in m.mappings()] == [PROT_READ]
+    assert enc.check() == []

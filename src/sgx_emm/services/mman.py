@@ -281,8 +281,10 @@ class Mman:
                         self._cut(part.start, part.end)
                         self._map(part.start, size, prot, True, False)
                         continue
-                    if part.lazy:
-                        emm.commit(part.start, size)   # contents must survive
+                    if part.lazy and part.prot == PROT_READ_WRITE:
+                        # contents must survive; only a mapping still read-write can
+                        # have untouched pages (the first mprotect committed them all)
+                        emm.commit(part.start, size)
                     emm.modify_permissions(part.start, size, prot)
                 except EmmError as e:
                     raise _fail(e.errno or errno.ENOMEM, f"mprotect: {e}") from None
