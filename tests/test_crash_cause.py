@@ -73,3 +73,19 @@ def test_an_abort_has_a_cause() -> None:
         t.write(addr, b"x")
     assert "does not commit on demand" in info.value.cause
     assert "RESERVE" in info.value.cause
+
+
+def test_a_livelock_cause_quotes_what_the_kernel_last_answered() -> None:
+    """The platform's livelock note carries the kernel's last answer; the cause keeps
+    that answer and drops the note's own repetition of the livelock."""
+    from sgx_emm import Enclave, diagnosis
+
+    enc = Enclave.create()
+    note = ("the same fault was delivered 256 times without progress (livelock); "
+            "last kernel answer: ELDU of 0x1000 failed with SGX_MAC_COMPARE_FAIL (9)")
+    cause = diagnosis.livelock_cause(enc, 13, 0, 0x1000, 256, [], "", note)
+    assert cause.endswith("; the kernel: ELDU of 0x1000 failed with SGX_MAC_COMPARE_FAIL (9)")
+    assert "livelock" not in cause
+    bare = diagnosis.livelock_cause(enc, 13, 0, 0x1000, 256, [], "",
+                                    "the same fault was delivered 256 times (livelock)")
+    assert "the kernel" not in bare

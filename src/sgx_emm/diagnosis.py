@@ -191,6 +191,10 @@ def outcome_text(outcome: Sequence[tuple[str, object]]) -> str:
     return ", ".join(f"{name} returned {result_name(r)}" for name, r in outcome)
 
 
+#: How the platform's livelock note introduces the kernel's last answer.
+_LAST_ANSWER = "last kernel answer: "
+
+
 def livelock_cause(view: PlatformView, vector: int, errcd: int, addr: int, repeats: int,
                    outcome: Sequence[tuple[str, object]], reason: str = "",
                    os_reason: str = "") -> str:
@@ -200,8 +204,13 @@ def livelock_cause(view: PlatformView, vector: int, errcd: int, addr: int, repea
     text = (f"the same {fault_text(vector, errcd)} at {where(view, addr)} was delivered "
             f"{repeats} times without progress; {outcome_text(outcome)}; yet nothing "
             f"changed: {unchanged}")
-    if os_reason and "livelock" not in os_reason:
-        text += f"; the kernel: {os_reason}"
+    if os_reason:
+        # the platform's own livelock note repeats what this sentence says; keep
+        # only what the kernel last answered (e.g. why ELDU or EAUG refused)
+        _, marker, last = os_reason.partition(_LAST_ANSWER)
+        kernel = last if marker else ("" if "livelock" in os_reason else os_reason)
+        if kernel:
+            text += f"; the kernel: {kernel}"
     if facts:
         text += f"; page: {page_state(facts)}"
     return text

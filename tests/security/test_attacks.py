@@ -48,9 +48,9 @@ def test_every_attack_states_its_guarantee_and_family() -> None:
     ("pte.swap", Outcome.DETECTED, "crash"),
     ("pte.redirect-commit-data", Outcome.DETECTED, "EACCEPTCOPY"),
     ("threads.withhold-ipi", Outcome.DETECTED, "SGX_NOT_TRACKED"),
-    ("paging.replay-old", Outcome.DETECTED, "SIGBUS"),
-    ("paging.forge", Outcome.DETECTED, "SIGBUS"),
-    ("paging.relabel", Outcome.DETECTED, "SIGBUS"),
+    ("paging.replay-old", Outcome.DETECTED, "ELDU of 0x"),
+    ("paging.forge", Outcome.DETECTED, "SGX_MAC_COMPARE_FAIL (9)"),
+    ("paging.relabel", Outcome.DETECTED, "SGX_MAC_COMPARE_FAIL (9)"),
     ("paging.evict-storm", Outcome.NO_EFFECT, "own data"),
     ("channel.page-trace", Outcome.LEAKS, "0x5ec2e7a9"),
 ])

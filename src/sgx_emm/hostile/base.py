@@ -150,6 +150,10 @@ def _books(enc: Enclave) -> str:
     return "; ".join(str(d) for d in diffs[:2]) + more
 
 
+#: Where a crash cause quotes the kernel (sgx_emm.diagnosis).
+_KERNEL_SAID = "; the kernel: "
+
+
 def _first_line(text: str, limit: int = 160) -> str:
     line = text.splitlines()[0] if text else ""
     return line if len(line) <= limit else line[:limit - 1] + "…"
@@ -163,9 +167,9 @@ def judge(attack: Attack, run: Callable[[], None], enc: Enclave, switch: Switch)
     except EmmError as exc:
         outcome, detail = Outcome.DETECTED, f"error {exc.result_name}: {exc.reason}"
     except EnclaveAbort as exc:
-        outcome, detail = Outcome.DETECTED, f"abort: {exc}"
+        outcome, detail = Outcome.DETECTED, f"abort: {exc.cause or exc}"
     except EnclaveCrashed as exc:
-        outcome, detail = Outcome.DETECTED, f"crash: {exc}"
+        outcome, detail = Outcome.DETECTED, f"crash: {exc.cause or exc}"
     except Corrupted as exc:
         outcome, detail = Outcome.SILENT, f"the victim read data it did not write: {exc}"
     except Exception as exc:  # anything else escaping is a bug of the model
@@ -176,7 +180,13 @@ def judge(attack: Attack, run: Callable[[], None], enc: Enclave, switch: Switch)
         switch.off()
     sigbus = enc.trace.by_category().get(PAGE_FAULT, {}).get("SIGBUS", 0)
     if outcome is Outcome.DETECTED and sigbus:
-        detail = f"{detail.splitlines()[0][:90]}… (the kernel answered SIGBUS {sigbus}x)"
+        # the kernel's own answer (why ELDU or EAUG refused) is what names the
+        # attack; the fault loop around it is the same for every such row
+        _, marker, answer = detail.partition(_KERNEL_SAID)
+        head = (f"crash; the kernel: {answer.split('; page:')[0]}" if marker
+                else detail.splitlines()[0])
+        head = head if len(head) <= 120 else head[:119] + "…"
+        detail = f"{head} (SIGBUS {sigbus}x)"
     books = _books(enc)
     if outcome is Outcome.NO_EFFECT:
         leaked = switch.leaked()

@@ -208,6 +208,7 @@ class EnclaveThread:
         """Deliver `fault` and execute the access again until it completes. `fixes`,
         `last` (the previous fault's key) and `repeats` carry the loop's state when
         the access has already faulted before (the commit fast path)."""
+        answer = ""  # what the kernel last said when it did not fix the fault
         while True:
             key = (fault.vector, fault.addr, fault.errcd)
             repeats = repeats + 1 if key == last else 0
@@ -222,9 +223,10 @@ class EnclaveThread:
                     reason=fault.reason,
                     os_reason=(f"the same fault was delivered {repeats} times without "
                                "progress (livelock)"
-                               + (f"; last kernel answer: {fault.os_reason}"
-                                  if fault.os_reason else "")))) from None
+                               + (f"; last kernel answer: {answer}"
+                                  if answer else "")))) from None
             fixes = self._deliver(fault, fixes)
+            answer = fault.os_reason or answer
             try:
                 return op(self.entry, *args)
             except CpuFault as again:
