@@ -19,6 +19,7 @@ from rich.text import Text
 
 from sgx_emm import flags as F
 from sgx_emm.replay import CallResult, RegionInfo, Report
+from sgx_emm.replay.results import committed_per_cell
 from sgx_emm.trace import Event
 
 #: Categories of the trace in the order totals are shown, with their titles.
@@ -407,24 +408,8 @@ def commit_bar(runs: Iterable[tuple[bool, int]], pages: int, width: int = 16) ->
     if pages <= 0:
         return ""
     cells = min(width, pages)
-    # committed pages per cell; cell i covers [i*pages//cells, (i+1)*pages//cells)
-    filled = [0] * cells
-    page = 0
-    for committed, n in runs:
-        start, end = page, page + n
-        page = end
-        if not committed:
-            continue
-        cell = start * cells // pages
-        while cell < cells and cell * pages // cells < end:
-            hi = (cell + 1) * pages // cells
-            filled[cell] += max(0, min(hi, end) - max(cell * pages // cells, start))
-            cell += 1
-    out = []
-    for i, got in enumerate(filled):
-        span = (i + 1) * pages // cells - i * pages // cells
-        out.append("█" if got == span else "▒" if got else "·")
-    return "".join(out)
+    return "".join("█" if got == span else "▒" if got else "·"
+                   for got, span in committed_per_cell(runs, pages, cells))
 
 
 #: The map's columns besides the bar, in order, with the cells of one region.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+from hypothesis import given
+from hypothesis import strategies as st
 from replay_fakes import USER_BASE, FakeEnclave
 from rich.console import Console
 
@@ -197,3 +199,18 @@ def test_print_map_writes_plain_lines_off_a_terminal_and_reports_progress() -> N
     out = io.StringIO()
     render.print_map(Console(file=out, force_terminal=False), layout, FMT)
     assert len(out.getvalue().splitlines()) == 503  # nothing alike next to each other
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 50)), min_size=1, max_size=20),
+       st.integers(1, 40))
+def test_cells_share_out_every_page_and_every_committed_page(
+        runs: list[tuple[bool, int]], width: int) -> None:
+    """One cell walk serves the text bar and the SVG map: each page lands in exactly
+    one cell, and each committed page is counted in its cell."""
+    from sgx_emm.replay import committed_per_cell
+
+    pages = sum(n for _, n in runs)
+    cells = committed_per_cell(runs, pages, min(width, pages))
+    assert sum(span for _, span in cells) == pages
+    assert sum(got for got, _ in cells) == sum(n for c, n in runs if c)
+    assert all(0 <= got <= span for got, span in cells)

@@ -23,6 +23,7 @@ from typing import Any
 from sgx_emm.draw.recording import Recording
 from sgx_emm.draw.svg import drawsvg
 from sgx_emm.replay import RegionInfo, Report
+from sgx_emm.replay.results import committed_per_cell
 from sgx_emm.trace import LEAF
 
 PAGE = 0x1000
@@ -107,23 +108,8 @@ def _weights(segs: Sequence[Segment]) -> list[float]:
 def _committed_cells(runs: Iterable[tuple[bool, int]], pages: int,
                      cells: int) -> list[float]:
     """Fraction of committed pages in each of `cells` equal columns; O(runs + cells)."""
-    filled = [0] * cells
-    page = 0
-    for committed, n in runs:
-        start, end = page, page + n
-        page = end
-        if not committed:
-            continue
-        cell = start * cells // pages
-        while cell < cells and cell * pages // cells < end:
-            lo, hi = cell * pages // cells, (cell + 1) * pages // cells
-            filled[cell] += max(0, min(hi, end) - max(lo, start))
-            cell += 1
-    out = []
-    for i, got in enumerate(filled):
-        span = (i + 1) * pages // cells - i * pages // cells
-        out.append(got / span if span else 0.0)
-    return out
+    return [got / span if span else 0.0
+            for got, span in committed_per_cell(runs, pages, cells)]
 
 
 def map_svg(layout: Mapping[str, Sequence[RegionInfo]], *, base: int, size: int,

@@ -47,6 +47,7 @@ from sgx_emm.replay.results import (
     CallResult,
     RegionInfo,
     Report,
+    committed_per_cell,
     committed_runs,
     snapshot_layout,
 )
@@ -63,7 +64,7 @@ __all__ = [
     "COMMON_KEYS", "EXAMPLE_NAME", "HANDLER_KINDS", "HANDLER_RESULTS", "MAX_U64",
     "NAMESPACES", "OPS", "PF_PRESENT", "PF_SGX", "PF_WRITE", "Address", "Call",
     "CallResult", "EnclaveLike", "EnclaveThread", "LineError", "OpContext", "OpRunner",
-    "RegionInfo", "Replayer", "Report", "TraceLike", "committed_runs", "example_lines",
+    "RegionInfo", "Replayer", "Report", "TraceLike", "committed_per_cell", "committed_runs", "example_lines",
     "example_text", "handler_for", "parse_address", "parse_call", "parse_data",
     "parse_flags", "parse_line", "parse_number", "read_lines", "register_op", "run",
     "snapshot_layout",

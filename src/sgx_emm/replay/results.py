@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sgx_emm import flags as F
@@ -110,6 +111,28 @@ def committed_runs(committed: object, pages: int) -> tuple[tuple[bool, int], ...
         else:
             out.append((b, 1))
     return tuple(out)
+
+
+def committed_per_cell(runs: Iterable[tuple[bool, int]], pages: int,
+                       cells: int) -> list[tuple[int, int]]:
+    """(committed pages, pages) of each of `cells` equal columns of a region, for
+    drawing its commit bitmap at any width; cell i covers pages
+    [i*pages//cells, (i+1)*pages//cells). Walks the runs and the cells together:
+    O(runs + cells), whatever the region's size."""
+    filled = [0] * cells
+    page = 0
+    for committed, n in runs:
+        start, end = page, page + n
+        page = end
+        if not committed:
+            continue
+        cell = start * cells // pages
+        while cell < cells and cell * pages // cells < end:
+            lo, hi = cell * pages // cells, (cell + 1) * pages // cells
+            filled[cell] += max(0, min(hi, end) - max(lo, start))
+            cell += 1
+    return [(got, (i + 1) * pages // cells - i * pages // cells)
+            for i, got in enumerate(filled)]
 
 
 def snapshot_layout(enclave: EnclaveLike) -> dict[str, list[RegionInfo]]:
