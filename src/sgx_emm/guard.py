@@ -62,6 +62,11 @@ def check_flags(name: str, value: object, *families: type) -> None:
                         f"{value} (a {_FAMILY_NAMES[type(value)]} member)")
 
 
+def _check_range(addr: object, size: object) -> None:
+    check_int("addr", addr)
+    check_int("size", size)
+
+
 def check_handler(value: object) -> None:
     """`handler` must be None or callable as handler(pfinfo, private)."""
     if value is not None and not callable(value):
@@ -92,6 +97,39 @@ class GuardedManager:
         self._enclave.require_entry(f"emm.{call}")
         return self._manager
 
+    # Each call's checks are written once and shared by the public call and its
+    # mm_* twin on the rts root: `call` names the manager method to run.
+    def _alloc(self, call: str, addr: int | None, size: int, flags: int,
+               handler: FaultHandler | None, private: Any) -> int:
+        check_addr("addr", addr)
+        check_int("size", size)
+        check_flags("flags", flags, AllocFlags, PageType)
+        check_handler(handler)
+        result: int = getattr(self._entered(call), call)(addr, size, flags, handler,
+                                                           private)
+        return result
+
+    def _range(self, call: str, addr: int, size: int) -> None:
+        _check_range(addr, size)
+        getattr(self._entered(call), call)(addr, size)
+
+    def _with_prot(self, call: str, addr: int, size: int, prot: int) -> None:
+        _check_range(addr, size)
+        check_flags("prot", prot, Prot)
+        getattr(self._entered(call), call)(addr, size, prot)
+
+    def _commit_data(self, call: str, addr: int, size: int, data_addr: int,
+                     prot: int) -> None:
+        _check_range(addr, size)
+        check_int("data_addr", data_addr)
+        check_flags("prot", prot, Prot)
+        getattr(self._entered(call), call)(addr, size, data_addr, prot)
+
+    def _modify_type(self, call: str, addr: int, size: int, page_type: int) -> None:
+        _check_range(addr, size)
+        check_flags("page_type", page_type, PageType)
+        getattr(self._entered(call), call)(addr, size, page_type)
+
     # ------------------------------------------------------------ public API
     def alloc(self, addr: int | None, size: int, flags: int,
               handler: FaultHandler | None = None, private: Any = None) -> int:
@@ -105,11 +143,7 @@ class GuardedManager:
         live region / outside the user range), ENOMEM (no room or metadata),
         EFAULT (the OS refused); `reason` says which check.
         """
-        check_addr("addr", addr)
-        check_int("size", size)
-        check_flags("flags", flags, AllocFlags, PageType)
-        check_handler(handler)
-        return self._entered("alloc").alloc(addr, size, flags, handler, private)
+        return self._alloc("alloc", addr, size, flags, handler, private)
 
     def dealloc(self, addr: int, size: int) -> None:
         """sgx_mm_dealloc: free every page of [addr, addr+size) and forget the regions.
@@ -117,9 +151,7 @@ class GuardedManager:
         EmmError EINVAL when the range is unaligned or does not start in a region,
         EACCES for the manager's own metadata.
         """
-        check_int("addr", addr)
-        check_int("size", size)
-        self._entered("dealloc").dealloc(addr, size)
+        self._range("dealloc", addr, size)
 
     def commit(self, addr: int, size: int) -> None:
         """sgx_mm_commit: EACCEPT the uncommitted pages of [addr, addr+size) now.
@@ -127,9 +159,7 @@ class GuardedManager:
         EmmError EINVAL (unaligned, holes, outside regions), EACCES (a reservation,
         not writable or not REG), or the SGX code of a failing EACCEPT.
         """
-        check_int("addr", addr)
-        check_int("size", size)
-        self._entered("commit").commit(addr, size)
+        self._range("commit", addr, size)
 
     def uncommit(self, addr: int, size: int) -> None:
         """sgx_mm_uncommit: trim the committed pages of the range (they read as new later).
@@ -137,9 +167,7 @@ class GuardedManager:
         EmmError EINVAL (unaligned, holes), EACCES (a reservation), EFAULT (the OS
         refused the trim).
         """
-        check_int("addr", addr)
-        check_int("size", size)
-        self._entered("uncommit").uncommit(addr, size)
+        self._range("uncommit", addr, size)
 
     def commit_data(self, addr: int, size: int, data_addr: int, prot: int) -> None:
         """sgx_mm_commit_data: commit uncommitted pages with a copy of `data_addr`'s
@@ -149,11 +177,7 @@ class GuardedManager:
         enclave, X without R), EACCES (a page is already committed, not writable
         or not REG), EFAULT (EACCEPTCOPY or the OS failed).
         """
-        check_int("addr", addr)
-        check_int("size", size)
-        check_int("data_addr", data_addr)
-        check_flags("prot", prot, Prot)
-        self._entered("commit_data").commit_data(addr, size, data_addr, prot)
+        self._commit_data("commit_data", addr, size, data_addr, prot)
 
     def modify_type(self, addr: int, size: int, page_type: int) -> None:
         """sgx_mm_modify_type: turn one committed REG|RW page into a TCS page.
@@ -161,10 +185,7 @@ class GuardedManager:
         EmmError EPERM (a type other than PAGE_TYPE_TCS), EINVAL (not one page, or
         no region), EACCES (not committed, or not REG|RW), EFAULT (the OS refused).
         """
-        check_int("addr", addr)
-        check_int("size", size)
-        check_flags("page_type", page_type, PageType)
-        self._entered("modify_type").modify_type(addr, size, page_type)
+        self._modify_type("modify_type", addr, size, page_type)
 
     def modify_permissions(self, addr: int, size: int, prot: int) -> None:
         """sgx_mm_modify_permissions: give committed pages new permissions.
@@ -173,60 +194,37 @@ class GuardedManager:
         EACCES (a reservation or a non-REG page), EFAULT (the OS refused, e.g. the
         driver refuses W without R), or the SGX code of a failing EACCEPT.
         """
-        check_int("addr", addr)
-        check_int("size", size)
-        check_flags("prot", prot, Prot)
-        self._entered("modify_permissions").modify_permissions(addr, size, prot)
+        self._with_prot("modify_permissions", addr, size, prot)
 
     # ------------------------------------------------------------ private API
     def mm_alloc(self, addr: int | None, size: int, flags: int,
                  handler: FaultHandler | None = None, private: Any = None) -> int:
         """mm_alloc: `alloc` on the runtime's own (rts) root; SYSTEM is allowed."""
-        check_addr("addr", addr)
-        check_int("size", size)
-        check_flags("flags", flags, AllocFlags, PageType)
-        check_handler(handler)
-        return self._entered("mm_alloc").mm_alloc(addr, size, flags, handler, private)
+        return self._alloc("mm_alloc", addr, size, flags, handler, private)
 
     def mm_dealloc(self, addr: int, size: int) -> None:
         """mm_dealloc: `dealloc` on the rts root."""
-        check_int("addr", addr)
-        check_int("size", size)
-        self._entered("mm_dealloc").mm_dealloc(addr, size)
+        self._range("mm_dealloc", addr, size)
 
     def mm_commit(self, addr: int, size: int) -> None:
         """mm_commit: `commit` on the rts root."""
-        check_int("addr", addr)
-        check_int("size", size)
-        self._entered("mm_commit").mm_commit(addr, size)
+        self._range("mm_commit", addr, size)
 
     def mm_uncommit(self, addr: int, size: int) -> None:
         """mm_uncommit: `uncommit` on the rts root."""
-        check_int("addr", addr)
-        check_int("size", size)
-        self._entered("mm_uncommit").mm_uncommit(addr, size)
+        self._range("mm_uncommit", addr, size)
 
     def mm_commit_data(self, addr: int, size: int, data_addr: int, prot: int) -> None:
         """mm_commit_data: `commit_data` on the rts root."""
-        check_int("addr", addr)
-        check_int("size", size)
-        check_int("data_addr", data_addr)
-        check_flags("prot", prot, Prot)
-        self._entered("mm_commit_data").mm_commit_data(addr, size, data_addr, prot)
+        self._commit_data("mm_commit_data", addr, size, data_addr, prot)
 
     def mm_modify_type(self, addr: int, size: int, page_type: int) -> None:
         """mm_modify_type: `modify_type` on the rts root."""
-        check_int("addr", addr)
-        check_int("size", size)
-        check_flags("page_type", page_type, PageType)
-        self._entered("mm_modify_type").mm_modify_type(addr, size, page_type)
+        self._modify_type("mm_modify_type", addr, size, page_type)
 
     def mm_modify_permissions(self, addr: int, size: int, prot: int) -> None:
         """mm_modify_permissions: `modify_permissions` on the rts root."""
-        check_int("addr", addr)
-        check_int("size", size)
-        check_flags("prot", prot, Prot)
-        self._entered("mm_modify_permissions").mm_modify_permissions(addr, size, prot)
+        self._with_prot("mm_modify_permissions", addr, size, prot)
 
     def mm_init_ema(self, addr: int, size: int, flags: int, prot: int,
                     handler: FaultHandler | None = None, private: Any = None) -> None:
@@ -235,8 +233,7 @@ class GuardedManager:
         EmmError EINVAL (bad range, flags or prot, not free), EACCES (outside the
         enclave), ENOMEM (no metadata).
         """
-        check_int("addr", addr)
-        check_int("size", size)
+        _check_range(addr, size)
         check_flags("flags", flags, AllocFlags, PageType)
         check_flags("prot", prot, Prot)
         check_handler(handler)
