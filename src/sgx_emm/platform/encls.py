@@ -193,7 +193,7 @@ class EnclsLeaves(Processor):
         """EMODPR: restrict a REG page's EPCM permissions to SECINFO's, set PR.
 
         Returns: 0, SGX_EPC_PAGE_CONFLICT, SGX_PAGE_NOT_MODIFIABLE (PENDING or
-        MODIFIED page). Raises: #UD (no SGX2); #GP (reserved SECINFO bits, W
+        MODIFIED page). Raises: #GP (no SGX2; reserved SECINFO bits, W
         without R, not an EPC page, enclave not initialized); #PF (not VALID, not
         REG)."""
         with self.lock:
@@ -224,8 +224,8 @@ class EnclsLeaves(Processor):
     def emodt(self, secinfo: int, epc_page: int) -> int:
         """EMODT: change a page's type to TCS or TRIM, set MODIFIED, clear RWX.
 
-        Returns: 0, SGX_EPC_PAGE_CONFLICT, SGX_PAGE_NOT_MODIFIABLE. Raises: #UD (no
-        SGX2); #GP (reserved bits, target type not TCS/TRIM, not an EPC page,
+        Returns: 0, SGX_EPC_PAGE_CONFLICT, SGX_PAGE_NOT_MODIFIABLE. Raises: #GP (no
+        SGX2; reserved bits, target type not TCS/TRIM, not an EPC page,
         enclave not initialized); #PF (not VALID; a type change the leaf does not
         allow)."""
         with self.lock:

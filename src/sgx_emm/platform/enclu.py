@@ -99,7 +99,7 @@ class EncluLeaves(Processor):
 
         Returns: 0, SGX_PAGE_ATTRIBUTES_MISMATCH (EPCM state, type or address do
         not match SECINFO), SGX_NOT_TRACKED (an EMODPR/EMODT whose tracking cycle
-        has not completed). Raises: #UD (no SGX2); #GP (SECINFO reserved bits or an
+        has not completed). Raises: #GP (no SGX2; SECINFO reserved bits or an
         illegal combination, misaligned or outside target, a TCS image EACCEPT
         refuses); #PF (no PTE; EPCM entry not VALID, BLOCKED, another enclave's,
         SECS/VA); NotInsideEnclave."""
@@ -183,8 +183,8 @@ class EncluLeaves(Processor):
         permissions.
 
         Returns: 0, SGX_PAGE_ATTRIBUTES_MISMATCH (the destination is not a fresh
-        PENDING RW REG page of this enclave at `dest`). Raises: #UD; #GP
-        (alignment, outside the enclave, reserved bits, W without R, type not
+        PENDING RW REG page of this enclave at `dest`). Raises: #GP (no SGX2;
+        alignment, outside the enclave, reserved bits, W without R, type not
         REG); #PF (PTEs; the source not an accepted readable REG page)."""
         with self.lock:
             self.trace.emit(LEAF, "EACCEPTCOPY", addr=dest, src=src, secinfo=secinfo)
@@ -222,7 +222,7 @@ class EncluLeaves(Processor):
                secinfo_addr: int | None = None) -> int:
         """EMODPE: extend an accepted REG page's EPCM permissions.
 
-        Returns: 0. Raises: #UD; #GP (alignment, outside, reserved bits, W without R
+        Returns: 0. Raises: #GP (no SGX2; alignment, outside, reserved bits, W without R
         on a page without R); #PF (no PTE; not an accepted REG page)."""
         with self.lock:
             self.trace.emit(LEAF, "EMODPE", addr=target, secinfo=secinfo)

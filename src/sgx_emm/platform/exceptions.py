@@ -54,7 +54,9 @@ class PageFault(CpuFault):
 
 
 class InvalidOpcode(CpuFault):
-    """#UD: an SGX2 leaf on a CPU without SGX2."""
+    """#UD. No leaf raises it now: an SGX2 leaf on a CPU without SGX2 is #GP(0), as
+    the SDM says for an unsupported leaf. Kept for code that models other
+    instructions (and for the name `sgx_emm.platform` exports)."""
 
     vector = VECTOR_UD
 
