@@ -301,6 +301,8 @@ class EmaOps:
         Returns the record that now covers that part. Raises EmmError(EFAULT)
         on an ocall failure, an EmmError whose errno is the SGX code when an
         EACCEPT fails (the reference returns that code), EmmError(ENOMEM) if a split fails.
+        After a failed ocall or EACCEPT the pages are first extended back so that
+        the EPCM holds what the books say (`_reextend`, deviation 24).
         """
         prot = ema.si_flags & PROT_MASK
         if prot == new_prot:
@@ -309,8 +311,10 @@ class EmaOps:
         lo, hi = max(start, ema.start), min(end, ema.end)
         modify = self.rt.modify_ocall
         if modify(lo, hi - lo, prot | page_type, new_prot | page_type):
-            raise EmmError(errno.EFAULT, ocall_problem(
-                self.rt, _modify_what(lo, hi - lo, prot | page_type, new_prot | page_type)))
+            problem = ocall_problem(
+                self.rt, _modify_what(lo, hi - lo, prot | page_type, new_prot | page_type))
+            self._reextend(root, ema, lo, hi, prot, prot)
+            raise EmmError(errno.EFAULT, problem)
         secinfo = new_prot | PAGE_TYPE_REG | PR
         extends = (new_prot | prot) != prot
         accept = (new_prot & _WX) != _WX
@@ -321,8 +325,11 @@ class EmaOps:
             if accept:
                 rc = eaccept(secinfo, page)
                 if rc:
-                    raise EmmError.from_leaf(rc, "EACCEPT", page,
-                                             f"secinfo {secinfo_text(secinfo)}")
+                    error = EmmError.from_leaf(rc, "EACCEPT", page,
+                                               f"secinfo {secinfo_text(secinfo)}")
+                    self._reextend(root, ema, lo, hi, prot,
+                                   prot | new_prot if extends else prot)
+                    raise error
         node = self.split_range(root, ema, lo, hi)
         node.si_flags = (node.si_flags & ~PROT_MASK) | new_prot
         if new_prot == PROT_NONE and modify(lo, hi - lo, page_type | PROT_NONE,
@@ -331,6 +338,36 @@ class EmaOps:
                 self.rt, _modify_what(lo, hi - lo, page_type | PROT_NONE,
                                       page_type | PROT_NONE)))
         return node
+
+    def _reextend(self, root: RegionList, ema: Ema, lo: int, hi: int, prot: int,
+                  union: int) -> None:
+        """Deviation 24: after a failed permission change, EPCM and books agree again.
+
+        The OS was asked to change [lo, hi) and then something failed: its ocall
+        reported failure, or an EACCEPT did. A restriction it made anyway (a
+        runtime that lies about failing, an ETRACK withheld so the EACCEPT says
+        SGX_NOT_TRACKED) would leave pages more restricted in the EPCM than the
+        region says, and the next legal access would kill the enclave. EMODPE
+        needs no help from the OS and only ever adds permissions, so each page
+        is extended to `union`: the old prot, or the old prot plus the new one
+        once this call has extended pages itself. Every page then holds exactly
+        `union` whatever the OS did, and when that differs from the old prot
+        the range is recorded with it. The reference returns the error and
+        leaves the pages as they fell. Errors of the repair itself are the
+        caller's error's business: a page the OS destroyed faults here as it
+        would on the next access.
+        """
+        if union:  # PROT_NONE pages have nothing to extend back to
+            secinfo = union | PAGE_TYPE_REG | PR
+            emodpe = self.prims.emodpe
+            for page in range(lo, hi, PAGE_SIZE):
+                emodpe(secinfo, page)
+        if union != prot:
+            try:
+                node = self.split_range(root, ema, lo, hi)
+            except EmmError:
+                return  # no metadata for the split: the books keep the old prot
+            node.si_flags = (node.si_flags & ~PROT_MASK) | union
 
     def match_region_prot(self, ema: Ema, page: int) -> None:
         """After a fault commit: give the page the region's prot (a deviation).
