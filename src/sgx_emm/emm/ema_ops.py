@@ -20,7 +20,13 @@ from typing import Any, Protocol
 
 from sgx_emm.emm.bitmap import CommitBitmap
 from sgx_emm.emm.regions import Ema, RegionList
-from sgx_emm.emm.rt import FaultHandler, OcallDiagnostics, Primitives, RuntimeAbstraction
+from sgx_emm.emm.rt import (
+    FaultHandler,
+    OcallDiagnostics,
+    Primitives,
+    RuntimeAbstraction,
+    eaccept_pages,
+)
 from sgx_emm.emm.values import (
     MODIFIED,
     PAGE_TYPE_REG,
@@ -215,17 +221,16 @@ class EmaOps:
         addresses, so the caller can record them.
         """
         secinfo = si_flags | PENDING
-        eaccept = self.prims.eaccept
         end = start + size
         pages = range(end - PAGE_SIZE, start - 1, -PAGE_SIZE) if grow_up else range(
             start, end, PAGE_SIZE)
-        page = pages.start
+        done = [0]
         try:
-            for page in pages:
-                rc = eaccept(secinfo, page)
-                if rc:
-                    raise _accept_abort(rc, secinfo, page)
+            rc = eaccept_pages(self.prims, secinfo, pages, done)
+            if rc:
+                raise _accept_abort(rc, secinfo, pages[done[0]])
         except BaseException as exc:
+            page = pages.start + done[0] * pages.step     # the page that failed or raised
             exc.accepted = (page + PAGE_SIZE, end) if grow_up else (start, page)  # type: ignore[attr-defined]
             raise
 
@@ -243,14 +248,15 @@ class EmaOps:
         holes = bm.holes_list(lo, hi)
         if not holes:
             return 0
-        eaccept = self.prims.eaccept
+        prims = self.prims
+        done = [0]
         for s, e in holes:
-            for page in range(s, e):
-                rc = eaccept(_REG_RW_PENDING, page << PAGE_SHIFT)
-                if rc:
-                    bm.set_range(s, page)
-                    self.failed_page = page << PAGE_SHIFT
-                    return rc
+            rc = eaccept_pages(prims, _REG_RW_PENDING,
+                               range(s << PAGE_SHIFT, e << PAGE_SHIFT, PAGE_SIZE), done)
+            if rc:
+                bm.set_range(s, s + done[0])
+                self.failed_page = (s + done[0]) << PAGE_SHIFT
+                return rc
             bm.set_range(s, e)
         return 0
 
@@ -272,14 +278,17 @@ class EmaOps:
             return
         page_type = ema.si_flags & PAGE_TYPE_MASK
         modify = self.rt.modify_ocall
+        done = [0]
         for s, e in bm.runs_list(lo, hi):
             addr, length = s << PAGE_SHIFT, (e - s) << PAGE_SHIFT
             if modify(addr, length, prot | page_type, prot | PAGE_TYPE_TRIM):
                 raise EmmError(errno.EFAULT, ocall_problem(
                     self.rt, _modify_what(addr, length, prot | page_type,
                                           prot | PAGE_TYPE_TRIM)))
-            for page in range(addr, addr + length, PAGE_SIZE):
-                self.accept_or_abort(_TRIM_MODIFIED, page)
+            rc = eaccept_pages(self.prims, _TRIM_MODIFIED,
+                               range(addr, addr + length, PAGE_SIZE), done)
+            if rc:
+                raise _accept_abort(rc, _TRIM_MODIFIED, addr + (done[0] << PAGE_SHIFT))
             bm.clear_range(s, e)
             if modify(addr, length, notify, notify):
                 raise EmmError(errno.EFAULT, ocall_problem(

@@ -157,6 +157,23 @@ class EnclaveThread:
             return self._eaccept_direct(secinfo_flags, addr)
         return self._run(self._cpu.eaccept, secinfo_flags, addr, secinfo_addr)
 
+    def eaccept_pages(self, secinfo_flags: int, pages: range, done: list[int]) -> int:
+        """`eaccept(secinfo_flags, addr)` for each address of `pages` in order, stopping
+        at the first nonzero code, which is returned (0 if none). `done[0]` becomes
+        the number of pages accepted, also when one raises. One call for a page
+        loop, so the caller finds and guards this thread once, not per page."""
+        eaccept = self.eaccept
+        n = 0
+        try:
+            for addr in pages:
+                rc = eaccept(secinfo_flags, addr)
+                if rc:
+                    return rc
+                n += 1
+            return 0
+        finally:
+            done[0] = n
+
     def eacceptcopy(self, secinfo_flags: int, dest: int, src: int, *,
                     secinfo_addr: int | None = None) -> int:
         """EACCEPTCOPY. Returns: the SGX code (0 on success)."""
