@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 from sgx_emm import diagnosis
@@ -318,14 +318,22 @@ class Enclave:
                     self.emm.mm_init_ema(addr, entry.size, SYSTEM | entry.page_type, entry.prot)
 
     # ------------------------------------------------------------ running code
-    @contextmanager
-    def enter(self, tcs: int | None = None) -> Iterator[ThreadContext]:
+    def enter(self, tcs: int | None = None) -> AbstractContextManager[ThreadContext]:
         """An ecall: EENTER on `tcs` (default: a free load-time TCS) until the block ends.
 
         Raises EnclaveCrashed when the enclave is dead (or EENTER itself faults, with
         the cause), ValueError when `tcs` is not a TCS page of this enclave (the
-        enclave stays alive), OutOfTcs when no load-time TCS is free.
+        enclave stays alive), OutOfTcs when no load-time TCS is free. A dead enclave
+        and a wrong `tcs` are refused by the call itself, before any `with`, so a
+        caller learns of them where it named the TCS; the entry happens at `with`.
         """
+        self._check_alive()
+        if tcs is not None:
+            self._check_tcs(tcs)
+        return self._entry(tcs)
+
+    @contextmanager
+    def _entry(self, tcs: int | None) -> Iterator[ThreadContext]:
         self._check_alive()
         if tcs is not None:
             self._check_tcs(tcs)
