@@ -84,6 +84,12 @@ class EmaOps:
         self.prims = primitives
         self.meta = meta
         self.touch = touch
+        #: A committed run [touched_lo, touched_hi) of a metadata region, kept by
+        #: `touch`: pages of a metadata region are never uncommitted (public calls
+        #: on them are refused), so a write inside it needs no touch. Checked here
+        #: before calling `touch`, because region records are written on every alloc.
+        self.touched_lo = 0
+        self.touched_hi = 0
         #: the page whose EACCEPT made the last `do_commit` fail (for the error's reason)
         self.failed_page = 0
 
@@ -102,25 +108,34 @@ class EmaOps:
             root.remove(ema)
             return None
         ema.payload = payload
-        self.touch(payload, SIZEOF_EMA)
+        if not (self.touched_lo <= payload and payload + SIZEOF_EMA <= self.touched_hi):
+            self.touch(payload, SIZEOF_EMA)
         return ema
 
     def new_bitmap(self, ema: Ema, full: bool) -> bool:
         """bit_array_new_set / _reset for the whole region; False = ENOMEM."""
-        nbytes = bitmap_bytes(ema.pages)
-        struct = self.meta.malloc(SIZEOF_BIT_ARRAY)
+        pages = (ema.end - ema.start) >> PAGE_SHIFT
+        nbytes = (pages + 7) >> 3  # bitmap_bytes
+        meta = self.meta
+        struct = meta.malloc(SIZEOF_BIT_ARRAY)
         if struct is None:
             return False
-        self.touch(struct, _BIT_ARRAY_DATA_OFFSET)
-        data = self.meta.malloc(nbytes)
+        if not (self.touched_lo <= struct
+                and struct + _BIT_ARRAY_DATA_OFFSET <= self.touched_hi):
+            self.touch(struct, _BIT_ARRAY_DATA_OFFSET)
+        data = meta.malloc(nbytes)
         if data is None:
-            self.meta.free(struct)
+            meta.free(struct)
             return False
-        self.touch(struct + _BIT_ARRAY_DATA_OFFSET, SIZEOF_BIT_ARRAY - _BIT_ARRAY_DATA_OFFSET)
-        self.touch(data, nbytes)
+        lo, hi = self.touched_lo, self.touched_hi
+        if not (lo <= struct and struct + SIZEOF_BIT_ARRAY <= hi
+                and lo <= data and data + nbytes <= hi):  # both writes need no touch
+            self.touch(struct + _BIT_ARRAY_DATA_OFFSET,
+                       SIZEOF_BIT_ARRAY - _BIT_ARRAY_DATA_OFFSET)
+            self.touch(data, nbytes)
         ema.map_struct, ema.map_data = struct, data
         lo = ema.start >> PAGE_SHIFT
-        ema.bitmap = CommitBitmap.full(lo, lo + ema.pages) if full else CommitBitmap()
+        ema.bitmap = CommitBitmap([lo, lo + pages] if full and pages else [])
         return True
 
     def destroy(self, root: RegionList, ema: Ema) -> None:

@@ -144,6 +144,17 @@ def _check_uncommit(ema: Ema) -> None:
         raise EmmError(errno.EACCES, f"{_region(ema)} is a reservation: nothing to uncommit")
 
 
+class _NotInitialized:
+    """The manager's lock before `init`: every API call fails with EFAULT."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        raise EmmError(errno.EFAULT, "the manager is not initialized (sgx_mm_init "
+                       "has not run)")
+
+    def release(self) -> None:  # pragma: no cover - acquire never succeeds
+        pass
+
+
 class EnclaveMemoryManager:
     """sgx_mm_* (user root) and mm_* (rts root) over one runtime."""
 
@@ -157,6 +168,9 @@ class EnclaveMemoryManager:
         self._user = RegionList()
         self._rts = RegionList()
         self._lock: Mutex | None = None
+        #: What API calls acquire: the mutex once `init` has run; before that a
+        #: stand-in that raises EFAULT (one attribute load, no None test per call).
+        self._api_lock: Mutex = _NotInitialized()
         self.user_base = 0
         self.user_end = 0
         self._user_bounds = RootBounds(False, 0, 0, runtime.is_within_enclave)
@@ -168,13 +182,12 @@ class EnclaveMemoryManager:
         else:
             self._meta = meta_allocator(self)
         self._ops = EmaOps(runtime, primitives, self._meta, self.meta_touch)
-        self._touch_ok = (0, 0)  # a committed run of a metadata region: touches need nothing
 
     # ------------------------------------------------------------------ init
 
     def init(self, user_base: int, user_end: int, *, emalloc_initial: int = 0x10000) -> None:
         """sgx_mm_init: mutex, #PF handler registration, first metadata reserve."""
-        self._lock = self._rt.mutex_create()
+        self._lock = self._api_lock = self._rt.mutex_create()
         self.user_base, self.user_end = user_base, user_end
         within = self._rt.is_within_enclave
         self._user_bounds = RootBounds(False, user_base, user_end, within)
@@ -194,10 +207,7 @@ class EnclaveMemoryManager:
         return self._meta
 
     def _acquire(self) -> Mutex:
-        lock = self._lock
-        if lock is None:
-            raise EmmError(errno.EFAULT, "the manager is not initialized (sgx_mm_init "
-                           "has not run)")
+        lock = self._api_lock
         lock.acquire()
         return lock
 
@@ -338,13 +348,14 @@ class EnclaveMemoryManager:
     def meta_touch(self, addr: int, size: int) -> None:
         """Metadata bytes were written: commit untouched reserve pages as a #PF would.
 
-        Hot (several calls per region created), hence the cached committed run:
-        pages of a metadata region are never uncommitted (public calls on them
-        are refused), so a run once seen committed stays committed.
+        Hot (several calls per region created), hence the cached committed run
+        (kept on `EmaOps`, whose callers test it before calling): pages of a
+        metadata region are never uncommitted (public calls on them are
+        refused), so a run once seen committed stays committed.
         """
         end = addr + size
-        lo, hi = self._touch_ok
-        if lo <= addr and end <= hi:
+        ops = self._ops
+        if ops.touched_lo <= addr and end <= ops.touched_hi:
             return
         page = addr & ~_PAGE_MASK
         while page < end:
@@ -361,7 +372,8 @@ class EnclaveMemoryManager:
                 if self._is_meta(ema):
                     run = ema.bitmap.run_at(page >> PAGE_SHIFT)
                     if run is not None:
-                        self._touch_ok = (run[0] << PAGE_SHIFT, run[1] << PAGE_SHIFT)
+                        ops.touched_lo, ops.touched_hi = (run[0] << PAGE_SHIFT,
+                                                          run[1] << PAGE_SHIFT)
             page += PAGE_SIZE
 
     # -------------------------------------------------------------- snapshots
@@ -434,9 +446,11 @@ class EnclaveMemoryManager:
         if start and not self._rt.is_within_enclave(start, size):
             raise EmmError(errno.EACCES, f"range {start:#x} + size {size:#x} is not inside "
                            "the enclave")
-        lock = self._acquire()
+        lock = self._api_lock
+        lock.acquire()
         try:
-            root, bounds = self._root(rts)
+            root, bounds = (self._rts, self._rts_bounds) if rts else (self._user,
+                                                                      self._user_bounds)
             si_flags = PROT_NONE if alloc_flags & RESERVE else PROT_READ_WRITE | page_type
             node: Ema | None = None
             saved: list[_Saved] = []
@@ -459,8 +473,9 @@ class EnclaveMemoryManager:
             if node is None:
                 if found is None:
                     first, last = root.first, root.last
-                    found = find_free_region(root.gaps, first.start if first else None,
-                                             last.end if last else 0, bounds, size, align)
+                    found = find_free_region(root.gaps, None if first is None else first.start,
+                                             0 if last is None else last.end, bounds, size,
+                                             align)
                     if found is None:
                         raise EmmError(errno.ENOMEM, f"no free range of size {size:#x} "
                                        f"aligned to {align:#x} in the "
@@ -631,7 +646,8 @@ class EnclaveMemoryManager:
 
     def _commit(self, rts: bool, addr: int, size: int, *, guard_meta: bool) -> None:
         end = _check_range(addr, size)
-        lock = self._acquire()
+        lock = self._api_lock
+        lock.acquire()
         try:
             root = self._rts if rts else self._user
             overlapped = self._covered(root, addr, end, holes=True,
@@ -647,7 +663,8 @@ class EnclaveMemoryManager:
 
     def _uncommit(self, rts: bool, addr: int, size: int) -> None:
         end = _check_range(addr, size)
-        lock = self._acquire()
+        lock = self._api_lock
+        lock.acquire()
         try:
             root = self._rts if rts else self._user
             overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
@@ -684,7 +701,8 @@ class EnclaveMemoryManager:
 
     def _dealloc(self, rts: bool, addr: int, size: int) -> None:
         end = _check_range(addr, size)
-        lock = self._acquire()
+        lock = self._api_lock
+        lock.acquire()
         try:
             root = self._rts if rts else self._user
             overlapped = self._covered(root, addr, end, holes=False, guard_meta=not rts)
@@ -710,7 +728,8 @@ class EnclaveMemoryManager:
             raise EmmError(errno.EINVAL, f"prot {prot:#x} has bits other than R/W/X")
         if prot & PROT_EXEC and not prot & PROT_READ:
             raise EmmError(errno.EINVAL, f"prot {prot_letters(prot)} has X without R")
-        lock = self._acquire()
+        lock = self._api_lock
+        lock.acquire()
         try:
             root = self._rts if rts else self._user
 
@@ -740,7 +759,8 @@ class EnclaveMemoryManager:
             raise EmmError(errno.EINVAL, f"size {size:#x} is not one page (a TCS is one "
                            "page)")
         end = _check_range(addr, size)
-        lock = self._acquire()
+        lock = self._api_lock
+        lock.acquire()
         try:
             root = self._rts if rts else self._user
             overlapped = self._covered(root, addr, end, holes=False, guard_meta=not rts)
@@ -763,7 +783,8 @@ class EnclaveMemoryManager:
         if not self._rt.is_within_enclave(data, size):
             raise EmmError(errno.EINVAL, f"data {data:#x} + size {size:#x} is not inside "
                            "the enclave (EACCEPTCOPY copies from enclave memory)")
-        lock = self._acquire()
+        lock = self._api_lock
+        lock.acquire()
         try:
             root = self._rts if rts else self._user
 
