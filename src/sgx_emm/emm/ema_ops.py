@@ -108,6 +108,7 @@ class EmaOps:
             root.remove(ema)
             return None
         ema.payload = payload
+        ema.is_meta = self.meta.in_meta_area(payload)
         if not (self.touched_lo <= payload and payload + SIZEOF_EMA <= self.touched_hi):
             self.touch(payload, SIZEOF_EMA)
         return ema
@@ -193,6 +194,7 @@ class EmaOps:
             upper_map = (high_struct, high_data)
         new = ema.clone_attrs(0, 0)
         new.payload = new_payload
+        new.is_meta = meta.in_meta_area(new_payload)
         self.touch(new_payload, SIZEOF_EMA)
         upper_bits = ema.bitmap.split(addr >> PAGE_SHIFT) if ema.bitmap is not None else None
         root.split(ema, addr, new, new_lower)
@@ -431,7 +433,3 @@ def _accept_abort(rc: int, secinfo: int, addr: int) -> EnclaveAbort:
              f"{secinfo_text(secinfo)}: the OS did not make the change the manager asked for")
     return EnclaveAbort(f"EACCEPT {secinfo:#x} at {addr:#x} failed", cause=cause)
 
-
-def fault_allows(si_flags: int, write: bool) -> bool:
-    """The #PF handler's permission test: only the R/W bits, from PFEC.W/R."""
-    return bool(si_flags & (PROT_WRITE if write else 1))

@@ -23,7 +23,6 @@ from sgx_emm.emm.ema_ops import (
     SIZEOF_EMA,
     EmaOps,
     MetaAllocatorLike,
-    fault_allows,
     ocall_problem,
 )
 from sgx_emm.emm.emalloc import MetaAllocator
@@ -214,8 +213,10 @@ class EnclaveMemoryManager:
     def _root(self, rts: bool) -> tuple[RegionList, RootBounds]:
         return (self._rts, self._rts_bounds) if rts else (self._user, self._user_bounds)
 
-    def _is_meta(self, ema: Ema) -> bool:
-        return ema.payload is not None and self._meta.in_meta_area(ema.payload)
+    @staticmethod
+    def _is_meta(ema: Ema) -> bool:
+        """One of the metadata allocator's own reserves (its record is in the meta area)."""
+        return ema.is_meta
 
     # ------------------------------------------------------------- public API
 
@@ -603,11 +604,13 @@ class EnclaveMemoryManager:
             root.insert(ema)
             fresh.append(ema)
         for ema in fresh:
-            ema.payload = self._meta.malloc(SIZEOF_EMA)
-            if ema.payload is None:
+            payload = self._meta.malloc(SIZEOF_EMA)
+            if payload is None:
                 root.remove(ema)
             else:
-                self.meta_touch(ema.payload, SIZEOF_EMA)
+                ema.payload = payload
+                ema.is_meta = self._meta.in_meta_area(payload)
+                self.meta_touch(payload, SIZEOF_EMA)
 
     # ----------------------------------------------------- range-based calls
 
@@ -628,12 +631,11 @@ class EnclaveMemoryManager:
             raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free space "
                            f"(the first region starts at {overlapped[0].start:#x})")
         prev_end = overlapped[0].start
-        in_meta = self._meta.in_meta_area
         for ema in overlapped:
             if holes and ema.start != prev_end:
                 raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} has a hole at "
                                f"{prev_end:#x}-{ema.start:#x}")
-            if guard_meta and ema.payload is not None and in_meta(ema.payload):
+            if guard_meta and ema.is_meta:
                 raise EmmError(errno.EACCES, f"{_region(ema)} holds the manager's own "
                                "metadata")
             if check is not None:
@@ -670,7 +672,8 @@ class EnclaveMemoryManager:
             overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
                                        check=_check_uncommit)
             for ema in overlapped:
-                lo, hi = _clip(addr, end, ema)
+                s, e = ema.start, ema.end  # [addr, end) clipped to the region
+                lo, hi = (addr if addr > s else s), (end if end < e else e)
                 prot = ema.si_flags & PROT_MASK
                 if prot:
                     self._ops.uncommit_real(ema, lo, hi, prot)
@@ -708,7 +711,8 @@ class EnclaveMemoryManager:
             overlapped = self._covered(root, addr, end, holes=False, guard_meta=not rts)
             ops = self._ops
             for ema in overlapped:
-                lo, hi = _clip(addr, end, ema)
+                s, e = ema.start, ema.end  # [addr, end) clipped to the region
+                lo, hi = (addr if addr > s else s), (end if end < e else e)
                 node = ema
                 if not ema.alloc_flags & RESERVE:
                     if not ema.si_flags & PROT_MASK:
@@ -855,8 +859,10 @@ class EnclaveMemoryManager:
                 held = False
                 lock.release()
                 return handler(pfinfo, private)
-            allowed = fault_allows(ema.si_flags, bool(pfinfo.errcd & 0x2))
-            if ema.committed(page):
+            # the #PF handler's permission test: only the R/W bits, from PFEC.W/R
+            allowed = ema.si_flags & (PROT_WRITE if pfinfo.errcd & 0x2 else PROT_READ)
+            bm = ema.bitmap
+            if bm is not None and bm.test(page >> PAGE_SHIFT):  # ema_page_committed
                 return EXCEPTION_CONTINUE_EXECUTION if allowed else EXCEPTION_CONTINUE_SEARCH
             if ema.alloc_flags & COMMIT_ON_DEMAND:
                 if not allowed:

@@ -30,11 +30,13 @@ class Ema:
     `payload`, `map_struct` and `map_data` are the metadata-allocator addresses
     of the C objects this record stands for (the `ema_t`, its `bit_array` and
     the bit data); they decide which blocks are freed when, exactly as in the
-    reference.
+    reference. `is_meta` says the record lies in the allocator's static meta area,
+    i.e. the region is one of the allocator's own reserves (set with `payload`;
+    the range calls test it on every region they act on).
     """
 
     __slots__ = ("start", "end", "alloc_flags", "si_flags", "bitmap", "handler",
-                 "private", "payload", "map_struct", "map_data", "prev", "next")
+                 "private", "payload", "is_meta", "map_struct", "map_data", "prev", "next")
 
     def __init__(self, start: int, end: int, alloc_flags: int, si_flags: int,
                  handler: FaultHandler | None = None, private: Any = None) -> None:
@@ -46,6 +48,7 @@ class Ema:
         self.handler = handler
         self.private = private
         self.payload: int | None = None
+        self.is_meta = False
         self.map_struct: int | None = None
         self.map_data: int | None = None
         self.prev: Ema | None = None
