@@ -16,12 +16,13 @@ from __future__ import annotations
 import errno
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 from sgx_emm import diagnosis
 from sgx_emm.books import BooksDisagree, Difference, check_books
 from sgx_emm.emm import EnclaveMemoryManager
+from sgx_emm.emm.rt import eaccept_each
 from sgx_emm.errors import EmmError, EnclaveAbort, EnclaveCrashed, NotEntered
 from sgx_emm.flags import (
     COMMIT_ON_DEMAND,
@@ -202,7 +203,7 @@ class Enclave:
         self._dead: BaseException | None = None
         self.runtime = TrustedRuntime(base, size, untrusted, self.dispatcher, self.trace,
                                       self._ocall_bridge)
-        self.primitives = TrustedPrimitives(self._on_leaf_thread)
+        self.primitives = TrustedPrimitives(self._on_leaf_thread, self._eaccept_pages)
         #: the manager itself, unguarded: for tests and tools that drive it directly
         self.manager: EnclaveMemoryManager
         #: the manager as users call it: inside `with enc.enter():`, typed arguments
@@ -317,14 +318,22 @@ class Enclave:
                     self.emm.mm_init_ema(addr, entry.size, SYSTEM | entry.page_type, entry.prot)
 
     # ------------------------------------------------------------ running code
-    @contextmanager
-    def enter(self, tcs: int | None = None) -> Iterator[ThreadContext]:
+    def enter(self, tcs: int | None = None) -> AbstractContextManager[ThreadContext]:
         """An ecall: EENTER on `tcs` (default: a free load-time TCS) until the block ends.
 
         Raises EnclaveCrashed when the enclave is dead (or EENTER itself faults, with
         the cause), ValueError when `tcs` is not a TCS page of this enclave (the
-        enclave stays alive), OutOfTcs when no load-time TCS is free.
+        enclave stays alive), OutOfTcs when no load-time TCS is free. A dead enclave
+        and a wrong `tcs` are refused by the call itself, before any `with`, so a
+        caller learns of them where it named the TCS; the entry happens at `with`.
         """
+        self._check_alive()
+        if tcs is not None:
+            self._check_tcs(tcs)
+        return self._entry(tcs)
+
+    @contextmanager
+    def _entry(self, tcs: int | None) -> Iterator[ThreadContext]:
         self._check_alive()
         if tcs is not None:
             self._check_tcs(tcs)
@@ -513,6 +522,15 @@ class Enclave:
             return self._guarded(lambda: leaf(thread))
         with self.enter() as ctx:
             return self._guarded(lambda: leaf(ctx.thread))
+
+    def _eaccept_pages(self, secinfo: int, pages: range, done: list[int]) -> int:
+        """The manager's EACCEPT page loop on this Python thread's enclave thread:
+        looked up and guarded once for the loop, not once per page. Outside the
+        enclave each page's leaf enters on its own, as single leaves do there."""
+        inside = self._current_thread()
+        if inside is None:
+            return eaccept_each(self.primitives.eaccept, secinfo, pages, done)
+        return self._guarded(lambda: inside.eaccept_pages(secinfo, pages, done))
 
     # ------------------------------------------------------------ exceptions
     def _untrusted_exception_handler(self, run: Run) -> int:

@@ -52,6 +52,10 @@ class Trace:
         # keys: (category, name), or a tuple of those counted together by bump_all
         self._per_thread: list[dict[Any, int]] = []
         self._listeners: list[Listener] = []
+        #: True while somebody subscribed: events then need their details (`emit`).
+        #: A plain attribute, kept by subscribe and its unsubscribe, because hot
+        #: paths read it once per page
+        self.listening = False
         self._lock = threading.Lock()
 
     def _counts(self) -> dict[Any, int]:
@@ -75,28 +79,47 @@ class Trace:
             for listener in tuple(self._listeners):
                 listener(event)
 
-    @property
-    def listening(self) -> bool:
-        """True while somebody subscribed: events then need their details (`emit`)."""
-        return bool(self._listeners)
-
-    def bump_all(self, keys: tuple[tuple[str, str], ...]) -> None:
+    def bump_all(self, keys: tuple[tuple[str, str], ...], times: int = 1) -> None:
         """Count several (category, name) events, in order, in one call, without
-        details: for a hot path that checked `listening` was False (the platform's
-        commit path counts six per page). Without listeners the batch is one counter
-        entry, expanded when counts are read; a listener that subscribed meanwhile
-        still gets each event, with no details."""
+        details, `times` times over: for a hot path that checked `listening` was
+        False (the platform's commit path counts six per page, and a page loop
+        adds up its pages' before calling). Without listeners the batch is one
+        counter entry, expanded when counts are read; a listener that subscribed
+        meanwhile still gets each event, with no details."""
         counts = self._counts()
         if not self._listeners:
-            counts[keys] = counts.get(keys, 0) + 1
+            counts[keys] = counts.get(keys, 0) + times
             return
-        for key in keys:
-            self.emit(*key)
+        for _ in range(times):
+            for key in keys:
+                self.emit(*key)
+
+    def count(self, category: str, name: str, n: int) -> None:
+        """Count `n` events of one kind in one call, without details: for a batch of
+        leaves that ran while nobody listened (the driver's page loops). A listener
+        that subscribed meanwhile still gets each event, with no details."""
+        if n <= 0:
+            return
+        counts = self._counts()
+        key = (category, name)
+        counts[key] = counts.get(key, 0) + n
+        if self._listeners:
+            event = Event(category, name, {})
+            for _ in range(n):
+                for listener in tuple(self._listeners):
+                    listener(event)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` for every later event; returns the unsubscribe function."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+        with self._lock:
+            self._listeners.append(listener)
+            self.listening = True
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners.remove(listener)
+                self.listening = bool(self._listeners)
+        return unsubscribe
 
     @property
     def counts(self) -> Counter[tuple[str, str]]:

@@ -540,4 +540,6 @@ def test_new_tcs_pages_are_regular_until_modify_type(enc: Enclave) -> None:
         assert page is not None and page.pt == PT_REG
     with pytest.raises(ValueError, match="not a TCS page"), enc.enter(tcs=base):
         pass
+    with pytest.raises(ValueError, match="not a TCS page"):
+        enc.enter(tcs=base)  # refused by the call itself, before any `with`
     assert not enc.crashed

@@ -20,7 +20,13 @@ from typing import Any, Protocol
 
 from sgx_emm.emm.bitmap import CommitBitmap
 from sgx_emm.emm.regions import Ema, RegionList
-from sgx_emm.emm.rt import FaultHandler, OcallDiagnostics, Primitives, RuntimeAbstraction
+from sgx_emm.emm.rt import (
+    FaultHandler,
+    OcallDiagnostics,
+    Primitives,
+    RuntimeAbstraction,
+    eaccept_pages,
+)
 from sgx_emm.emm.values import (
     MODIFIED,
     PAGE_TYPE_REG,
@@ -232,17 +238,16 @@ class EmaOps:
         addresses, so the caller can record them.
         """
         secinfo = si_flags | PENDING
-        eaccept = self.prims.eaccept
         end = start + size
         pages = range(end - PAGE_SIZE, start - 1, -PAGE_SIZE) if grow_up else range(
             start, end, PAGE_SIZE)
-        page = pages.start
+        done = [0]
         try:
-            for page in pages:
-                rc = eaccept(secinfo, page)
-                if rc:
-                    raise _accept_abort(rc, secinfo, page)
+            rc = eaccept_pages(self.prims, secinfo, pages, done)
+            if rc:
+                raise _accept_abort(rc, secinfo, pages[done[0]])
         except BaseException as exc:
+            page = pages.start + done[0] * pages.step     # the page that failed or raised
             exc.accepted = (page + PAGE_SIZE, end) if grow_up else (start, page)  # type: ignore[attr-defined]
             raise
 
@@ -260,14 +265,15 @@ class EmaOps:
         holes = bm.holes_list(lo, hi)
         if not holes:
             return 0
-        eaccept = self.prims.eaccept
+        prims = self.prims
+        done = [0]
         for s, e in holes:
-            for page in range(s, e):
-                rc = eaccept(_REG_RW_PENDING, page << PAGE_SHIFT)
-                if rc:
-                    bm.set_range(s, page)
-                    self.failed_page = page << PAGE_SHIFT
-                    return rc
+            rc = eaccept_pages(prims, _REG_RW_PENDING,
+                               range(s << PAGE_SHIFT, e << PAGE_SHIFT, PAGE_SIZE), done)
+            if rc:
+                bm.set_range(s, s + done[0])
+                self.failed_page = (s + done[0]) << PAGE_SHIFT
+                return rc
             bm.set_range(s, e)
         return 0
 
@@ -289,14 +295,17 @@ class EmaOps:
             return
         page_type = ema.si_flags & PAGE_TYPE_MASK
         modify = self.rt.modify_ocall
+        done = [0]
         for s, e in bm.runs_list(lo, hi):
             addr, length = s << PAGE_SHIFT, (e - s) << PAGE_SHIFT
             if modify(addr, length, prot | page_type, prot | PAGE_TYPE_TRIM):
                 raise EmmError(errno.EFAULT, ocall_problem(
                     self.rt, _modify_what(addr, length, prot | page_type,
                                           prot | PAGE_TYPE_TRIM)))
-            for page in range(addr, addr + length, PAGE_SIZE):
-                self.accept_or_abort(_TRIM_MODIFIED, page)
+            rc = eaccept_pages(self.prims, _TRIM_MODIFIED,
+                               range(addr, addr + length, PAGE_SIZE), done)
+            if rc:
+                raise _accept_abort(rc, _TRIM_MODIFIED, addr + (done[0] << PAGE_SHIFT))
             bm.clear_range(s, e)
             if modify(addr, length, notify, notify):
                 raise EmmError(errno.EFAULT, ocall_problem(
@@ -309,6 +318,8 @@ class EmaOps:
         Returns the record that now covers that part. Raises EmmError(EFAULT)
         on an ocall failure, an EmmError whose errno is the SGX code when an
         EACCEPT fails (the reference returns that code), EmmError(ENOMEM) if a split fails.
+        After a failed ocall or EACCEPT the pages are first extended back so that
+        the EPCM holds what the books say (`_reextend`, deviation 24).
         """
         prot = ema.si_flags & PROT_MASK
         if prot == new_prot:
@@ -317,8 +328,10 @@ class EmaOps:
         lo, hi = max(start, ema.start), min(end, ema.end)
         modify = self.rt.modify_ocall
         if modify(lo, hi - lo, prot | page_type, new_prot | page_type):
-            raise EmmError(errno.EFAULT, ocall_problem(
-                self.rt, _modify_what(lo, hi - lo, prot | page_type, new_prot | page_type)))
+            problem = ocall_problem(
+                self.rt, _modify_what(lo, hi - lo, prot | page_type, new_prot | page_type))
+            self._reextend(root, ema, lo, hi, prot, prot)
+            raise EmmError(errno.EFAULT, problem)
         secinfo = new_prot | PAGE_TYPE_REG | PR
         extends = (new_prot | prot) != prot
         accept = (new_prot & _WX) != _WX
@@ -329,8 +342,11 @@ class EmaOps:
             if accept:
                 rc = eaccept(secinfo, page)
                 if rc:
-                    raise EmmError.from_leaf(rc, "EACCEPT", page,
-                                             f"secinfo {secinfo_text(secinfo)}")
+                    error = EmmError.from_leaf(rc, "EACCEPT", page,
+                                               f"secinfo {secinfo_text(secinfo)}")
+                    self._reextend(root, ema, lo, hi, prot,
+                                   prot | new_prot if extends else prot)
+                    raise error
         node = self.split_range(root, ema, lo, hi)
         node.si_flags = (node.si_flags & ~PROT_MASK) | new_prot
         if new_prot == PROT_NONE and modify(lo, hi - lo, page_type | PROT_NONE,
@@ -339,6 +355,36 @@ class EmaOps:
                 self.rt, _modify_what(lo, hi - lo, page_type | PROT_NONE,
                                       page_type | PROT_NONE)))
         return node
+
+    def _reextend(self, root: RegionList, ema: Ema, lo: int, hi: int, prot: int,
+                  union: int) -> None:
+        """Deviation 24: after a failed permission change, EPCM and books agree again.
+
+        The OS was asked to change [lo, hi) and then something failed: its ocall
+        reported failure, or an EACCEPT did. A restriction it made anyway (a
+        runtime that lies about failing, an ETRACK withheld so the EACCEPT says
+        SGX_NOT_TRACKED) would leave pages more restricted in the EPCM than the
+        region says, and the next legal access would kill the enclave. EMODPE
+        needs no help from the OS and only ever adds permissions, so each page
+        is extended to `union`: the old prot, or the old prot plus the new one
+        once this call has extended pages itself. Every page then holds exactly
+        `union` whatever the OS did, and when that differs from the old prot
+        the range is recorded with it. The reference returns the error and
+        leaves the pages as they fell. Errors of the repair itself are the
+        caller's error's business: a page the OS destroyed faults here as it
+        would on the next access.
+        """
+        if union:  # PROT_NONE pages have nothing to extend back to
+            secinfo = union | PAGE_TYPE_REG | PR
+            emodpe = self.prims.emodpe
+            for page in range(lo, hi, PAGE_SIZE):
+                emodpe(secinfo, page)
+        if union != prot:
+            try:
+                node = self.split_range(root, ema, lo, hi)
+            except EmmError:
+                return  # no metadata for the split: the books keep the old prot
+            node.si_flags = (node.si_flags & ~PROT_MASK) | union
 
     def match_region_prot(self, ema: Ema, page: int) -> None:
         """After a fault commit: give the page the region's prot (a deviation).

@@ -102,3 +102,48 @@ class Primitives(Protocol):
     def eacceptcopy(self, secinfo: int, dest: int, src: int) -> int: ...
 
     def emodpe(self, secinfo: int, addr: int) -> int: ...
+
+
+@runtime_checkable
+class PagePrimitives(Protocol):
+    """Optional: EACCEPT over many pages in one call.
+
+    A runtime whose single-page leaf is costly to reach (the simulated enclave
+    finds the calling thread's entry and guards every leaf) offers this so that
+    a commit or trim of N pages pays that once, not N times. It must behave
+    exactly as `eaccept_each` over its own `eaccept`: the same leaves in the
+    same order, the same codes, stopping at the same page.
+    """
+
+    def eaccept_pages(self, secinfo: int, pages: range, done: list[int]) -> int: ...
+
+
+def eaccept_each(eaccept: Callable[[int, int], int], secinfo: int, pages: range,
+                 done: list[int]) -> int:
+    """EACCEPT `secinfo` at each address of `pages`, in order, one leaf per page.
+
+    Returns: 0, or the first nonzero SGX code (the pages after it are not
+    tried). `done[0]` becomes the number of pages whose EACCEPT returned 0,
+    also when a leaf raises, so the caller knows what was accepted either way.
+    """
+    n = 0
+    try:
+        for addr in pages:
+            rc = eaccept(secinfo, addr)
+            if rc:
+                return rc
+            n += 1
+        return 0
+    finally:
+        done[0] = n
+
+
+def eaccept_pages(prims: Primitives, secinfo: int, pages: range, done: list[int]) -> int:
+    """`eaccept_each` through `prims`: its batched `eaccept_pages` when it has one
+    (`PagePrimitives`), otherwise its single-page `eaccept` in a loop, so every
+    runtime works and the manager's page loops are written once."""
+    batch = getattr(prims, "eaccept_pages", None)
+    if batch is not None:
+        rc: int = batch(secinfo, pages, done)
+        return rc
+    return eaccept_each(prims.eaccept, secinfo, pages, done)

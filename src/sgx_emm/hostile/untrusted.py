@@ -149,7 +149,8 @@ def attacks() -> list[Attack]:
                "again; the next commit there fails its EACCEPT and the manager aborts",
                "trim", _swap(SkipsRemove)),
         Attack("urts.lie-failure", FAMILY, "modify_ocall does the work, then reports failure",
-               "a failed ocall is EFAULT; the manager changes nothing it did not confirm",
+               "a failed ocall is EFAULT; the manager extends the pages back with EMODPE, so "
+               "a restriction the OS made anyway does not outlive the failure",
                "restrict", _swap(LiesAboutFailure)),
         Attack("urts.keep-mapping-writable", FAMILY,
                "restricts pages in the EPCM but leaves their mapping read-write",

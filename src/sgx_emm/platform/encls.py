@@ -16,7 +16,7 @@ from __future__ import annotations
 from sgx_emm.flags import PAGE_SIZE
 from sgx_emm.platform.epcm import F_MODIFIED, F_PENDING, F_PR, F_R, F_VALID, F_W
 from sgx_emm.platform.exceptions import GeneralProtection, PageFault
-from sgx_emm.platform.processor import Processor, describe_entry, pt_name
+from sgx_emm.platform.processor import NOT_REG, Processor, describe_entry, pt_name
 from sgx_emm.platform.secinfo import (
     MISC_EXINFO,
     PFEC_ENCLS,
@@ -198,28 +198,46 @@ class EnclsLeaves(Processor):
         REG)."""
         with self.lock:
             self.trace.emit(LEAF, "EMODPR", addr=self._page_of(epc_page), secinfo=secinfo)
+            ret = self.emodpr_locked(secinfo, epc_page)
+            if ret == NOT_REG:
+                raise self.not_reg_fault("EMODPR", epc_page)
+            return ret
+
+    def emodpr_locked(self, secinfo: int, epc_page: int) -> int:
+        """EMODPR's checks and effect without its event; the caller holds the lock.
+
+        Returns what `emodpr` returns, or NOT_REG where `emodpr` raises the #PF of
+        a page that is not REG (`not_reg_fault`): REMOVE_PAGES probes every page
+        it frees with EMODPR and expects that #PF, and an exception per page
+        would cost more than the leaf. Every other fault raises."""
+        if not self.sgx2:
             self._require_sgx2("EMODPR")
-            if not secinfo_reserved_ok(secinfo):
-                raise GeneralProtection(
-                    reason=f"EMODPR: SECINFO.FLAGS {secinfo:#x} sets reserved bits")
-            if secinfo & SI_W and not secinfo & SI_R:
-                raise GeneralProtection(reason="EMODPR: SECINFO gives W without R")
-            slot, f = self._valid_operand(epc_page, "EMODPR")
-            if self._take_conflict(slot):
-                return SGX_EPC_PAGE_CONFLICT
-            epc = self.epc
-            if f & (F_PENDING | F_MODIFIED):
-                return SGX_PAGE_NOT_MODIFIABLE
-            if epc.pt[slot] != PT_REG:
-                raise PageFault(PFEC_ENCLS, epc_page,
-                                f"EMODPR: page {epc_page:#x} is {pt_name(epc.pt[slot])}, "
-                                "not REG")
-            enc = self.enclaves[epc.owner[slot]]
-            if not enc.initialized:
-                raise GeneralProtection(reason="EMODPR: the enclave is not initialized")
-            epc.flags[slot] = (f & ~SI_RWX) | (f & secinfo & SI_RWX) | F_PR
-            epc.epoch[slot] = enc.epoch
-            return 0
+        if not secinfo_reserved_ok(secinfo):
+            raise GeneralProtection(
+                reason=f"EMODPR: SECINFO.FLAGS {secinfo:#x} sets reserved bits")
+        if secinfo & SI_W and not secinfo & SI_R:
+            raise GeneralProtection(reason="EMODPR: SECINFO gives W without R")
+        slot, f = self._valid_operand(epc_page, "EMODPR")
+        if self._conflicts and self._take_conflict(slot):
+            return SGX_EPC_PAGE_CONFLICT
+        epc = self.epc
+        if f & (F_PENDING | F_MODIFIED):
+            return SGX_PAGE_NOT_MODIFIABLE
+        if epc.pt[slot] != PT_REG:
+            return NOT_REG
+        enc = self.enclaves[epc.owner[slot]]
+        if not enc.initialized:
+            raise GeneralProtection(reason="EMODPR: the enclave is not initialized")
+        epc.flags[slot] = (f & ~SI_RWX) | (f & secinfo & SI_RWX) | F_PR
+        epc.epoch[slot] = enc.epoch
+        return 0
+
+    def not_reg_fault(self, leaf: str, epc_page: int) -> PageFault:
+        """The #PF of EMODPR on a VALID page that is not REG (`emodpr_locked`'s NOT_REG)."""
+        slot = self._epc_operand(epc_page, leaf)
+        return PageFault(PFEC_ENCLS, epc_page,
+                         f"{leaf}: page {epc_page:#x} is {pt_name(self.epc.pt[slot])}, "
+                         "not REG")
 
     def emodt(self, secinfo: int, epc_page: int) -> int:
         """EMODT: change a page's type to TCS or TRIM, set MODIFIED, clear RWX.
@@ -230,35 +248,42 @@ class EnclsLeaves(Processor):
         allow)."""
         with self.lock:
             self.trace.emit(LEAF, "EMODT", addr=self._page_of(epc_page), secinfo=secinfo)
+            return self.emodt_locked(secinfo, epc_page)
+
+    def emodt_locked(self, secinfo: int, epc_page: int) -> int:
+        """EMODT's checks and effect without its event; the caller holds the lock
+        (the driver's page loops call this for each page, counting the events)."""
+        if not self.sgx2:
             self._require_sgx2("EMODT")
-            new_pt = secinfo_pt(secinfo)
-            if not secinfo_reserved_ok(secinfo):
-                raise GeneralProtection(
-                    reason=f"EMODT: SECINFO.FLAGS {secinfo:#x} sets reserved bits")
-            if new_pt not in (PT_TCS, PT_TRIM):
-                raise GeneralProtection(
-                    reason=f"EMODT: new type {pt_name(new_pt)} is neither TCS nor TRIM")
-            slot, f = self._valid_operand(epc_page, "EMODT")
-            if self._take_conflict(slot):
-                return SGX_EPC_PAGE_CONFLICT
-            epc = self.epc
-            old_pt = epc.pt[slot]
-            allowed = (old_pt == PT_REG or (old_pt == PT_TCS and new_pt == PT_TRIM)
-                       or (old_pt in (PT_SS_FIRST, PT_SS_REST) and new_pt == PT_TRIM))
-            if not allowed:
-                raise PageFault(PFEC_ENCLS, epc_page,
-                                f"EMODT: {pt_name(old_pt)} page {epc_page:#x} cannot become "
-                                f"{pt_name(new_pt)}")
-            if f & (F_PENDING | F_MODIFIED):
-                return SGX_PAGE_NOT_MODIFIABLE
-            enc = self.enclaves[epc.owner[slot]]
-            if not enc.initialized:
-                raise GeneralProtection(reason="EMODT: the enclave is not initialized")
-            epc.flags[slot] = (f & ~(SI_RWX | F_PR)) | F_MODIFIED
-            epc.pt[slot] = new_pt
-            epc.epoch[slot] = enc.epoch
+        new_pt = secinfo_pt(secinfo)
+        if not secinfo_reserved_ok(secinfo):
+            raise GeneralProtection(
+                reason=f"EMODT: SECINFO.FLAGS {secinfo:#x} sets reserved bits")
+        if new_pt not in (PT_TCS, PT_TRIM):
+            raise GeneralProtection(
+                reason=f"EMODT: new type {pt_name(new_pt)} is neither TCS nor TRIM")
+        slot, f = self._valid_operand(epc_page, "EMODT")
+        if self._conflicts and self._take_conflict(slot):
+            return SGX_EPC_PAGE_CONFLICT
+        epc = self.epc
+        old_pt = epc.pt[slot]
+        allowed = (old_pt == PT_REG or (old_pt == PT_TCS and new_pt == PT_TRIM)
+                   or (old_pt in (PT_SS_FIRST, PT_SS_REST) and new_pt == PT_TRIM))
+        if not allowed:
+            raise PageFault(PFEC_ENCLS, epc_page,
+                            f"EMODT: {pt_name(old_pt)} page {epc_page:#x} cannot become "
+                            f"{pt_name(new_pt)}")
+        if f & (F_PENDING | F_MODIFIED):
+            return SGX_PAGE_NOT_MODIFIABLE
+        enc = self.enclaves[epc.owner[slot]]
+        if not enc.initialized:
+            raise GeneralProtection(reason="EMODT: the enclave is not initialized")
+        epc.flags[slot] = (f & ~(SI_RWX | F_PR)) | F_MODIFIED
+        epc.pt[slot] = new_pt
+        epc.epoch[slot] = enc.epoch
+        if self.tcs:
             self.tcs.pop(slot, None)
-            return 0
+        return 0
 
     def eremove(self, epc_page: int) -> int:
         """EREMOVE: free an EPC page (a SECS only once it has no children).
@@ -268,30 +293,34 @@ class EnclsLeaves(Processor):
         Raises: #GP (not an EPC page)."""
         with self.lock:
             self.trace.emit(LEAF, "EREMOVE", addr=self._page_of(epc_page))
-            slot = self._epc_operand(epc_page, "EREMOVE")
-            epc = self.epc
-            f = epc.flags[slot]
-            if not f & F_VALID:
-                return 0
-            pt = epc.pt[slot]
-            enc = self.enclaves.get(epc.owner[slot])
-            if pt == PT_TRIM and not f & F_MODIFIED:
-                self._free_page(enc, slot)
-                return 0
-            if pt == PT_VA:
-                self._free_page(None, slot)
-                return 0
-            if pt == PT_SECS:
-                assert enc is not None
-                if enc.children:
-                    return SGX_CHILD_PRESENT
-                del self.enclaves[slot]
-                self._free_page(None, slot)
-                return 0
-            if enc is not None and enc.inside:
-                return SGX_ENCLAVE_ACT
+            return self.eremove_locked(epc_page)
+
+    def eremove_locked(self, epc_page: int) -> int:
+        """EREMOVE's checks and effect without its event; the caller holds the lock."""
+        slot = self._epc_operand(epc_page, "EREMOVE")
+        epc = self.epc
+        f = epc.flags[slot]
+        if not f & F_VALID:
+            return 0
+        pt = epc.pt[slot]
+        enc = self.enclaves.get(epc.owner[slot])
+        if pt == PT_TRIM and not f & F_MODIFIED:
             self._free_page(enc, slot)
             return 0
+        if pt == PT_VA:
+            self._free_page(None, slot)
+            return 0
+        if pt == PT_SECS:
+            assert enc is not None
+            if enc.children:
+                return SGX_CHILD_PRESENT
+            del self.enclaves[slot]
+            self._free_page(None, slot)
+            return 0
+        if enc is not None and enc.inside:
+            return SGX_ENCLAVE_ACT
+        self._free_page(enc, slot)
+        return 0
 
     def etrack(self, secs_page: int) -> int:
         """ETRACK: start a tracking cycle closing the enclave's current epoch.
@@ -300,23 +329,33 @@ class EnclsLeaves(Processor):
         Raises: #GP (not a SECS)."""
         with self.lock:
             self.trace.emit(LEAF, "ETRACK")
-            enc = self._secs_operand(secs_page, "ETRACK")
-            if enc.track_waiting:
-                return SGX_PREV_TRK_INCMPL
-            enc.track_epoch = enc.epoch
-            enc.epoch += 1
-            enc.track_waiting = set(enc.inside)
-            if not enc.track_waiting:
-                enc.tracked = enc.track_epoch
-            return 0
+            return self.etrack_locked(secs_page)
+
+    def etrack_locked(self, secs_page: int) -> int:
+        """ETRACK's checks and effect without its event; the caller holds the lock."""
+        enc = self._secs_operand(secs_page, "ETRACK")
+        if enc.track_waiting:
+            return SGX_PREV_TRK_INCMPL
+        enc.track_epoch = enc.epoch
+        enc.epoch += 1
+        enc.track_waiting = set(enc.inside)
+        if not enc.track_waiting:
+            enc.tracked = enc.track_epoch
+        return 0
 
     def ipi(self, secs_page: int) -> None:
         """Interrupt every logical processor inside the enclave (the kernel's IPIs after
         ETRACK): each takes an AEX and ERESUMEs, which completes the tracking cycle."""
         with self.lock:
-            enc = self._secs_operand(secs_page, "IPI")
-            for _ in range(self.interrupt(enc)):
+            for _ in range(self.ipi_locked(secs_page)):
                 self.trace.emit(AEX, "INTR")
-            if enc.track_waiting:
-                enc.track_waiting.clear()
-                enc.tracked = enc.track_epoch
+
+    def ipi_locked(self, secs_page: int) -> int:
+        """`ipi` without its events; the caller holds the lock. Returns: how many
+        logical processors were interrupted (one AEX "INTR" event each)."""
+        enc = self._secs_operand(secs_page, "IPI")
+        n = self.interrupt(enc) if enc.inside else 0
+        if enc.track_waiting:
+            enc.track_waiting.clear()
+            enc.tracked = enc.track_epoch
+        return n

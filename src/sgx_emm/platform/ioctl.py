@@ -6,8 +6,9 @@ same enclave runs, before the request number is even looked at), then the reques
 number (ENOTTY), then the argument's type (EFAULT: the model's stand-in for a bad
 user pointer). Each handler validates all of its parameters before anything
 changes (EINVAL, ENODEV, ...), then hands them to a worker documented as taking
-checked parameters; the worker walks the pages and, like Linux, stops at the first
-page it cannot process, reporting the bytes done in `count`.
+checked parameters; the worker (the EDMM ones are in edmm.py) walks the pages and,
+like Linux, stops at the first page it cannot process, reporting the bytes done in
+`count`.
 
 Errors raise `OSError(errno, "NAME: reason")` with `.reason` (the check that
 failed, with its values) and, for ioctls that stop part way, `.count`. An EDMM
@@ -21,21 +22,19 @@ for a page the reclaimer holds (EAGAIN).
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
-from sgx_emm.platform.encl import DriverHost, Encl
+from sgx_emm.platform.edmm import EdmmWorkers, driver_error
+from sgx_emm.platform.encl import DriverHost
 from sgx_emm.platform.epcm import Epc
-from sgx_emm.platform.exceptions import CpuFault, PageFault
-from sgx_emm.platform.processor import pt_name
+from sgx_emm.platform.exceptions import CpuFault
 from sgx_emm.platform.secinfo import (
     PT_REG,
     PT_TCS,
     PT_TRIM,
-    SGX_CODE_NAMES,
     SI_R,
     SI_RWX,
     SI_W,
@@ -61,17 +60,6 @@ from sgx_emm.platform.uapi import (
 )
 from sgx_emm.trace import IOCTL
 
-
-def driver_error(err: int, name: str, reason: str, count: int | None = None) -> OSError:
-    """The OSError an ioctl or syscall raises: errno, "NAME: reason", `.reason` and,
-    for an operation that stopped part way, `.count`."""
-    exc = OSError(err, f"{name}: {reason} ({os.strerror(err)})")
-    exc.reason = reason  # type: ignore[attr-defined]
-    if count is not None:
-        exc.count = count  # type: ignore[attr-defined]
-    return exc
-
-
 #: SECINFO.FLAGS bits ADD_PAGES refuses: everything but RWX and the page type
 #: (so PENDING, MODIFIED and PR too)
 _ADD_RESERVED = ~(SI_RWX | 0xFF00) & ((1 << 64) - 1)
@@ -84,7 +72,7 @@ class _Sigstruct:
         self.data = data
 
 
-class EnclaveFd(Encl):
+class EnclaveFd(EdmmWorkers):
     """An open /dev/sgx_enclave: the driver's `struct sgx_encl` and its ioctls."""
 
     def __init__(self, host: DriverHost) -> None:
@@ -339,58 +327,6 @@ class EnclaveFd(Encl):
         if bad:
             raise driver_error(errno.EINVAL, name, bad)
 
-    @staticmethod
-    def _partial(err: int, name: str, reason: str, params: object, count: int) -> OSError:
-        params.count = count  # type: ignore[attr-defined]
-        return driver_error(err, name, reason, count)
-
-    def _load_page(self, addr: int, name: str, params: object, c: int) -> tuple[int, int, int]:
-        """sgx_encl_load_page: no record -> EFAULT; held by the reclaimer -> EAGAIN;
-        evicted -> ELDU (failure -> EFAULT)."""
-        rec = self.record(addr)
-        if rec is None:
-            raise self._partial(errno.EFAULT, name, f"no page at {addr:#x}", params, c)
-        if addr >> PAGE_SHIFT in self._reclaiming:
-            raise self._partial(errno.EAGAIN, name, f"page {addr:#x} is being reclaimed",
-                                params, c)
-        if rec[0] < 0:
-            slot = self.load_page(addr >> PAGE_SHIFT)
-            if isinstance(slot, str):
-                raise self._partial(errno.EFAULT, name, slot, params, c)
-            rec = (slot, rec[1], rec[2])
-        return rec
-
-    def _load_page_of_type(self, addr: int, name: str, params: object, c: int,
-                           page_type: int, err: int) -> int:
-        """`_load_page`, then the page must be of `page_type` (else `err`, as the
-        ioctl's own check returns): the start of the per-page loops of
-        RESTRICT_PERMISSIONS (REG, EINVAL) and REMOVE_PAGES (TRIM, EPERM)."""
-        slot, found, _ = self._load_page(addr, name, params, c)
-        if found != page_type:
-            raise self._partial(err, name, f"page {addr:#x} is {pt_name(found)}, "
-                                           f"not {pt_name(page_type)}", params, c)
-        return slot
-
-    def _etrack(self) -> bool:
-        """sgx_enclave_etrack: ETRACK, on failure IPIs and one retry; then IPIs.
-        The `etrack` hook may skip it. Returns: False if ETRACK failed twice."""
-        hooks = self._host.hooks
-        if hooks is not None and not hooks.etrack(self):
-            return True
-        secs = self.secs_paddr
-        cpu = self._cpu
-        if cpu.etrack(secs):
-            cpu.ipi(secs)
-            if cpu.etrack(secs):
-                return False
-        cpu.ipi(secs)
-        return True
-
-    def _issues(self, leaf: str, addr: int) -> bool:
-        """The `page_leaf` hook: False if a hostile OS skips this page's leaf."""
-        hooks = self._host.hooks
-        return hooks is None or hooks.page_leaf(self, leaf, addr)
-
     # ------------------------------------------------------------ EDMM handlers
     def _ioc_restrict(self, p: RestrictPermissions) -> None:
         name = "RESTRICT_PERMISSIONS"
@@ -406,28 +342,6 @@ class EnclaveFd(Encl):
         if self._lies(name, p, p.length):
             return
         self._restrict(p, secinfo_flags(perm, PT_REG))
-
-    def _restrict(self, p: RestrictPermissions, secinfo: int) -> None:
-        """Worker of RESTRICT_PERMISSIONS (parameters checked): per page, load it, it
-        must be REG, EMODPR, ETRACK."""
-        name = "RESTRICT_PERMISSIONS"
-        cpu = self._cpu
-        for c in range(0, p.length, PAGE_SIZE):
-            addr = self.base + p.offset + c
-            with self._lock:
-                slot = self._load_page_of_type(addr, name, p, c, PT_REG, errno.EINVAL)
-                if self._issues("EMODPR", addr):
-                    try:
-                        ret = cpu.emodpr(secinfo, Epc.paddr(slot))
-                    except CpuFault as fault:
-                        raise self._partial(errno.EFAULT, name, fault.reason, p, c) from None
-                    if ret:
-                        p.result = ret
-                        raise self._partial(errno.EFAULT, name, _sgx_code("EMODPR", ret, addr),
-                                            p, c)
-                if not self._etrack():
-                    raise self._partial(errno.EFAULT, name, "ETRACK failed", p, c)
-            p.count = c + PAGE_SIZE
 
     def _ioc_modify_types(self, p: ModifyTypes) -> None:
         name = "MODIFY_TYPES"
@@ -446,45 +360,6 @@ class EnclaveFd(Encl):
             return
         self._modify_types(p, new_type)
 
-    def _modify_types(self, p: ModifyTypes, new_type: int) -> None:
-        """Worker of MODIFY_TYPES (parameters checked): per page, load it, the type
-        change must be one EMODT makes, EMODT, ETRACK; REG -> TCS fixes max prot."""
-        name = "MODIFY_TYPES"
-        secinfo = secinfo_flags(0, new_type)
-        cpu = self._cpu
-        for c in range(0, p.length, PAGE_SIZE):
-            addr = self.base + p.offset + c
-            page = addr >> PAGE_SHIFT
-            with self._lock:
-                slot, page_type, max_prot = self._load_page(addr, name, p, c)
-                if not (page_type == PT_REG
-                        or (page_type == PT_TCS and new_type == PT_TRIM)):
-                    raise self._partial(errno.EINVAL, name,
-                                        f"page {addr:#x} is {pt_name(page_type)}: cannot "
-                                        f"become {pt_name(new_type)}", p, c)
-                if page_type == PT_REG and new_type == PT_TCS:
-                    if ~max_prot & (PROT_READ | PROT_WRITE):
-                        raise self._partial(errno.EPERM, name,
-                                            f"page {addr:#x} max prot {max_prot:#x} lacks "
-                                            "R|W, which a TCS needs", p, c)
-                    self._update_record(page, max_prot=PROT_READ | PROT_WRITE)
-                    self._mm.zap(addr, addr + PAGE_SIZE)
-                if self._issues("EMODT", addr):
-                    try:
-                        ret = cpu.emodt(secinfo, Epc.paddr(slot))
-                    except CpuFault as fault:
-                        self._update_record(page, max_prot=max_prot)
-                        raise self._partial(errno.EFAULT, name, fault.reason, p, c) from None
-                    if ret:
-                        self._update_record(page, max_prot=max_prot)
-                        p.result = ret
-                        raise self._partial(errno.EFAULT, name, _sgx_code("EMODT", ret, addr),
-                                            p, c)
-                if not self._etrack():
-                    raise self._partial(errno.EFAULT, name, "ETRACK failed", p, c)
-                self._update_record(page, page_type=new_type)
-            p.count = c + PAGE_SIZE
-
     def _ioc_remove_pages(self, p: RemovePages) -> None:
         name = "REMOVE_PAGES"
         self._trace(name, offset=p.offset, length=p.length)
@@ -494,32 +369,3 @@ class EnclaveFd(Encl):
         if self._lies(name, p, p.length):
             return
         self._remove_pages(p)
-
-    def _remove_pages(self, p: RemovePages) -> None:
-        """Worker of REMOVE_PAGES (parameters checked): per page, load it, it must be
-        TRIM and accepted (EMODPR #PFs), zap, EREMOVE, drop the record."""
-        name = "REMOVE_PAGES"
-        probe = secinfo_flags(SI_RWX, PT_REG)
-        cpu = self._cpu
-        for c in range(0, p.length, PAGE_SIZE):
-            addr = self.base + p.offset + c
-            with self._lock:
-                slot = self._load_page_of_type(addr, name, p, c, PT_TRIM, errno.EPERM)
-                try:
-                    cpu.emodpr(probe, Epc.paddr(slot))
-                except PageFault:
-                    pass
-                except CpuFault as fault:
-                    raise self._partial(errno.EPERM, name, fault.reason, p, c) from None
-                else:
-                    raise self._partial(errno.EPERM, name,
-                                        f"the enclave has not accepted the TRIM of {addr:#x}",
-                                        p, c)
-                self._mm.zap(addr, addr + PAGE_SIZE)
-                cpu.eremove(Epc.paddr(slot))
-                self._drop_record(addr >> PAGE_SHIFT)
-            p.count = c + PAGE_SIZE
-
-
-def _sgx_code(leaf: str, code: int, addr: int) -> str:
-    return f"{SGX_CODE_NAMES.get(code, 'SGX code')} ({code}) from {leaf} at {addr:#x}"

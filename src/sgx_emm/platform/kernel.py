@@ -7,8 +7,9 @@ the `Reclaimer` (reclaim.py). Hostile behaviour is switched on through `hooks`
 (hooks.py), never by patching this module.
 
 The driver's pieces live by concern, as in Linux's arch/x86/kernel/cpu/sgx/:
-uapi.py (the ABI), ioctl.py (the ioctls), encl.py (records, faults, EAUG, ELDU),
-reclaim.py (EPC allocation and EWB). This module re-exports their public names.
+uapi.py (the ABI), ioctl.py (the ioctls), edmm.py (their EDMM page loops), encl.py
+(records, faults, EAUG, ELDU), reclaim.py (EPC allocation and EWB). This module
+re-exports their public names.
 
 Model choices: mmap without MAP_FIXED over a used range gives EACCES (Linux would
 place it elsewhere, outside ELRANGE, with that result); an EPC allocation that
@@ -23,11 +24,12 @@ import threading
 
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
 from sgx_emm.platform.cpu import Cpu
+from sgx_emm.platform.edmm import driver_error
 from sgx_emm.platform.encl import Encl
 from sgx_emm.platform.epcm import Epc
 from sgx_emm.platform.exceptions import CpuFault
 from sgx_emm.platform.hooks import KernelHooks
-from sgx_emm.platform.ioctl import EnclaveFd, driver_error
+from sgx_emm.platform.ioctl import EnclaveFd
 from sgx_emm.platform.mmu import AddressSpace, Vma
 from sgx_emm.platform.reclaim import Reclaimer
 from sgx_emm.platform.secinfo import PF_P, PF_SGX, PF_U, PF_W, VECTOR_PF

@@ -62,6 +62,9 @@ RIP_INTERRUPTED = 0x1
 #: what `eaccept_locked` returns where the hardware takes the read #PF of a
 #: not-present target PTE; never an SGX code
 NOT_PRESENT = -1
+#: what `emodpr_locked` returns where the hardware takes the #PF of a page that
+#: is not REG; never an SGX code
+NOT_REG = -2
 
 Rip = int | Callable[[], object]
 
@@ -93,6 +96,7 @@ class Processor:
     def __init__(self, epc: Epc, mm: AddressSpace, trace: Trace,
                  lock: threading.RLock, *, sgx2: bool = True) -> None:
         self.epc = epc
+        self._epc_bytes = epc.npages << PAGE_SHIFT
         self.mm = mm
         self.trace = trace
         self.lock = lock
@@ -112,6 +116,9 @@ class Processor:
     def _epc_operand(self, paddr: int, leaf: str) -> int:
         """An ENCLS page operand: page aligned (else #GP) and resolving within the
         EPC (else #PF, as the SDM's "does not resolve within an EPC")."""
+        off = paddr - EPC_BASE
+        if not off & (PAGE_SIZE - 1) and 0 <= off < self._epc_bytes:
+            return off >> PAGE_SHIFT        # the usual case, without a call
         if paddr & (PAGE_SIZE - 1):
             raise GeneralProtection(reason=f"{leaf}: {paddr:#x} is not page aligned")
         slot = self.epc.slot_of(paddr)

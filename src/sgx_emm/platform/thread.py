@@ -157,6 +157,32 @@ class EnclaveThread:
             return self._eaccept_direct(secinfo_flags, addr)
         return self._run(self._cpu.eaccept, secinfo_flags, addr, secinfo_addr)
 
+    def eaccept_pages(self, secinfo_flags: int, pages: range, done: list[int]) -> int:
+        """`eaccept(secinfo_flags, addr)` for each address of `pages` in order, stopping
+        at the first nonzero code, which is returned (0 if none). `done[0]` becomes
+        the number of pages accepted, also when one raises. One call for a page
+        loop, so the caller finds and guards this thread once, not per page."""
+        eaccept = self.eaccept
+        direct = self._eaccept_direct
+        trace = self._trace
+        kernel = self._kernel
+        owed: dict[tuple[tuple[str, str], ...], int] = {}   # the fast passes' events
+        n = 0
+        try:
+            for addr in pages:
+                if not trace.listening and kernel.commit_fast_path:   # as `eaccept`
+                    rc = direct(secinfo_flags, addr, owed)
+                else:
+                    rc = eaccept(secinfo_flags, addr)
+                if rc:
+                    return rc
+                n += 1
+            return 0
+        finally:
+            done[0] = n
+            for keys, times in owed.items():
+                trace.bump_all(keys, times)
+
     def eacceptcopy(self, secinfo_flags: int, dest: int, src: int, *,
                     secinfo_addr: int | None = None) -> int:
         """EACCEPTCOPY. Returns: the SGX code (0 on success)."""
@@ -290,13 +316,16 @@ class EnclaveThread:
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- the commit fast path ---
-    def _eaccept_direct(self, secinfo: int, addr: int) -> int:
+    def _eaccept_direct(self, secinfo: int, addr: int,
+                        owed: dict[tuple[tuple[str, str], ...], int] | None = None) -> int:
         """EACCEPT when nobody listens to the trace: exactly the steps, state changes and
         event counts of `_run(cpu.eaccept, ...)`, but the usual commit of an untouched
         page (EACCEPT meets a not-present PTE, AEX, the kernel EAUGs and maps,
         ERESUME, EACCEPT again) runs in one pass under the machine lock, without
         exceptions, and counts its six events at once. Anything else leaves the pass
-        at the step where it differs and continues on the general path from there."""
+        at the step where it differs and continues on the general path from there.
+        `owed` (a page loop's): the pass's events are added there, for the loop to
+        count once at its end, instead of being counted now."""
         cpu = self._cpu
         kernel = self._kernel
         entry = self.entry
@@ -332,7 +361,11 @@ class EnclaveThread:
                 fault = caught
         finally:
             lock.release()
-            self._trace.bump_all(_COMMIT_PREFIX[events])
+            if owed is None:
+                self._trace.bump_all(_COMMIT_PREFIX[events])
+            else:
+                done = _COMMIT_PREFIX[events]
+                owed[done] = owed.get(done, 0) + 1
         op = cpu.eaccept
         args = (secinfo, addr, None)
         if events == 1:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from sgx_emm.emm.rt import Mutex, PfHandler
+from sgx_emm.emm.rt import Mutex, PfHandler, eaccept_each
 from sgx_emm.runtime.dispatcher import ExceptionDispatcher
 from sgx_emm.trace import OCALL, Trace
 
@@ -107,16 +107,31 @@ class TrustedRuntime:
         return self._base <= addr and last < self._end
 
 
+#: `run_pages(secinfo, pages, done)`: EACCEPT over `pages` on the caller's enclave
+#: thread, as `PagePrimitives.eaccept_pages`
+PagesRunner = Callable[[int, range, list[int]], int]
+
+
 class TrustedPrimitives:
     """Primitives that run on the enclave thread of the calling Python thread.
 
     `run_leaf(leaf)` calls `leaf(thread)` on that thread; when the caller is not
     inside the enclave it provides a temporary entry (see `Enclave`), because a
-    leaf can only run inside.
+    leaf can only run inside. `run_pages`, if given, runs a whole EACCEPT page
+    loop there (`eaccept_pages`), finding the thread once instead of per page;
+    without it the loop calls `eaccept` per page.
     """
 
-    def __init__(self, run_leaf: Callable[[Callable[[LeafIssuer], int]], int]) -> None:
+    def __init__(self, run_leaf: Callable[[Callable[[LeafIssuer], int]], int],
+                 run_pages: PagesRunner | None = None) -> None:
         self._run_leaf = run_leaf
+        self._run_pages = run_pages
+
+    def eaccept_pages(self, secinfo: int, pages: range, done: list[int]) -> int:
+        """`PagePrimitives.eaccept_pages`: the same leaves as `eaccept` per page."""
+        if self._run_pages is None:
+            return eaccept_each(self.eaccept, secinfo, pages, done)
+        return self._run_pages(secinfo, pages, done)
 
     def eaccept(self, secinfo: int, addr: int) -> int:
         return self._run_leaf(lambda t: t.eaccept(secinfo, addr))

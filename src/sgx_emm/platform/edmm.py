@@ -1,0 +1,296 @@
+"""The EDMM ioctls' page loops: RESTRICT_PERMISSIONS, MODIFY_TYPES, REMOVE_PAGES.
+
+`EdmmWorkers` is the driver enclave (`Encl`) with the workers ioctl.py's handlers
+call once every parameter is checked: each walks the pages as Linux's ioctl.c
+does (load the page, the kernel's own type checks, the leaf, ETRACK and IPIs,
+the record update) and stops at the first page it cannot process, with `count`
+saying how far it got. `driver_error` makes the `OSError(errno, "NAME: reason")`
+every driver call raises.
+
+Pages go in batches of one record chunk under one hold of the machine lock. Each
+page still runs every check of its leaf, through the same function the
+single-page leaf uses (`emodt_locked`, ...); while nobody listens to the trace, a
+batch counts its leaves' events once at its end (`_Owed`) instead of emitting
+them one by one: the counts stay exact, only details nobody wanted are skipped.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
+from sgx_emm.platform.encl import Encl
+from sgx_emm.platform.epcm import Epc
+from sgx_emm.platform.exceptions import CpuFault, PageFault
+from sgx_emm.platform.processor import NOT_REG, pt_name
+from sgx_emm.platform.secinfo import (
+    PT_REG,
+    PT_TCS,
+    PT_TRIM,
+    SGX_CODE_NAMES,
+    SI_RWX,
+    secinfo_flags,
+)
+from sgx_emm.platform.uapi import (
+    PROT_READ,
+    PROT_WRITE,
+    ModifyTypes,
+    RemovePages,
+    RestrictPermissions,
+)
+from sgx_emm.trace import AEX, LEAF, Trace
+
+#: bytes of pages an EDMM ioctl processes per hold of the machine lock (one record
+#: chunk): long enough to pay the lock and the event counts once for many pages,
+#: short enough to let other threads in between
+_BATCH = 512 * PAGE_SIZE
+
+
+def driver_error(err: int, name: str, reason: str, count: int | None = None) -> OSError:
+    """The OSError an ioctl or syscall raises: errno, "NAME: reason", `.reason` and,
+    for an operation that stopped part way, `.count`."""
+    exc = OSError(err, f"{name}: {reason} ({os.strerror(err)})")
+    exc.reason = reason  # type: ignore[attr-defined]
+    if count is not None:
+        exc.count = count  # type: ignore[attr-defined]
+    return exc
+
+
+class EdmmWorkers(Encl):
+    """The driver enclave's EDMM page loops (ioctl.py adds the entry point and the
+    parameter checks)."""
+
+    @staticmethod
+    def _partial(err: int, name: str, reason: str, params: object, count: int) -> OSError:
+        params.count = count  # type: ignore[attr-defined]
+        return driver_error(err, name, reason, count)
+
+    def _load_page(self, addr: int, name: str, params: object, c: int) -> tuple[int, int, int]:
+        """sgx_encl_load_page: no record -> EFAULT; held by the reclaimer -> EAGAIN;
+        evicted -> ELDU (failure -> EFAULT)."""
+        rec = self.record(addr)
+        if rec is None:
+            raise self._partial(errno.EFAULT, name, f"no page at {addr:#x}", params, c)
+        if addr >> PAGE_SHIFT in self._reclaiming:
+            raise self._partial(errno.EAGAIN, name, f"page {addr:#x} is being reclaimed",
+                                params, c)
+        if rec[0] < 0:
+            slot = self.load_page(addr >> PAGE_SHIFT)
+            if isinstance(slot, str):
+                raise self._partial(errno.EFAULT, name, slot, params, c)
+            rec = (slot, rec[1], rec[2])
+        return rec
+
+    def _load_page_of_type(self, addr: int, name: str, params: object, c: int,
+                           page_type: int, err: int) -> int:
+        """`_load_page`, then the page must be of `page_type` (else `err`, as the
+        ioctl's own check returns): the start of the per-page loops of
+        RESTRICT_PERMISSIONS (REG, EINVAL) and REMOVE_PAGES (TRIM, EPERM)."""
+        slot, found, _ = self._load_page(addr, name, params, c)
+        if found != page_type:
+            raise self._partial(err, name, f"page {addr:#x} is {pt_name(found)}, "
+                                           f"not {pt_name(page_type)}", params, c)
+        return slot
+
+    def _etrack(self, owed: _Owed | None = None) -> bool:
+        """sgx_enclave_etrack: ETRACK, on failure IPIs and one retry; then IPIs.
+        The `etrack` hook may skip it. With `owed` (the caller holds the machine
+        lock) and nobody listening, the leaves' events go on `owed` instead of
+        the trace. Returns: False if ETRACK failed twice."""
+        hooks = self._host.hooks
+        if hooks is not None and not hooks.etrack(self):
+            return True
+        secs = self.secs_paddr
+        cpu = self._cpu
+        if owed is None or self._host.trace.listening:
+            if cpu.etrack(secs):
+                cpu.ipi(secs)
+                if cpu.etrack(secs):
+                    return False
+            cpu.ipi(secs)
+            return True
+        owed.etracks += 1
+        if cpu.etrack_locked(secs):
+            owed.intrs += cpu.ipi_locked(secs)
+            owed.etracks += 1
+            if cpu.etrack_locked(secs):
+                return False
+        owed.intrs += cpu.ipi_locked(secs)
+        return True
+
+    def _owed(self, leaf: str) -> _Owed | None:
+        """An event tally for a page loop that holds the machine lock, or None when the
+        CPU runs on another lock (then every leaf goes through its locking call)."""
+        return _Owed(leaf) if self._cpu.lock is self._lock else None
+
+    def _issues(self, leaf: str, addr: int) -> bool:
+        """The `page_leaf` hook: False if a hostile OS skips this page's leaf."""
+        hooks = self._host.hooks
+        return hooks is None or hooks.page_leaf(self, leaf, addr)
+
+    def _restrict(self, p: RestrictPermissions, secinfo: int) -> None:
+        """Worker of RESTRICT_PERMISSIONS (parameters checked): per page, load it, it
+        must be REG, EMODPR, ETRACK. Pages go in batches under one hold of the lock;
+        while nobody listens, each batch counts its events once (`_Owed`)."""
+        name = "RESTRICT_PERMISSIONS"
+        cpu = self._cpu
+        trace = self._host.trace
+        base = self.base + p.offset
+        length = p.length
+        for first in range(0, length, _BATCH):
+            owed = self._owed("EMODPR")
+            with self._lock:
+                try:
+                    for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
+                        addr = base + c
+                        slot = self._load_page_of_type(addr, name, p, c, PT_REG, errno.EINVAL)
+                        if self._host.hooks is None or self._issues("EMODPR", addr):
+                            paddr = Epc.paddr(slot)
+                            try:
+                                if owed is None or trace.listening:
+                                    ret = cpu.emodpr(secinfo, paddr)
+                                else:
+                                    owed.leaves += 1
+                                    ret = cpu.emodpr_locked(secinfo, paddr)
+                                    if ret == NOT_REG:
+                                        raise cpu.not_reg_fault("EMODPR", paddr)
+                            except CpuFault as fault:
+                                raise self._partial(errno.EFAULT, name, fault.reason, p,
+                                                    c) from None
+                            if ret:
+                                p.result = ret
+                                raise self._partial(errno.EFAULT, name,
+                                                    _sgx_code("EMODPR", ret, addr), p, c)
+                        if not self._etrack(owed):
+                            raise self._partial(errno.EFAULT, name, "ETRACK failed", p, c)
+                        p.count = c + PAGE_SIZE
+                finally:
+                    if owed is not None:
+                        owed.pay(trace)
+
+    def _modify_types(self, p: ModifyTypes, new_type: int) -> None:
+        """Worker of MODIFY_TYPES (parameters checked): per page, load it, the type
+        change must be one EMODT makes, EMODT, ETRACK; REG -> TCS fixes max prot.
+        Batched under the lock, events counted per batch, as `_restrict`."""
+        name = "MODIFY_TYPES"
+        secinfo = secinfo_flags(0, new_type)
+        cpu = self._cpu
+        trace = self._host.trace
+        base = self.base + p.offset
+        length = p.length
+        for first in range(0, length, _BATCH):
+            owed = self._owed("EMODT")
+            with self._lock:
+                try:
+                    for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
+                        addr = base + c
+                        page = addr >> PAGE_SHIFT
+                        slot, page_type, max_prot = self._load_page(addr, name, p, c)
+                        if not (page_type == PT_REG
+                                or (page_type == PT_TCS and new_type == PT_TRIM)):
+                            raise self._partial(errno.EINVAL, name,
+                                                f"page {addr:#x} is {pt_name(page_type)}: "
+                                                f"cannot become {pt_name(new_type)}", p, c)
+                        if page_type == PT_REG and new_type == PT_TCS:
+                            if ~max_prot & (PROT_READ | PROT_WRITE):
+                                raise self._partial(errno.EPERM, name,
+                                                    f"page {addr:#x} max prot {max_prot:#x} "
+                                                    "lacks R|W, which a TCS needs", p, c)
+                            self._update_record(page, max_prot=PROT_READ | PROT_WRITE)
+                            self._mm.zap(addr, addr + PAGE_SIZE)
+                        if self._host.hooks is None or self._issues("EMODT", addr):
+                            paddr = Epc.paddr(slot)
+                            try:
+                                if owed is None or trace.listening:
+                                    ret = cpu.emodt(secinfo, paddr)
+                                else:
+                                    owed.leaves += 1
+                                    ret = cpu.emodt_locked(secinfo, paddr)
+                            except CpuFault as fault:
+                                self._update_record(page, max_prot=max_prot)
+                                raise self._partial(errno.EFAULT, name, fault.reason, p,
+                                                    c) from None
+                            if ret:
+                                self._update_record(page, max_prot=max_prot)
+                                p.result = ret
+                                raise self._partial(errno.EFAULT, name,
+                                                    _sgx_code("EMODT", ret, addr), p, c)
+                        if not self._etrack(owed):
+                            raise self._partial(errno.EFAULT, name, "ETRACK failed", p, c)
+                        self._update_record(page, page_type=new_type)
+                        p.count = c + PAGE_SIZE
+                finally:
+                    if owed is not None:
+                        owed.pay(trace)
+
+    def _remove_pages(self, p: RemovePages) -> None:
+        """Worker of REMOVE_PAGES (parameters checked): per page, load it, it must be
+        TRIM and accepted (EMODPR #PFs), zap, EREMOVE, drop the record. Batched
+        under the lock, events counted per batch, as `_restrict`."""
+        name = "REMOVE_PAGES"
+        probe = secinfo_flags(SI_RWX, PT_REG)
+        cpu = self._cpu
+        trace = self._host.trace
+        mm = self._mm
+        base = self.base + p.offset
+        length = p.length
+        for first in range(0, length, _BATCH):
+            owed = self._owed("EMODPR")
+            with self._lock:
+                try:
+                    for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
+                        addr = base + c
+                        page = addr >> PAGE_SHIFT
+                        slot = self._load_page_of_type(addr, name, p, c, PT_TRIM, errno.EPERM)
+                        paddr = Epc.paddr(slot)
+                        quiet = owed if owed is not None and not trace.listening else None
+                        try:
+                            if quiet is not None:
+                                quiet.leaves += 1
+                                ret = cpu.emodpr_locked(probe, paddr)
+                            else:
+                                ret = cpu.emodpr(probe, paddr)
+                        except PageFault:
+                            ret = NOT_REG
+                        except CpuFault as fault:
+                            raise self._partial(errno.EPERM, name, fault.reason, p,
+                                                c) from None
+                        if ret != NOT_REG:      # only an accepted TRIM page #PFs
+                            raise self._partial(errno.EPERM, name, "the enclave has not "
+                                                f"accepted the TRIM of {addr:#x}", p, c)
+                        mm.clear_pte(page)      # the zap of this one page
+                        if quiet is not None:
+                            quiet.eremoves += 1
+                            cpu.eremove_locked(paddr)
+                        else:
+                            cpu.eremove(paddr)
+                        self._drop_record(page)
+                        p.count = c + PAGE_SIZE
+                finally:
+                    if owed is not None:
+                        owed.pay(trace)
+
+
+class _Owed:
+    """Events a batch of a page loop ran without emitting because nobody listened:
+    paid to the trace at the batch's end, so N leaves cost one trace call, not N.
+    Counts stay exact (the CLI totals and the cost model read them); only the
+    details, which nobody wanted, are skipped."""
+
+    __slots__ = ("leaf", "leaves", "etracks", "intrs", "eremoves")
+
+    def __init__(self, leaf: str) -> None:
+        self.leaf = leaf
+        self.leaves = self.etracks = self.intrs = self.eremoves = 0
+
+    def pay(self, trace: Trace) -> None:
+        trace.count(LEAF, self.leaf, self.leaves)
+        trace.count(LEAF, "EREMOVE", self.eremoves)
+        trace.count(LEAF, "ETRACK", self.etracks)
+        trace.count(AEX, "INTR", self.intrs)
+        self.leaves = self.etracks = self.intrs = self.eremoves = 0
+
+
+def _sgx_code(leaf: str, code: int, addr: int) -> str:
+    return f"{SGX_CODE_NAMES.get(code, 'SGX code')} ({code}) from {leaf} at {addr:#x}"
