@@ -142,19 +142,25 @@ class CommitBitmap:
         return out
 
     def holes_list(self, lo: int, hi: int) -> list[tuple[int, int]]:
-        """`holes` as a list; the empty list at once when all of [lo, hi) is set."""
+        """`holes` as a list, walked over the boundaries directly (commit's hot path);
+        the empty list at once when all of [lo, hi) is set."""
         if lo >= hi:
             return []
         b = self._b
         i = bisect_right(b, lo)
-        if i & 1 and b[i] >= hi:
-            return []
+        if i & 1:  # lo is inside the run [b[i-1], b[i])
+            cur = b[i]
+            if cur >= hi:
+                return []
+            i += 1
+        else:
+            cur = lo
         out = []
-        cur = lo
-        for s, e in self.runs_list(lo, hi):
-            if s > cur:
-                out.append((cur, s))
-            cur = e
+        n = len(b)
+        while i < n and b[i] < hi:  # the next run starts before hi
+            out.append((cur, b[i]))
+            cur = b[i + 1]
+            i += 2
         if cur < hi:
             out.append((cur, hi))
         return out

@@ -90,6 +90,12 @@ class EmaOps:
         self.prims = primitives
         self.meta = meta
         self.touch = touch
+        #: A committed run [touched_lo, touched_hi) of a metadata region, kept by
+        #: `touch`: pages of a metadata region are never uncommitted (public calls
+        #: on them are refused), so a write inside it needs no touch. Checked here
+        #: before calling `touch`, because region records are written on every alloc.
+        self.touched_lo = 0
+        self.touched_hi = 0
         #: the page whose EACCEPT made the last `do_commit` fail (for the error's reason)
         self.failed_page = 0
 
@@ -108,25 +114,35 @@ class EmaOps:
             root.remove(ema)
             return None
         ema.payload = payload
-        self.touch(payload, SIZEOF_EMA)
+        ema.is_meta = self.meta.in_meta_area(payload)
+        if not (self.touched_lo <= payload and payload + SIZEOF_EMA <= self.touched_hi):
+            self.touch(payload, SIZEOF_EMA)
         return ema
 
     def new_bitmap(self, ema: Ema, full: bool) -> bool:
         """bit_array_new_set / _reset for the whole region; False = ENOMEM."""
-        nbytes = bitmap_bytes(ema.pages)
-        struct = self.meta.malloc(SIZEOF_BIT_ARRAY)
+        pages = (ema.end - ema.start) >> PAGE_SHIFT
+        nbytes = (pages + 7) >> 3  # bitmap_bytes
+        meta = self.meta
+        struct = meta.malloc(SIZEOF_BIT_ARRAY)
         if struct is None:
             return False
-        self.touch(struct, _BIT_ARRAY_DATA_OFFSET)
-        data = self.meta.malloc(nbytes)
+        if not (self.touched_lo <= struct
+                and struct + _BIT_ARRAY_DATA_OFFSET <= self.touched_hi):
+            self.touch(struct, _BIT_ARRAY_DATA_OFFSET)
+        data = meta.malloc(nbytes)
         if data is None:
-            self.meta.free(struct)
+            meta.free(struct)
             return False
-        self.touch(struct + _BIT_ARRAY_DATA_OFFSET, SIZEOF_BIT_ARRAY - _BIT_ARRAY_DATA_OFFSET)
-        self.touch(data, nbytes)
+        lo, hi = self.touched_lo, self.touched_hi
+        if not (lo <= struct and struct + SIZEOF_BIT_ARRAY <= hi
+                and lo <= data and data + nbytes <= hi):  # both writes need no touch
+            self.touch(struct + _BIT_ARRAY_DATA_OFFSET,
+                       SIZEOF_BIT_ARRAY - _BIT_ARRAY_DATA_OFFSET)
+            self.touch(data, nbytes)
         ema.map_struct, ema.map_data = struct, data
         lo = ema.start >> PAGE_SHIFT
-        ema.bitmap = CommitBitmap.full(lo, lo + ema.pages) if full else CommitBitmap()
+        ema.bitmap = CommitBitmap([lo, lo + pages] if full and pages else [])
         return True
 
     def destroy(self, root: RegionList, ema: Ema) -> None:
@@ -184,6 +200,7 @@ class EmaOps:
             upper_map = (high_struct, high_data)
         new = ema.clone_attrs(0, 0)
         new.payload = new_payload
+        new.is_meta = meta.in_meta_area(new_payload)
         self.touch(new_payload, SIZEOF_EMA)
         upper_bits = ema.bitmap.split(addr >> PAGE_SHIFT) if ema.bitmap is not None else None
         root.split(ema, addr, new, new_lower)
@@ -462,7 +479,3 @@ def _accept_abort(rc: int, secinfo: int, addr: int) -> EnclaveAbort:
              f"{secinfo_text(secinfo)}: the OS did not make the change the manager asked for")
     return EnclaveAbort(f"EACCEPT {secinfo:#x} at {addr:#x} failed", cause=cause)
 
-
-def fault_allows(si_flags: int, write: bool) -> bool:
-    """The #PF handler's permission test: only the R/W bits, from PFEC.W/R."""
-    return bool(si_flags & (PROT_WRITE if write else 1))

@@ -23,9 +23,9 @@ and that re-entry happens under the same lock.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import errno
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -104,7 +104,8 @@ def block_size_for(size: int) -> int:
 
 
 def _exact_index(bsize: int) -> int:
-    return (bsize - MIN_BLOCK_SIZE) // BLOCK_ALIGN
+    """The exact-size list of blocks of `bsize` bytes (16 -> 0, 24 -> 1, ...)."""
+    return (bsize - MIN_BLOCK_SIZE) >> 3  # BLOCK_ALIGN is 8
 
 
 def _round_up(value: int, align: int) -> int:
@@ -169,7 +170,7 @@ class MetaAllocator:
         # Reserves newest first (allocation order), and sorted by base (lookup).
         self._reserves: list[_ReserveState] = []
         self._bases: list[int] = []
-        self._by_base: dict[int, _ReserveState] = {}
+        self._by_base: list[_ReserveState] = []  # in the order of _bases
         # Blocks in reserves: allocated ones, and free ones in exactly one list.
         self._allocated: dict[int, int] = {}
         self._free_size: dict[int, int] = {}
@@ -222,22 +223,54 @@ class MetaAllocator:
         self._increment = INITIAL_RESERVE_SIZE
 
     def malloc(self, size: int) -> int | None:
-        """`emalloc(size)`: the payload address, or None when no memory can be had."""
+        """`emalloc(size)`: the payload address, or None when no memory can be had.
+
+        Runs several times per region created, so the two common cases are
+        written out here in one Python call: the head of the request's
+        exact-size list, and the newest reserve's bump pointer. Splitting,
+        best fit and adding a reserve stay in helpers.
+        """
         if size < 0:
             raise ValueError(f"negative allocation size {size:#x}")
-        bsize = block_size_for(size)
+        bsize = (size + HEADER_SIZE + BLOCK_ALIGN - 1) & ~(BLOCK_ALIGN - 1)
+        if bsize < MIN_BLOCK_SIZE:
+            bsize = MIN_BLOCK_SIZE
         if self._adding_reserve:
             return self._alloc_from_meta(bsize)
-        block = self._take_free_block(bsize)
-        if block is None:
-            block = self._alloc_from_reserve(bsize)
-            if block is None:
-                wanted = _round_up(bsize + RESERVE_HEADER_SIZE, INITIAL_RESERVE_SIZE)
-                if not self._add_reserve(wanted):
-                    return None
-                block = self._alloc_from_reserve(bsize)
-                if block is None:  # the reference's "should never happen"
-                    return None
+        if bsize <= MAX_EXACT_SIZE:
+            index = (bsize - MIN_BLOCK_SIZE) >> 3
+            lst = self._exact[index]
+            if lst:  # the list head is its newest entry (LIFO)
+                block = lst.popitem()[0]
+                if not lst:
+                    self._exact_nonempty &= ~(1 << index)
+                del self._free_size[block]
+                del self._free_at_end[block + bsize]
+                self._allocated[block] = bsize
+                return block + HEADER_SIZE
+            taken = None if self._leaky else self._take_free_block(bsize)
+        else:
+            taken = self._take_free_block(bsize)
+        if taken is not None:
+            return taken + HEADER_SIZE
+        for reserve in self._reserves:  # newest first; almost always the first has room
+            used = reserve.used
+            if reserve.size - used >= bsize:
+                break
+        else:
+            grown = self._grow(bsize)
+            if grown is None:
+                return None
+            reserve, used = grown, grown.used
+        block = reserve.base + used
+        reserve.used = used + bsize
+        self._allocated[block] = bsize
+        # The header write is emalloc's only write; it faults in a page past the
+        # committed part. The caller touches the payload bytes it writes, in its
+        # own order. Every 8-byte word of a handed-out block holds a written
+        # byte, so all memory below a bump pointer has been touched: recycled
+        # blocks, split tails and free-list links need no touch.
+        self._host.meta_touch(block, HEADER_SIZE)
         return block + HEADER_SIZE
 
     def free(self, payload: int) -> None:
@@ -246,27 +279,50 @@ class MetaAllocator:
         Meta-area blocks are ignored while a reserve is being added and fatal at
         any other time; a block that no reserve handed out (or already free) is
         fatal (the reference aborts when no reserve's used part holds it, and
-        corrupts its lists on a double free; we abort on both).
+        corrupts its lists on a double free; we abort on both). The common case
+        (merge with free right neighbours, then list the block or give it back
+        to the bump pointer) runs in this one call.
         """
         block = payload - HEADER_SIZE
-        if self.in_meta_area(payload):
+        meta_base = self._meta_base
+        if meta_base <= block < meta_base + META_AREA_SIZE:
             if self._adding_reserve:
                 return
             raise EnclaveAbort(f"efree of meta-area block {payload:#x} outside add_reserve")
-        size = self._allocated.get(block)
+        allocated = self._allocated
+        size = allocated.get(block)
         if size is None:
             raise EnclaveAbort(f"efree of unknown metadata block {payload:#x}")
-        reserve = self._reserve_holding(block, size)
-        if reserve is None:  # pragma: no cover - allocated blocks always lie in a reserve
+        # `find_used_in_reserve`: the reserve with the highest base <= block
+        i = bisect_right(self._bases, block) - 1
+        reserve = self._by_base[i] if i >= 0 else None
+        if reserve is None or block + size > reserve.base + reserve.used:  # pragma: no cover
+            # allocated blocks always lie in a reserve
             raise EnclaveAbort(f"efree of block {payload:#x} outside every reserve")
-        del self._allocated[block]
+        del allocated[block]
+        free_size = self._free_size
         if not self._legacy_2022:
-            size = self._absorb_free_right(block, size)
-        if block + size == reserve.bump:
+            # merge free right neighbours up to the first allocated one or the bump
+            # (no free block starts at or past a bump pointer; an 8-byte tail lost
+            # by the best-fit list stops the merge too)
+            right = free_size.get(block + size)
+            while right is not None:
+                self._unlist(block + size, right)
+                size += right
+                right = free_size.get(block + size)
+        if block + size == reserve.base + reserve.used:
             reserve.used -= size
             self._pull_back_to_reserve(reserve)
             return
-        self._put_free(block, size)
+        # `put_free_block`: prepend to its exact list or to the best-fit list
+        free_size[block] = size
+        self._free_at_end[block + size] = block
+        if size <= MAX_EXACT_SIZE:
+            index = (size - MIN_BLOCK_SIZE) >> 3
+            self._exact[index][block] = None
+            self._exact_nonempty |= 1 << index
+        else:
+            self._large[block] = size
 
     def in_meta_area(self, payload: int) -> bool:
         """`is_emalloc_reserve`: the block lies in the static meta area."""
@@ -304,14 +360,10 @@ class MetaAllocator:
         return block + HEADER_SIZE
 
     def _take_free_block(self, bsize: int) -> int | None:
-        """A block from the free lists, already marked allocated, or None."""
+        """After the exact-size list came up empty: a block split off a larger free
+        one (exact lists first in the non-leaky deviation, then best fit), already
+        marked allocated, or None."""
         if bsize <= MAX_EXACT_SIZE:
-            block = self._pop_exact(_exact_index(bsize))
-            if block is not None:
-                self._allocated[block] = bsize
-                return block
-            if self._leaky:
-                return None
             found = self._smallest_splittable_exact(bsize)
             if found is not None:
                 return self._hand_out(found, self._free_size[found], bsize)
@@ -350,21 +402,14 @@ class MetaAllocator:
                 best, best_size = block, size
         return best
 
-    def _alloc_from_reserve(self, bsize: int) -> int | None:
-        """Bump-allocate from the newest reserve with room; touch the header written."""
-        for reserve in self._reserves:
-            if reserve.size - reserve.used >= bsize:
-                block = reserve.bump
-                reserve.used += bsize
-                self._allocated[block] = bsize
-                # The header write is emalloc's only write; it faults in a page past
-                # the committed part. The caller touches the payload bytes it writes,
-                # in its own order. Every 8-byte word of a handed-out block holds a
-                # written byte, so all memory below a bump pointer has been touched:
-                # recycled blocks, split tails and free-list links need no touch.
-                self._host.meta_touch(block, HEADER_SIZE)
-                return block
-        return None
+    def _grow(self, bsize: int) -> _ReserveState | None:
+        """No reserve has room for `bsize`: add one; the new (newest) reserve, or None."""
+        if not self._add_reserve(_round_up(bsize + RESERVE_HEADER_SIZE, INITIAL_RESERVE_SIZE)):
+            return None
+        reserve = self._reserves[0]
+        if reserve.size - reserve.used < bsize:  # the reference's "should never happen"
+            return None
+        return reserve
 
     def _add_reserve(self, wanted: int) -> bool:
         """`add_reserve`: RESERVE guard range, FIXED on-demand middle, commit `wanted`."""
@@ -393,27 +438,9 @@ class MetaAllocator:
         self._host.meta_touch(region, RESERVE_HEADER_SIZE)
         reserve = _ReserveState(region + RESERVE_HEADER_SIZE, increment - RESERVE_HEADER_SIZE)
         self._reserves.insert(0, reserve)
-        bisect.insort(self._bases, reserve.base)
-        self._by_base[reserve.base] = reserve
-
-    def _reserve_holding(self, block: int, size: int) -> _ReserveState | None:
-        """`find_used_in_reserve`: the reserve whose used part holds the block."""
-        i = bisect.bisect_right(self._bases, block) - 1
-        if i < 0:
-            return None
-        reserve = self._by_base[self._bases[i]]
-        return reserve if block + size <= reserve.bump else None
-
-    def _absorb_free_right(self, block: int, size: int) -> int:
-        """Merge free right neighbours up to the first allocated one or the bump.
-
-        No free block starts at or past a bump pointer, so the lookup itself stops
-        there; an 8-byte tail lost by the best-fit list stops it too.
-        """
-        while (right_size := self._free_size.get(block + size)) is not None:
-            self._unlist(block + size, right_size)
-            size += right_size
-        return size
+        i = bisect_right(self._bases, reserve.base)
+        self._bases.insert(i, reserve.base)
+        self._by_base.insert(i, reserve)
 
     def _pull_back_to_reserve(self, reserve: _ReserveState) -> None:
         """`merge_large_blocks_to_reserve`: give free blocks at the bump back to it."""
@@ -437,14 +464,6 @@ class MetaAllocator:
             self._exact_nonempty |= 1 << index
         else:
             self._large[block] = size
-
-    def _pop_exact(self, index: int) -> int | None:
-        lst = self._exact[index]
-        if not lst:
-            return None
-        block = next(reversed(lst))
-        self._unlist(block, self._free_size[block])
-        return block
 
     def _unlist(self, block: int, size: int) -> None:
         del self._free_size[block]

@@ -23,7 +23,6 @@ from sgx_emm.emm.ema_ops import (
     SIZEOF_EMA,
     EmaOps,
     MetaAllocatorLike,
-    fault_allows,
     ocall_problem,
 )
 from sgx_emm.emm.emalloc import MetaAllocator
@@ -144,6 +143,17 @@ def _check_uncommit(ema: Ema) -> None:
         raise EmmError(errno.EACCES, f"{_region(ema)} is a reservation: nothing to uncommit")
 
 
+class _NotInitialized:
+    """The manager's lock before `init`: every API call fails with EFAULT."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        raise EmmError(errno.EFAULT, "the manager is not initialized (sgx_mm_init "
+                       "has not run)")
+
+    def release(self) -> None:  # pragma: no cover - acquire never succeeds
+        pass
+
+
 class EnclaveMemoryManager:
     """sgx_mm_* (user root) and mm_* (rts root) over one runtime."""
 
@@ -157,6 +167,9 @@ class EnclaveMemoryManager:
         self._user = RegionList()
         self._rts = RegionList()
         self._lock: Mutex | None = None
+        #: What API calls acquire: the mutex once `init` has run; before that a
+        #: stand-in that raises EFAULT (one attribute load, no None test per call).
+        self._api_lock: Mutex = _NotInitialized()
         self.user_base = 0
         self.user_end = 0
         self._user_bounds = RootBounds(False, 0, 0, runtime.is_within_enclave)
@@ -168,13 +181,12 @@ class EnclaveMemoryManager:
         else:
             self._meta = meta_allocator(self)
         self._ops = EmaOps(runtime, primitives, self._meta, self.meta_touch)
-        self._touch_ok = (0, 0)  # a committed run of a metadata region: touches need nothing
 
     # ------------------------------------------------------------------ init
 
     def init(self, user_base: int, user_end: int, *, emalloc_initial: int = 0x10000) -> None:
         """sgx_mm_init: mutex, #PF handler registration, first metadata reserve."""
-        self._lock = self._rt.mutex_create()
+        self._lock = self._api_lock = self._rt.mutex_create()
         self.user_base, self.user_end = user_base, user_end
         within = self._rt.is_within_enclave
         self._user_bounds = RootBounds(False, user_base, user_end, within)
@@ -194,18 +206,17 @@ class EnclaveMemoryManager:
         return self._meta
 
     def _acquire(self) -> Mutex:
-        lock = self._lock
-        if lock is None:
-            raise EmmError(errno.EFAULT, "the manager is not initialized (sgx_mm_init "
-                           "has not run)")
+        lock = self._api_lock
         lock.acquire()
         return lock
 
     def _root(self, rts: bool) -> tuple[RegionList, RootBounds]:
         return (self._rts, self._rts_bounds) if rts else (self._user, self._user_bounds)
 
-    def _is_meta(self, ema: Ema) -> bool:
-        return ema.payload is not None and self._meta.in_meta_area(ema.payload)
+    @staticmethod
+    def _is_meta(ema: Ema) -> bool:
+        """One of the metadata allocator's own reserves (its record is in the meta area)."""
+        return ema.is_meta
 
     # ------------------------------------------------------------- public API
 
@@ -338,13 +349,14 @@ class EnclaveMemoryManager:
     def meta_touch(self, addr: int, size: int) -> None:
         """Metadata bytes were written: commit untouched reserve pages as a #PF would.
 
-        Hot (several calls per region created), hence the cached committed run:
-        pages of a metadata region are never uncommitted (public calls on them
-        are refused), so a run once seen committed stays committed.
+        Hot (several calls per region created), hence the cached committed run
+        (kept on `EmaOps`, whose callers test it before calling): pages of a
+        metadata region are never uncommitted (public calls on them are
+        refused), so a run once seen committed stays committed.
         """
         end = addr + size
-        lo, hi = self._touch_ok
-        if lo <= addr and end <= hi:
+        ops = self._ops
+        if ops.touched_lo <= addr and end <= ops.touched_hi:
             return
         page = addr & ~_PAGE_MASK
         while page < end:
@@ -361,7 +373,8 @@ class EnclaveMemoryManager:
                 if self._is_meta(ema):
                     run = ema.bitmap.run_at(page >> PAGE_SHIFT)
                     if run is not None:
-                        self._touch_ok = (run[0] << PAGE_SHIFT, run[1] << PAGE_SHIFT)
+                        ops.touched_lo, ops.touched_hi = (run[0] << PAGE_SHIFT,
+                                                          run[1] << PAGE_SHIFT)
             page += PAGE_SIZE
 
     # -------------------------------------------------------------- snapshots
@@ -434,9 +447,11 @@ class EnclaveMemoryManager:
         if start and not self._rt.is_within_enclave(start, size):
             raise EmmError(errno.EACCES, f"range {start:#x} + size {size:#x} is not inside "
                            "the enclave")
-        lock = self._acquire()
+        lock = self._api_lock
+        lock.acquire()
         try:
-            root, bounds = self._root(rts)
+            root, bounds = (self._rts, self._rts_bounds) if rts else (self._user,
+                                                                      self._user_bounds)
             si_flags = PROT_NONE if alloc_flags & RESERVE else PROT_READ_WRITE | page_type
             node: Ema | None = None
             saved: list[_Saved] = []
@@ -459,8 +474,9 @@ class EnclaveMemoryManager:
             if node is None:
                 if found is None:
                     first, last = root.first, root.last
-                    found = find_free_region(root.gaps, first.start if first else None,
-                                             last.end if last else 0, bounds, size, align)
+                    found = find_free_region(root.gaps, None if first is None else first.start,
+                                             0 if last is None else last.end, bounds, size,
+                                             align)
                     if found is None:
                         raise EmmError(errno.ENOMEM, f"no free range of size {size:#x} "
                                        f"aligned to {align:#x} in the "
@@ -588,11 +604,13 @@ class EnclaveMemoryManager:
             root.insert(ema)
             fresh.append(ema)
         for ema in fresh:
-            ema.payload = self._meta.malloc(SIZEOF_EMA)
-            if ema.payload is None:
+            payload = self._meta.malloc(SIZEOF_EMA)
+            if payload is None:
                 root.remove(ema)
             else:
-                self.meta_touch(ema.payload, SIZEOF_EMA)
+                ema.payload = payload
+                ema.is_meta = self._meta.in_meta_area(payload)
+                self.meta_touch(payload, SIZEOF_EMA)
 
     # ----------------------------------------------------- range-based calls
 
@@ -613,12 +631,11 @@ class EnclaveMemoryManager:
             raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free space "
                            f"(the first region starts at {overlapped[0].start:#x})")
         prev_end = overlapped[0].start
-        in_meta = self._meta.in_meta_area
         for ema in overlapped:
             if holes and ema.start != prev_end:
                 raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} has a hole at "
                                f"{prev_end:#x}-{ema.start:#x}")
-            if guard_meta and ema.payload is not None and in_meta(ema.payload):
+            if guard_meta and ema.is_meta:
                 raise EmmError(errno.EACCES, f"{_region(ema)} holds the manager's own "
                                "metadata")
             if check is not None:
@@ -631,7 +648,8 @@ class EnclaveMemoryManager:
 
     def _commit(self, rts: bool, addr: int, size: int, *, guard_meta: bool) -> None:
         end = _check_range(addr, size)
-        lock = self._acquire()
+        lock = self._api_lock
+        lock.acquire()
         try:
             root = self._rts if rts else self._user
             overlapped = self._covered(root, addr, end, holes=True,
@@ -647,13 +665,15 @@ class EnclaveMemoryManager:
 
     def _uncommit(self, rts: bool, addr: int, size: int) -> None:
         end = _check_range(addr, size)
-        lock = self._acquire()
+        lock = self._api_lock
+        lock.acquire()
         try:
             root = self._rts if rts else self._user
             overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
                                        check=_check_uncommit)
             for ema in overlapped:
-                lo, hi = _clip(addr, end, ema)
+                s, e = ema.start, ema.end  # [addr, end) clipped to the region
+                lo, hi = (addr if addr > s else s), (end if end < e else e)
                 prot = ema.si_flags & PROT_MASK
                 if prot:
                     self._ops.uncommit_real(ema, lo, hi, prot)
@@ -684,13 +704,15 @@ class EnclaveMemoryManager:
 
     def _dealloc(self, rts: bool, addr: int, size: int) -> None:
         end = _check_range(addr, size)
-        lock = self._acquire()
+        lock = self._api_lock
+        lock.acquire()
         try:
             root = self._rts if rts else self._user
             overlapped = self._covered(root, addr, end, holes=False, guard_meta=not rts)
             ops = self._ops
             for ema in overlapped:
-                lo, hi = _clip(addr, end, ema)
+                s, e = ema.start, ema.end  # [addr, end) clipped to the region
+                lo, hi = (addr if addr > s else s), (end if end < e else e)
                 node = ema
                 if not ema.alloc_flags & RESERVE:
                     if not ema.si_flags & PROT_MASK:
@@ -710,7 +732,8 @@ class EnclaveMemoryManager:
             raise EmmError(errno.EINVAL, f"prot {prot:#x} has bits other than R/W/X")
         if prot & PROT_EXEC and not prot & PROT_READ:
             raise EmmError(errno.EINVAL, f"prot {prot_letters(prot)} has X without R")
-        lock = self._acquire()
+        lock = self._api_lock
+        lock.acquire()
         try:
             root = self._rts if rts else self._user
 
@@ -740,7 +763,8 @@ class EnclaveMemoryManager:
             raise EmmError(errno.EINVAL, f"size {size:#x} is not one page (a TCS is one "
                            "page)")
         end = _check_range(addr, size)
-        lock = self._acquire()
+        lock = self._api_lock
+        lock.acquire()
         try:
             root = self._rts if rts else self._user
             overlapped = self._covered(root, addr, end, holes=False, guard_meta=not rts)
@@ -763,7 +787,8 @@ class EnclaveMemoryManager:
         if not self._rt.is_within_enclave(data, size):
             raise EmmError(errno.EINVAL, f"data {data:#x} + size {size:#x} is not inside "
                            "the enclave (EACCEPTCOPY copies from enclave memory)")
-        lock = self._acquire()
+        lock = self._api_lock
+        lock.acquire()
         try:
             root = self._rts if rts else self._user
 
@@ -834,8 +859,10 @@ class EnclaveMemoryManager:
                 held = False
                 lock.release()
                 return handler(pfinfo, private)
-            allowed = fault_allows(ema.si_flags, bool(pfinfo.errcd & 0x2))
-            if ema.committed(page):
+            # the #PF handler's permission test: only the R/W bits, from PFEC.W/R
+            allowed = ema.si_flags & (PROT_WRITE if pfinfo.errcd & 0x2 else PROT_READ)
+            bm = ema.bitmap
+            if bm is not None and bm.test(page >> PAGE_SHIFT):  # ema_page_committed
                 return EXCEPTION_CONTINUE_EXECUTION if allowed else EXCEPTION_CONTINUE_SEARCH
             if ema.alloc_flags & COMMIT_ON_DEMAND:
                 if not allowed:

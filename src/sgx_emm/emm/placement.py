@@ -24,6 +24,7 @@ _NUM_CLASSES = 128
 
 
 def _size_class(pages: int) -> int:
+    """The class of a gap of `pages` pages (written out inline in GapIndex's hot paths)."""
     if pages <= _EXACT_CLASSES:
         return pages - 1
     return 57 + (pages - 1).bit_length()
@@ -86,12 +87,10 @@ class GapIndex:
     def remove(self, start: int) -> None:
         """Forget the gap at `start`, if one is recorded."""
         length = self._length.pop(start, None)
-        if length is None:
-            return
-        self._drop(start, length)
+        if length is not None:
+            self._drop(start, length >> PAGE_SHIFT)
 
-    def _drop(self, start: int, length: int) -> None:
-        pages = length >> PAGE_SHIFT
+    def _drop(self, start: int, pages: int) -> None:
         cls = pages - 1 if pages <= _EXACT_CLASSES else 57 + (pages - 1).bit_length()
         lst = self._lists[cls]
         assert lst is not None
@@ -103,7 +102,8 @@ class GapIndex:
         """Make the gap at `start` `length` bytes long (under a page: no gap).
 
         The neighbour updates of an insert or remove mostly change a gap's
-        length within its size class; then only the length is rewritten.
+        length within its size class, or close it; the class list is then
+        left alone or only the old entry dropped.
         """
         lengths = self._length
         old = lengths.get(start)
@@ -117,10 +117,17 @@ class GapIndex:
             lengths[start] = length
             return
         del lengths[start]
-        self._drop(start, old)
-        self.add(start, length)
+        self._drop(start, old_pages)
+        if pages > 0:
+            self.add(start, length)
 
-    def first_fit(self, size: int, accept: Callable[[int, int], int | None]) -> int | None:
+    def first_fit(self, size: int,
+                  accept: Callable[[int, int], int | None] | None = None) -> int | None:
+        """What `accept` makes of the lowest gap of at least `size` bytes it accepts.
+
+        Without `accept` the lowest such gap's start is the answer (every gap
+        that is long enough is accepted).
+        """
         pages = -(-size // PAGE_SIZE)
         cls = _size_class(pages)
         partial = _class_floor(cls) < pages  # class `cls` holds gaps both smaller and larger
@@ -150,6 +157,8 @@ class GapIndex:
                         break
             if best < 0:
                 return None
+            if accept is None:
+                return best
             found = accept(best, length[best])
             if found is not None:
                 return found
@@ -218,6 +227,13 @@ def find_free_region(gaps: GapIndex, first_start: int | None, last_end: int,
     if first_start is None:
         return _empty_root(bounds, size, align)
     is_rts = bounds.is_rts
+    if align == PAGE_SIZE and not is_rts:
+        # Gap starts are region ends, so page aligned, and every gap first_fit
+        # offers is long enough: the user root accepts the first one.
+        found = gaps.first_fit(size)
+        if found is not None:
+            return found
+        return _outside(bounds, first_start, last_end, size, align)
 
     def accept(gap_start: int, gap_len: int) -> int | None:
         cand = round_up(gap_start, align)

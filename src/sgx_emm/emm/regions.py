@@ -21,7 +21,7 @@ from sgx_emm.emm.bitmap import CommitBitmap
 from sgx_emm.emm.placement import GapIndex
 from sgx_emm.emm.rt import FaultHandler
 from sgx_emm.emm.sorted_ints import SortedInts
-from sgx_emm.flags import PAGE_SHIFT, PAGE_TYPE_MASK, PROT_MASK
+from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE, PAGE_TYPE_MASK, PROT_MASK
 
 
 class Ema:
@@ -30,11 +30,13 @@ class Ema:
     `payload`, `map_struct` and `map_data` are the metadata-allocator addresses
     of the C objects this record stands for (the `ema_t`, its `bit_array` and
     the bit data); they decide which blocks are freed when, exactly as in the
-    reference.
+    reference. `is_meta` says the record lies in the allocator's static meta area,
+    i.e. the region is one of the allocator's own reserves (set with `payload`;
+    the range calls test it on every region they act on).
     """
 
     __slots__ = ("start", "end", "alloc_flags", "si_flags", "bitmap", "handler",
-                 "private", "payload", "map_struct", "map_data", "prev", "next")
+                 "private", "payload", "is_meta", "map_struct", "map_data", "prev", "next")
 
     def __init__(self, start: int, end: int, alloc_flags: int, si_flags: int,
                  handler: FaultHandler | None = None, private: Any = None) -> None:
@@ -46,6 +48,7 @@ class Ema:
         self.handler = handler
         self.private = private
         self.payload: int | None = None
+        self.is_meta = False
         self.map_struct: int | None = None
         self.map_data: int | None = None
         self.prev: Ema | None = None
@@ -85,19 +88,24 @@ class RegionList:
     """The regions of one root, ordered by address, with a gap index.
 
     Lookup by address O(log n); insert/remove O(log n); neighbours O(1).
+    `by_start` and `by_end` map each region's first and end address to it
+    (read-only outside this class): most calls name a region's start, and a
+    region placed in a gap starts where its lower neighbour ends, so a dict
+    probe answers before the ordered index is searched.
     """
 
-    __slots__ = ("_starts", "_by_start", "first", "last", "gaps")
+    __slots__ = ("_starts", "by_start", "by_end", "first", "last", "gaps")
 
     def __init__(self) -> None:
         self._starts = SortedInts()
-        self._by_start: dict[int, Ema] = {}
+        self.by_start: dict[int, Ema] = {}
+        self.by_end: dict[int, Ema] = {}
         self.first: Ema | None = None
         self.last: Ema | None = None
         self.gaps = GapIndex()
 
     def __len__(self) -> int:
-        return len(self._by_start)
+        return len(self.by_start)
 
     def __iter__(self) -> Iterator[Ema]:
         node = self.first
@@ -111,7 +119,7 @@ class RegionList:
         Most calls name a region's first page, so an exact start is tried in
         the dict before the ordered index is searched.
         """
-        by_start = self._by_start
+        by_start = self.by_start
         node = by_start.get(addr)
         if node is not None:
             return node
@@ -120,12 +128,12 @@ class RegionList:
 
     def find(self, addr: int) -> Ema | None:
         """The region holding `addr`, or None."""
-        node = self._by_start.get(addr)
+        node = self.by_start.get(addr)
         if node is None:
             start = self._starts.floor(addr)
             if start is None:
                 return None
-            node = self._by_start[start]
+            node = self.by_start[start]
         return node if addr < node.end else None
 
     def first_overlap(self, start: int, end: int) -> Ema | None:
@@ -141,10 +149,12 @@ class RegionList:
 
     def overlapping(self, start: int, end: int) -> list[Ema]:
         """Every region overlapping [start, end), ascending; O(log n + k)."""
-        out: list[Ema] = []
-        node = self._by_start.get(start)
+        node = self.by_start.get(start)
+        if node is not None and end <= node.end:
+            return [node]  # the usual call: inside the region it names
         if node is None:
             node = self.first_overlap(start, end)
+        out: list[Ema] = []
         while node is not None and node.start < end:
             out.append(node)
             node = node.next
@@ -153,10 +163,13 @@ class RegionList:
     def insert(self, ema: Ema) -> None:
         """Link a region into its address slot (it must overlap nothing)."""
         start, end = ema.start, ema.end
-        prev = self._floor(start)
+        prev = self.by_end.get(start)
+        if prev is None:
+            prev = self._floor(start)
         nxt = prev.next if prev is not None else self.first
         self._starts.add(start)
-        self._by_start[start] = ema
+        self.by_start[start] = ema
+        self.by_end[end] = ema
         ema.prev = prev
         ema.next = nxt
         gaps = self.gaps
@@ -167,19 +180,22 @@ class RegionList:
             self.first = ema
         if nxt is not None:
             nxt.prev = ema
-            gaps.add(end, nxt.start - end)
+            if nxt.start - end >= PAGE_SIZE:  # smaller gaps are not recorded
+                gaps.add(end, nxt.start - end)
         else:
             self.last = ema
 
     def remove(self, ema: Ema) -> None:
         """Unlink a region; its range becomes free."""
         prev, nxt = ema.prev, ema.next
-        start = ema.start
+        start, end = ema.start, ema.end
         self._starts.remove(start)
-        del self._by_start[start]
+        del self.by_start[start]
+        del self.by_end[end]
         gaps = self.gaps
         if nxt is not None:
-            gaps.remove(ema.end)
+            if nxt.start - end >= PAGE_SIZE:  # a gap is recorded only from a page
+                gaps.remove(end)
             nxt.prev = prev
         else:
             self.last = prev
@@ -200,7 +216,7 @@ class RegionList:
         """
         if new_lower:
             new.start, new.end = ema.start, addr
-            self._by_start[ema.start] = new
+            self.by_start[ema.start] = new
             ema.start = addr
             new.prev, new.next = ema.prev, ema
             if ema.prev is not None:
@@ -208,8 +224,11 @@ class RegionList:
             else:
                 self.first = new
             ema.prev = new
+            self.by_start[addr] = ema
+            self.by_end[addr] = new
         else:
             new.start, new.end = addr, ema.end
+            self.by_end[ema.end] = new
             ema.end = addr
             new.prev, new.next = ema, ema.next
             if ema.next is not None:
@@ -217,7 +236,8 @@ class RegionList:
             else:
                 self.last = new
             ema.next = new
-        self._by_start[addr] = ema if new_lower else new
+            self.by_start[addr] = new
+            self.by_end[addr] = ema
         self._starts.add(addr)
 
 

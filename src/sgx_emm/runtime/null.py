@@ -99,7 +99,8 @@ class NullRuntime:
         with self._guard:
             self.calls.clear()
             for part in self._per_thread:
-                part.clear()
+                for name in part:
+                    part[name] = 0
 
     @property
     def counts(self) -> Counter[str]:
@@ -114,8 +115,8 @@ class NullRuntime:
         return total
 
     def _thread_counts(self) -> dict[str, int]:
-        """This thread's counter dict: counting takes no lock."""
-        counts: dict[str, int] = {}
+        """This thread's counter dict (every call name at 0 to start): counting takes no lock."""
+        counts = dict.fromkeys(CALL_NAMES, 0)
         self._local.counts = counts
         with self._guard:
             self._per_thread.append(counts)
@@ -129,9 +130,13 @@ class NullRuntime:
             counts: dict[str, int] = self._local.counts
         except AttributeError:
             counts = self._thread_counts()
-        counts[name] = counts.get(name, 0) + 1
-        if not self.record and not self._injections and self.trace is None:
-            return 0  # the benchmark's path: count only
+        counts[name] += 1
+        if self.record or self._injections or self.trace is not None:
+            return self._record(category, name, args)
+        return 0  # the benchmark's path: count only
+
+    def _record(self, category: str, name: str, args: tuple[int, ...]) -> int:
+        """Record the call, apply the first matching injection, trace it; the result."""
         result = 0
         with self._guard:
             if self.record:
