@@ -101,25 +101,31 @@ class GapIndex:
     def set(self, start: int, length: int) -> None:
         """Make the gap at `start` `length` bytes long (under a page: no gap).
 
-        The neighbour updates of an insert or remove mostly change a gap's
-        length within its size class, or close it; the class list is then
-        left alone or only the old entry dropped.
+        The neighbour updates of an insert or remove: a gap opens, closes, or
+        changes length, mostly within its size class (then only the length is
+        rewritten). Written out in one call, as it runs on every alloc and free.
         """
         lengths = self._length
         old = lengths.get(start)
-        if old is None:
-            self.add(start, length)
+        pages = length >> PAGE_SHIFT
+        if old is not None:
+            old_pages = old >> PAGE_SHIFT
+            if pages == old_pages or (
+                    pages > _EXACT_CLASSES and old_pages > _EXACT_CLASSES
+                    and (pages - 1).bit_length() == (old_pages - 1).bit_length()):
+                lengths[start] = length
+                return
+            del lengths[start]
+            self._drop(start, old_pages)
+        if pages <= 0:
             return
-        pages, old_pages = length >> PAGE_SHIFT, old >> PAGE_SHIFT
-        if pages == old_pages or (
-                pages > _EXACT_CLASSES and old_pages > _EXACT_CLASSES
-                and (pages - 1).bit_length() == (old_pages - 1).bit_length()):
-            lengths[start] = length
-            return
-        del lengths[start]
-        self._drop(start, old_pages)
-        if pages > 0:
-            self.add(start, length)
+        lengths[start] = length
+        cls = pages - 1 if pages <= _EXACT_CLASSES else 57 + (pages - 1).bit_length()
+        lst = self._lists[cls]
+        if lst is None:
+            lst = self._lists[cls] = SortedInts()
+        lst.add(start)
+        self._mask |= 1 << cls
 
     def first_fit(self, size: int,
                   accept: Callable[[int, int], int | None] | None = None) -> int | None:
