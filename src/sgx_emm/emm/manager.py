@@ -651,13 +651,18 @@ class EnclaveMemoryManager:
         then the call's own `check`. With `holes`, a range running past the
         last region is EINVAL once every region has passed.
         """
-        overlapped = root.overlapping(start, end)
-        if not overlapped:
-            raise EmmError(errno.EINVAL, f"no region overlaps {start:#x}-{end:#x}")
-        if overlapped[0].start > start:
-            raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free space "
-                           f"(the first region starts at {overlapped[0].start:#x})")
-        prev_end = overlapped[0].start
+        first = root.by_start.get(start)
+        if first is not None and end <= first.end:
+            overlapped = [first]  # the usual call: inside the region it names
+        else:
+            overlapped = root.overlapping(start, end)
+            if not overlapped:
+                raise EmmError(errno.EINVAL, f"no region overlaps {start:#x}-{end:#x}")
+            first = overlapped[0]
+            if first.start > start:
+                raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free "
+                               f"space (the first region starts at {first.start:#x})")
+        prev_end = first.start
         for ema in overlapped:
             if holes and ema.start != prev_end:
                 raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} has a hole at "
