@@ -179,6 +179,7 @@ class MetaAllocator:
         self._exact: list[dict[int, None]] = [{} for _ in range(NUM_EXACT_LISTS)]
         self._exact_nonempty = 0  # bit i set iff exact list i holds a block
         self._large: dict[int, int] = {}  # addr -> size; last item is the head
+        self._touched_page = -1  # the page of the last header touch (see malloc)
 
     # ------------------------------------------------------------------ public
 
@@ -271,8 +272,13 @@ class MetaAllocator:
         # committed part. The caller touches the payload bytes it writes, in its
         # own order. Every 8-byte word of a handed-out block holds a written
         # byte, so all memory below a bump pointer has been touched: recycled
-        # blocks, split tails and free-list links need no touch.
-        self._host.meta_touch(block, HEADER_SIZE)
+        # blocks, split tails and free-list links need no touch. Nor does a header
+        # on the page the previous header touch was on: that touch committed it
+        # (or found no region to commit), and metadata pages are never uncommitted.
+        page = block >> 12  # PAGE_SHIFT
+        if page != self._touched_page:
+            self._host.meta_touch(block, HEADER_SIZE)
+            self._touched_page = page
         return block + HEADER_SIZE
 
     def free(self, payload: int) -> None:

@@ -135,9 +135,13 @@ class GapIndex:
         that is long enough is accepted).
         """
         pages = -(-size // PAGE_SIZE)
-        cls = _size_class(pages)
-        partial = _class_floor(cls) < pages  # class `cls` holds gaps both smaller and larger
-        full_from = cls + 1 if partial else cls
+        if pages <= _EXACT_CLASSES:  # an exact class: every gap in it fits
+            cls = full_from = pages - 1
+            partial = False
+        else:
+            cls = _size_class(pages)
+            partial = _class_floor(cls) < pages  # class `cls` holds smaller and larger gaps
+            full_from = cls + 1 if partial else cls
         lists = self._lists
         length = self._length
         after = -1
