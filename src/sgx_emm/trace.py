@@ -79,35 +79,27 @@ class Trace:
             for listener in tuple(self._listeners):
                 listener(event)
 
-    def bump_all(self, keys: tuple[tuple[str, str], ...], times: int = 1) -> None:
+    def bump_all(self, keys: tuple[tuple[str, str], ...]) -> None:
         """Count several (category, name) events, in order, in one call, without
-        details, `times` times over: for a hot path that checked `listening` was
-        False (the platform's commit path counts six per page, and a page loop
-        adds up its pages' before calling). Without listeners the batch is one
-        counter entry, expanded when counts are read; a listener that subscribed
-        meanwhile still gets each event, with no details."""
+        details: for a hot path that checked `listening` was False (the platform's
+        commit path counts six per page). Without listeners the batch is one counter
+        entry, expanded when counts are read; a listener that subscribed meanwhile
+        still gets each event, with no details."""
         counts = self._counts()
         if not self._listeners:
-            counts[keys] = counts.get(keys, 0) + times
+            counts[keys] = counts.get(keys, 0) + 1
             return
-        for _ in range(times):
-            for key in keys:
-                self.emit(*key)
+        for key in keys:
+            self.emit(*key)
 
-    def count(self, category: str, name: str, n: int) -> None:
-        """Count `n` events of one kind in one call, without details: for a batch of
-        leaves that ran while nobody listened (the driver's page loops). A listener
-        that subscribed meanwhile still gets each event, with no details."""
-        if n <= 0:
-            return
-        counts = self._counts()
-        key = (category, name)
-        counts[key] = counts.get(key, 0) + n
-        if self._listeners:
-            event = Event(category, name, {})
-            for _ in range(n):
-                for listener in tuple(self._listeners):
-                    listener(event)
+    def count_unheard(self, key: Any, n: int) -> None:
+        """Count `n` events that happened while nobody listened, in one call: `key` is
+        a (category, name) or a `bump_all` batch. For a page loop that ran its
+        leaves while `listening` was False and owes their counts; no listener is
+        told, not even one that subscribed since, because none heard them happen."""
+        if n > 0:
+            counts = self._counts()
+            counts[key] = counts.get(key, 0) + n
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` for every later event; returns the unsubscribe function."""

@@ -135,3 +135,26 @@ def test_the_scenarios_fail_where_they_should() -> None:
     assert outcome[1]["result"] == 7
     outcome, state, _ = _run(_remove_all, listen=False, inside=False)
     assert outcome[0] == ("ok", 0) and state["counts"][("leaf", "EREMOVE")] == PAGES
+
+
+def test_a_listener_that_subscribes_mid_batch_hears_only_what_follows() -> None:
+    from sgx_emm.platform.hooks import KernelHooks
+
+    enc = sgx_emm.Enclave.create(epc_pages=PAGES + 512)
+    with enc.enter():
+        addr = enc.manager.alloc(None, PAGES * PAGE, COMMIT_NOW)
+    heard: list[tuple[str, str]] = []
+    late = addr + 300 * PAGE
+
+    class SubscribeAtPage(KernelHooks):
+        def page_leaf(self, encl: Any, leaf: str, page_addr: int) -> bool:
+            if page_addr == late:
+                enc.trace.subscribe(lambda e: heard.append((e.category, e.name)))
+            return True
+
+    enc.trace.reset()
+    enc.machine.kernel.hooks = SubscribeAtPage()
+    enc.fd.modify_types(ModifyTypes(addr - enc.base, PAGES * PAGE, PT_TRIM))
+    assert heard == [("leaf", "EMODT"), ("leaf", "ETRACK")] * (PAGES - 300)
+    counts = enc.trace.counts
+    assert counts[("leaf", "EMODT")] == counts[("leaf", "ETRACK")] == PAGES

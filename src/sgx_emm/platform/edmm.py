@@ -20,9 +20,10 @@ import errno
 import os
 
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
-from sgx_emm.platform.encl import Encl
-from sgx_emm.platform.epcm import Epc
+from sgx_emm.platform.encl import PROT_MASK, TYPE_MASK, TYPE_SHIFT, Encl
+from sgx_emm.platform.epcm import EPC_BASE
 from sgx_emm.platform.exceptions import CpuFault, PageFault
+from sgx_emm.platform.mmu import CHUNK_MASK, CHUNK_SHIFT
 from sgx_emm.platform.processor import NOT_REG, pt_name
 from sgx_emm.platform.secinfo import (
     PT_REG,
@@ -69,18 +70,21 @@ class EdmmWorkers(Encl):
     def _load_page(self, addr: int, name: str, params: object, c: int) -> tuple[int, int, int]:
         """sgx_encl_load_page: no record -> EFAULT; held by the reclaimer -> EAGAIN;
         evicted -> ELDU (failure -> EFAULT)."""
-        rec = self.record(addr)
-        if rec is None:
+        page = addr >> PAGE_SHIFT
+        entry = self._records.get(page >> CHUNK_SHIFT)     # `record`, read in place
+        info = entry[1][page & CHUNK_MASK] if entry is not None else 0
+        if not info or entry is None:
             raise self._partial(errno.EFAULT, name, f"no page at {addr:#x}", params, c)
-        if addr >> PAGE_SHIFT in self._reclaiming:
+        if self._reclaiming and page in self._reclaiming:
             raise self._partial(errno.EAGAIN, name, f"page {addr:#x} is being reclaimed",
                                 params, c)
-        if rec[0] < 0:
-            slot = self.load_page(addr >> PAGE_SHIFT)
-            if isinstance(slot, str):
-                raise self._partial(errno.EFAULT, name, slot, params, c)
-            rec = (slot, rec[1], rec[2])
-        return rec
+        slot = entry[0][page & CHUNK_MASK]
+        if slot < 0:
+            loaded = self.load_page(page)
+            if isinstance(loaded, str):
+                raise self._partial(errno.EFAULT, name, loaded, params, c)
+            slot = loaded
+        return slot, (info & TYPE_MASK) >> TYPE_SHIFT, info & PROT_MASK
 
     def _load_page_of_type(self, addr: int, name: str, params: object, c: int,
                            page_type: int, err: int) -> int:
@@ -93,15 +97,15 @@ class EdmmWorkers(Encl):
                                            f"not {pt_name(page_type)}", params, c)
         return slot
 
-    def _etrack(self, owed: _Owed | None = None) -> bool:
+    def _etrack(self, owed: _Owed | None, secs: int) -> bool:
         """sgx_enclave_etrack: ETRACK, on failure IPIs and one retry; then IPIs.
         The `etrack` hook may skip it. With `owed` (the caller holds the machine
         lock) and nobody listening, the leaves' events go on `owed` instead of
-        the trace. Returns: False if ETRACK failed twice."""
+        the trace. `secs`: the SECS page (`secs_paddr`, which the page loops read
+        once). Returns: False if ETRACK failed twice."""
         hooks = self._host.hooks
         if hooks is not None and not hooks.etrack(self):
             return True
-        secs = self.secs_paddr
         cpu = self._cpu
         if owed is None or self._host.trace.listening:
             if cpu.etrack(secs):
@@ -134,6 +138,7 @@ class EdmmWorkers(Encl):
         must be REG, EMODPR, ETRACK. Pages go in batches under one hold of the lock;
         while nobody listens, each batch counts its events once (`_Owed`)."""
         name = "RESTRICT_PERMISSIONS"
+        secs = self.secs_paddr
         cpu = self._cpu
         trace = self._host.trace
         base = self.base + p.offset
@@ -146,7 +151,7 @@ class EdmmWorkers(Encl):
                         addr = base + c
                         slot = self._load_page_of_type(addr, name, p, c, PT_REG, errno.EINVAL)
                         if self._host.hooks is None or self._issues("EMODPR", addr):
-                            paddr = Epc.paddr(slot)
+                            paddr = EPC_BASE + (slot << PAGE_SHIFT)    # Epc.paddr
                             try:
                                 if owed is None or trace.listening:
                                     ret = cpu.emodpr(secinfo, paddr)
@@ -162,7 +167,7 @@ class EdmmWorkers(Encl):
                                 p.result = ret
                                 raise self._partial(errno.EFAULT, name,
                                                     _sgx_code("EMODPR", ret, addr), p, c)
-                        if not self._etrack(owed):
+                        if not self._etrack(owed, secs):
                             raise self._partial(errno.EFAULT, name, "ETRACK failed", p, c)
                         p.count = c + PAGE_SIZE
                 finally:
@@ -175,6 +180,7 @@ class EdmmWorkers(Encl):
         Batched under the lock, events counted per batch, as `_restrict`."""
         name = "MODIFY_TYPES"
         secinfo = secinfo_flags(0, new_type)
+        secs = self.secs_paddr
         cpu = self._cpu
         trace = self._host.trace
         base = self.base + p.offset
@@ -200,7 +206,7 @@ class EdmmWorkers(Encl):
                             self._update_record(page, max_prot=PROT_READ | PROT_WRITE)
                             self._mm.zap(addr, addr + PAGE_SIZE)
                         if self._host.hooks is None or self._issues("EMODT", addr):
-                            paddr = Epc.paddr(slot)
+                            paddr = EPC_BASE + (slot << PAGE_SHIFT)    # Epc.paddr
                             try:
                                 if owed is None or trace.listening:
                                     ret = cpu.emodt(secinfo, paddr)
@@ -216,9 +222,12 @@ class EdmmWorkers(Encl):
                                 p.result = ret
                                 raise self._partial(errno.EFAULT, name,
                                                     _sgx_code("EMODT", ret, addr), p, c)
-                        if not self._etrack(owed):
+                        if not self._etrack(owed, secs):
                             raise self._partial(errno.EFAULT, name, "ETRACK failed", p, c)
-                        self._update_record(page, page_type=new_type)
+                        # `_update_record(page, page_type=new_type)`, in place
+                        infos = self._records[page >> CHUNK_SHIFT][1]
+                        i = page & CHUNK_MASK
+                        infos[i] = (infos[i] & ~TYPE_MASK) | (new_type << TYPE_SHIFT)
                         p.count = c + PAGE_SIZE
                 finally:
                     if owed is not None:
@@ -243,7 +252,7 @@ class EdmmWorkers(Encl):
                         addr = base + c
                         page = addr >> PAGE_SHIFT
                         slot = self._load_page_of_type(addr, name, p, c, PT_TRIM, errno.EPERM)
-                        paddr = Epc.paddr(slot)
+                        paddr = EPC_BASE + (slot << PAGE_SHIFT)    # Epc.paddr
                         quiet = owed if owed is not None and not trace.listening else None
                         try:
                             if quiet is not None:
@@ -265,7 +274,7 @@ class EdmmWorkers(Encl):
                             cpu.eremove_locked(paddr)
                         else:
                             cpu.eremove(paddr)
-                        self._drop_record(page)
+                        self._records[page >> CHUNK_SHIFT][1][page & CHUNK_MASK] = 0  # drop it
                         p.count = c + PAGE_SIZE
                 finally:
                     if owed is not None:
@@ -285,10 +294,12 @@ class _Owed:
         self.leaves = self.etracks = self.intrs = self.eremoves = 0
 
     def pay(self, trace: Trace) -> None:
-        trace.count(LEAF, self.leaf, self.leaves)
-        trace.count(LEAF, "EREMOVE", self.eremoves)
-        trace.count(LEAF, "ETRACK", self.etracks)
-        trace.count(AEX, "INTR", self.intrs)
+        """Count what is owed; nobody listened when these leaves ran (each was put
+        here only after checking), so no listener is told."""
+        trace.count_unheard((LEAF, self.leaf), self.leaves)
+        trace.count_unheard((LEAF, "EREMOVE"), self.eremoves)
+        trace.count_unheard((LEAF, "ETRACK"), self.etracks)
+        trace.count_unheard((AEX, "INTR"), self.intrs)
         self.leaves = self.etracks = self.intrs = self.eremoves = 0
 
 

@@ -338,8 +338,9 @@ class EnclsLeaves(Processor):
             return SGX_PREV_TRK_INCMPL
         enc.track_epoch = enc.epoch
         enc.epoch += 1
-        enc.track_waiting = set(enc.inside)
-        if not enc.track_waiting:
+        if enc.inside:
+            enc.track_waiting = set(enc.inside)
+        else:                   # nobody to wait for (track_waiting is empty, see above)
             enc.tracked = enc.track_epoch
         return 0
 

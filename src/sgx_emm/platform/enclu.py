@@ -23,6 +23,7 @@ from sgx_emm.platform.epcm import (
     F_X,
 )
 from sgx_emm.platform.exceptions import GeneralProtection, PageFault
+from sgx_emm.platform.mmu import CHUNK_MASK, CHUNK_SHIFT
 from sgx_emm.platform.processor import (
     BLOCKING,
     NOT_PRESENT,
@@ -126,7 +127,9 @@ class EncluLeaves(Processor):
             secinfo, reserved_clear = self._read_secinfo(enc, secinfo_addr, "EACCEPT")
         if target & (PAGE_SIZE - 1) or not enc.base <= target < enc.base + enc.size:
             self._check_page_operand(enc, target, "EACCEPT")
-        pte = self.mm.pte(target >> PAGE_SHIFT)     # RCX's walk before SECINFO's #GPs
+        page = target >> PAGE_SHIFT                 # RCX's walk before SECINFO's #GPs
+        chunk = self.mm.chunks.get(page >> CHUNK_SHIFT)     # `mm.pte`, inline
+        pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
         if not pte:
             return NOT_PRESENT
         if not reserved_clear:

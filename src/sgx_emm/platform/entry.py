@@ -18,6 +18,7 @@ import struct
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
 from sgx_emm.platform.epcm import F_R, F_VALID, F_W
 from sgx_emm.platform.exceptions import CpuFault, GeneralProtection, PageFault
+from sgx_emm.platform.mmu import CHUNK_MASK, CHUNK_SHIFT
 from sgx_emm.platform.processor import BLOCKING, RIP_INTERRUPTED, Processor, Rip, describe_entry
 from sgx_emm.platform.secinfo import (
     EXINFO_SIZE,
@@ -101,8 +102,9 @@ class EntryLeaves(Processor):
         frame's slot, or -1 if any check does not pass (the caller then runs
         `_tcs_operand` / `_ssa_slot`, which raise the fault)."""
         epc = self.epc
-        pte = self.mm.pte
-        tcs_pte = pte(tcs.linaddr >> PAGE_SHIFT)
+        page = tcs.linaddr >> PAGE_SHIFT
+        chunk = self.mm.chunks.get(page >> CHUNK_SHIFT)     # `mm.pte`, inline
+        tcs_pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
         slot = tcs_pte >> 3
         if not (tcs_pte and slot == tcs.slot and (epc.flags[slot] & BLOCKING) == F_VALID
                 and epc.pt[slot] == PT_TCS and epc.linaddr[slot] == tcs.linaddr
@@ -116,7 +118,9 @@ class EntryLeaves(Processor):
         frame = tcs.ssa_base + level * PAGE_SIZE
         if tcs.frame_bytes != PAGE_SIZE or not enc.base <= frame < enc.base + enc.size:
             return -1
-        pte = self.mm.pte(frame >> PAGE_SHIFT)
+        page = frame >> PAGE_SHIFT
+        chunk = self.mm.chunks.get(page >> CHUNK_SHIFT)     # `mm.pte`, inline
+        pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
         slot = pte >> 3
         epc = self.epc
         if (pte & PF_W and (epc.flags[slot] & (BLOCKING | F_R | F_W)) == _SSA_OK

@@ -181,7 +181,7 @@ class EnclaveThread:
         finally:
             done[0] = n
             for keys, times in owed.items():
-                trace.bump_all(keys, times)
+                trace.count_unheard(keys, times)
 
     def eacceptcopy(self, secinfo_flags: int, dest: int, src: int, *,
                     secinfo_addr: int | None = None) -> int:
@@ -324,8 +324,8 @@ class EnclaveThread:
         ERESUME, EACCEPT again) runs in one pass under the machine lock, without
         exceptions, and counts its six events at once. Anything else leaves the pass
         at the step where it differs and continues on the general path from there.
-        `owed` (a page loop's): the pass's events are added there, for the loop to
-        count once at its end, instead of being counted now."""
+        `owed` (a page loop's): while still nobody listens, the pass's events are
+        added there, for the loop to count once at its end (`count_unheard`)."""
         cpu = self._cpu
         kernel = self._kernel
         entry = self.entry
@@ -361,7 +361,7 @@ class EnclaveThread:
                 fault = caught
         finally:
             lock.release()
-            if owed is None:
+            if owed is None or self._trace.listening:     # heard now: as one EACCEPT
                 self._trace.bump_all(_COMMIT_PREFIX[events])
             else:
                 done = _COMMIT_PREFIX[events]
