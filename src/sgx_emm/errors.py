@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+from collections.abc import Callable
 
 #: The ENCLU result codes the manager can see (EAX after EACCEPT / EACCEPTCOPY /
 #: EMODPE), by value. The C reference hands such a code back to its caller as if
@@ -45,17 +46,59 @@ class EmmError(OSError):
     ENOMEM, EFAULT, or, where the reference passes an ENCLU result through, that
     SGX code). `reason` names the check that failed with the values involved,
     e.g. ``"size 0x64 is not a multiple of the page size"``. `str(e)` shows both.
+
+    `reason` may also be given as a function and the values it formats
+    (``EmmError(errno.EACCES, not_writable, start, end)``): it is called, once,
+    when the reason is first read. Callers that refuse often and rarely show
+    why (a benchmark, a retry loop) then never pay for the text; the values are
+    taken at the raise, so the text is the same as if it had been written then.
     """
 
-    def __init__(self, err: int, reason: str | None = None, *,
-                 sgx_leaf: str | None = None) -> None:
+    def __init__(self, err: int, reason: str | Callable[..., str] | None = None,
+                 *reason_args: object, sgx_leaf: str | None = None) -> None:
         self.sgx_code = sgx_leaf is not None
-        if sgx_leaf is not None:
-            # an ENCLU result passed through as the return value: name it as one
-            reason = f"{sgx_result_name(err)} ({err}) from {sgx_leaf}" + (
-                f" {reason}" if reason else "")
-        self.reason = reason or os.strerror(err)
-        super().__init__(err, self.reason)
+        self._sgx_leaf = sgx_leaf
+        self._reason: str | Callable[..., str] | None = reason
+        self._reason_args = reason_args
+        self._text: str | None = None
+        super().__init__(err, "")  # sets errno; strerror and args are read lazily below
+
+    @property
+    def reason(self) -> str:
+        """Why the call failed (formatted on first read)."""
+        text = self._text
+        if text is None:
+            raw = self._reason
+            if callable(raw):
+                raw = raw(*self._reason_args)
+            if self._sgx_leaf is not None:
+                # an ENCLU result passed through as the return value: name it as one
+                raw = f"{sgx_result_name(self._errno)} ({self._errno}) from {self._sgx_leaf}" + (
+                    f" {raw}" if raw else "")
+            text = self._text = raw or os.strerror(self._errno)
+        return text
+
+    @property
+    def _errno(self) -> int:
+        return int(self.errno or 0)
+
+    @property
+    def strerror(self) -> str:  # type: ignore[override]
+        """OSError's text: the reason."""
+        return self.reason
+
+    @strerror.setter
+    def strerror(self, value: str) -> None:  # pragma: no cover - not used
+        self._text = value
+
+    @property  # type: ignore[override]
+    def args(self) -> tuple[object, ...]:
+        """(errno, reason), as OSError(errno, reason) would hold."""
+        return (self.errno, self.reason)
+
+    @args.setter
+    def args(self, value: tuple[object, ...]) -> None:  # pragma: no cover - not used
+        BaseException.args.__set__(self, value)  # type: ignore[attr-defined]
 
     @classmethod
     def from_leaf(cls, code: int, leaf: str, addr: int, context: str = "") -> EmmError:
@@ -66,13 +109,16 @@ class EmmError(OSError):
     @property
     def result_name(self) -> str:
         """The C result by name: `EINVAL`, or `SGX_PAGE_ATTRIBUTES_MISMATCH` for a leaf code."""
-        err = int(self.errno or 0)
+        err = self._errno
         return sgx_result_name(err) if self.sgx_code else errno_name(err)
 
     def __str__(self) -> str:
         if self.sgx_code:
             return self.reason
         return f"[Errno {self.errno}] {self.result_name}: {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.errno!r}, {self.reason!r})"
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_emm_error, (self.errno, self.reason, self.sgx_code))

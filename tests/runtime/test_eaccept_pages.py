@@ -50,15 +50,38 @@ def test_eaccept_each_reports_progress_when_a_leaf_raises() -> None:
     assert done == [3]
 
 
+class _SingleLeaf:
+    """Primitives with the single-page leaf only (the null runtime's, unbatched)."""
+
+    def __init__(self, rt: NullRuntime) -> None:
+        self.eaccept = rt.primitives.eaccept
+
+
 def test_primitives_without_a_batch_get_one_leaf_per_page() -> None:
     rt = NullRuntime(0x10_0000_0000, 1 << 30)
-    assert not isinstance(rt.primitives, PagePrimitives)
+    prims = _SingleLeaf(rt)
+    assert not isinstance(prims, PagePrimitives)
     rt.inject("EACCEPT", SGX_PAGE_ATTRIBUTES_MISMATCH, match=lambda args: args[1] == 0x10_0000_2000)
     done = [0]
-    rc = eaccept_pages(rt.primitives, ACCEPT_AUG,
+    rc = eaccept_pages(prims, ACCEPT_AUG,  # type: ignore[arg-type]
                        range(0x10_0000_0000, 0x10_0000_4000, PAGE_SIZE), done)
     assert (rc, done) == (SGX_PAGE_ATTRIBUTES_MISMATCH, [2])
     assert rt.counts["EACCEPT"] == 3
+
+
+@pytest.mark.parametrize("record", [False, True])
+def test_the_null_runtimes_batch_is_one_leaf_per_page(record: bool) -> None:
+    """Counted at once when nothing is recorded; recorded and injected page by page."""
+    rt = NullRuntime(0x10_0000_0000, 1 << 30, record=record)
+    assert isinstance(rt.primitives, PagePrimitives)
+    pages = range(0x10_0000_0000, 0x10_0000_4000, PAGE_SIZE)
+    done = [0]
+    assert rt.primitives.eaccept_pages(ACCEPT_AUG, pages, done) == 0
+    assert done == [4] and rt.counts["EACCEPT"] == 4
+    assert [c.args for c in rt.calls] == ([(ACCEPT_AUG, p) for p in pages] if record else [])
+    rt.inject("EACCEPT", SGX_PAGE_ATTRIBUTES_MISMATCH, match=lambda args: args[1] == pages[1])
+    assert rt.primitives.eaccept_pages(ACCEPT_AUG, pages, done) == SGX_PAGE_ATTRIBUTES_MISMATCH
+    assert done == [1] and rt.counts["EACCEPT"] == 6
 
 
 def _run(batched: bool, inside: bool, listen: bool) -> dict[str, Any]:

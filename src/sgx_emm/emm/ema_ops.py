@@ -285,7 +285,6 @@ class EmaOps:
         the untrusted side gives the range that protection afterwards.
         Raises EmmError(EFAULT) on an ocall failure, aborts on an EACCEPT failure.
         """
-        notify = (prot if notify_prot is None else notify_prot) | PAGE_TYPE_TRIM
         if ema.alloc_flags & RESERVE:
             return
         bm = ema.bitmap
@@ -293,6 +292,7 @@ class EmaOps:
         lo, hi = start >> PAGE_SHIFT, end >> PAGE_SHIFT
         if not bm.any_set(lo, hi):
             return
+        notify = (prot if notify_prot is None else notify_prot) | PAGE_TYPE_TRIM
         page_type = ema.si_flags & PAGE_TYPE_MASK
         modify = self.rt.modify_ocall
         done = [0]

@@ -179,6 +179,7 @@ class MetaAllocator:
         self._exact: list[dict[int, None]] = [{} for _ in range(NUM_EXACT_LISTS)]
         self._exact_nonempty = 0  # bit i set iff exact list i holds a block
         self._large: dict[int, int] = {}  # addr -> size; last item is the head
+        self._touched_page = -1  # the page of the last header touch (see malloc)
 
     # ------------------------------------------------------------------ public
 
@@ -232,7 +233,7 @@ class MetaAllocator:
         """
         if size < 0:
             raise ValueError(f"negative allocation size {size:#x}")
-        bsize = (size + HEADER_SIZE + BLOCK_ALIGN - 1) & ~(BLOCK_ALIGN - 1)
+        bsize = (size + 15) & -8  # block_size_for: + HEADER_SIZE, rounded up to BLOCK_ALIGN
         if bsize < MIN_BLOCK_SIZE:
             bsize = MIN_BLOCK_SIZE
         if self._adding_reserve:
@@ -248,20 +249,22 @@ class MetaAllocator:
                 del self._free_at_end[block + bsize]
                 self._allocated[block] = bsize
                 return block + HEADER_SIZE
-            taken = None if self._leaky else self._take_free_block(bsize)
+            if not self._leaky:
+                taken = self._take_free_block(bsize)
+                if taken is not None:
+                    return taken + HEADER_SIZE
         else:
             taken = self._take_free_block(bsize)
-        if taken is not None:
-            return taken + HEADER_SIZE
-        for reserve in self._reserves:  # newest first; almost always the first has room
-            used = reserve.used
-            if reserve.size - used >= bsize:
-                break
-        else:
-            grown = self._grow(bsize)
-            if grown is None:
+            if taken is not None:
+                return taken + HEADER_SIZE
+        reserves = self._reserves
+        reserve = reserves[0] if reserves else None
+        if reserve is None or reserve.size - reserve.used < bsize:
+            # older reserves (newest first), then a new one: rare
+            reserve = self._reserve_with_room(bsize)
+            if reserve is None:
                 return None
-            reserve, used = grown, grown.used
+        used = reserve.used
         block = reserve.base + used
         reserve.used = used + bsize
         self._allocated[block] = bsize
@@ -269,8 +272,13 @@ class MetaAllocator:
         # committed part. The caller touches the payload bytes it writes, in its
         # own order. Every 8-byte word of a handed-out block holds a written
         # byte, so all memory below a bump pointer has been touched: recycled
-        # blocks, split tails and free-list links need no touch.
-        self._host.meta_touch(block, HEADER_SIZE)
+        # blocks, split tails and free-list links need no touch. Nor does a header
+        # on the page the previous header touch was on: that touch committed it
+        # (or found no region to commit), and metadata pages are never uncommitted.
+        page = block >> 12  # PAGE_SHIFT
+        if page != self._touched_page:
+            self._host.meta_touch(block, HEADER_SIZE)
+            self._touched_page = page
         return block + HEADER_SIZE
 
     def free(self, payload: int) -> None:
@@ -300,23 +308,35 @@ class MetaAllocator:
             # allocated blocks always lie in a reserve
             raise EnclaveAbort(f"efree of block {payload:#x} outside every reserve")
         del allocated[block]
-        free_size = self._free_size
+        free_size, free_at_end = self._free_size, self._free_at_end
         if not self._legacy_2022:
-            # merge free right neighbours up to the first allocated one or the bump
+            # Merge free right neighbours up to the first allocated one or the bump
             # (no free block starts at or past a bump pointer; an 8-byte tail lost
-            # by the best-fit list stops the merge too)
-            right = free_size.get(block + size)
+            # by the best-fit list stops the merge too). Nearly every free merges
+            # once, so `_unlist` is written out here.
+            right_at = block + size
+            right = free_size.get(right_at)
             while right is not None:
-                self._unlist(block + size, right)
+                del free_size[right_at]
                 size += right
-                right = free_size.get(block + size)
+                del free_at_end[block + size]
+                if right <= MAX_EXACT_SIZE:
+                    index = (right - MIN_BLOCK_SIZE) >> 3
+                    lst = self._exact[index]
+                    del lst[right_at]
+                    if not lst:
+                        self._exact_nonempty &= ~(1 << index)
+                else:
+                    del self._large[right_at]
+                right_at = block + size
+                right = free_size.get(right_at)
         if block + size == reserve.base + reserve.used:
             reserve.used -= size
             self._pull_back_to_reserve(reserve)
             return
         # `put_free_block`: prepend to its exact list or to the best-fit list
         free_size[block] = size
-        self._free_at_end[block + size] = block
+        free_at_end[block + size] = block
         if size <= MAX_EXACT_SIZE:
             index = (size - MIN_BLOCK_SIZE) >> 3
             self._exact[index][block] = None
@@ -402,8 +422,12 @@ class MetaAllocator:
                 best, best_size = block, size
         return best
 
-    def _grow(self, bsize: int) -> _ReserveState | None:
-        """No reserve has room for `bsize`: add one; the new (newest) reserve, or None."""
+    def _reserve_with_room(self, bsize: int) -> _ReserveState | None:
+        """The newest reserve with room for `bsize` (reserves are walked newest first);
+        when none has any, a reserve is added and returned (None if that fails)."""
+        for reserve in self._reserves:
+            if reserve.size - reserve.used >= bsize:
+                return reserve
         if not self._add_reserve(_round_up(bsize + RESERVE_HEADER_SIZE, INITIAL_RESERVE_SIZE)):
             return None
         reserve = self._reserves[0]
@@ -466,6 +490,7 @@ class MetaAllocator:
             self._large[block] = size
 
     def _unlist(self, block: int, size: int) -> None:
+        """Take a free block out of its lists (`free` writes this out for its merges)."""
         del self._free_size[block]
         del self._free_at_end[block + size]
         if size <= MAX_EXACT_SIZE:

@@ -98,11 +98,24 @@ def _range_problem(addr: int, size: int) -> str:
 
 def _region(ema: Ema) -> str:
     """`region 0x7f..0000-0x7f..2000 (COMMIT_ON_DEMAND, REG|RW)` for reasons."""
-    mode = ("RESERVE" if ema.alloc_flags & RESERVE else "COMMIT_NOW"
-            if ema.alloc_flags & COMMIT_NOW else "COMMIT_ON_DEMAND"
-            if ema.alloc_flags & COMMIT_ON_DEMAND else "static")
-    return (f"region {ema.start:#x}-{ema.end:#x} ({mode}, "
-            f"{secinfo_text(ema.si_flags).split(' ')[0]})")
+    return _region_text(ema.start, ema.end, ema.alloc_flags, ema.si_flags)
+
+
+def _region_text(start: int, end: int, alloc_flags: int, si_flags: int) -> str:
+    mode = ("RESERVE" if alloc_flags & RESERVE else "COMMIT_NOW"
+            if alloc_flags & COMMIT_NOW else "COMMIT_ON_DEMAND"
+            if alloc_flags & COMMIT_ON_DEMAND else "static")
+    return f"region {start:#x}-{end:#x} ({mode}, {secinfo_text(si_flags).split(' ')[0]})"
+
+
+def _facts(ema: Ema) -> tuple[int, int, int, int]:
+    """What `_region` shows of a region, taken now for a reason formatted later."""
+    return ema.start, ema.end, ema.alloc_flags, ema.si_flags
+
+
+def _region_says(facts: tuple[int, int, int, int], what: str) -> str:
+    """`<region> <what>`: a lazy EmmError reason (`EmmError(err, _region_says, ...)`)."""
+    return f"{_region_text(*facts)} {what}"
 
 
 def _commit_mode_problem(flags: int) -> str:
@@ -113,12 +126,19 @@ def _commit_mode_problem(flags: int) -> str:
     return f"flags {alloc_flags_text(flags)} name more than one commit mode"
 
 
-def _uncommitted_problem(ema: Ema, lo: int, hi: int) -> str:
-    """Which page of [lo, hi) in `ema` is not committed (cold path)."""
+def _uncommitted_error(ema: Ema, lo: int, hi: int) -> EmmError:
+    """EINVAL naming the first page of [lo, hi) in `ema` that is not committed.
+
+    The page is found now (one bisect); the text is formatted when read.
+    """
     bm = ema.bitmap
-    holes = list(bm.holes(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT)) if bm is not None else []
+    holes = bm.holes_list(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT) if bm is not None else []
     page = holes[0][0] << PAGE_SHIFT if holes else lo
-    return f"page {page:#x} of {_region(ema)} is not committed"
+    return EmmError(errno.EINVAL, _page_not_committed, page, _facts(ema))
+
+
+def _page_not_committed(page: int, facts: tuple[int, int, int, int]) -> str:
+    return f"page {page:#x} of {_region_text(*facts)} is not committed"
 
 
 def _clip(start: int, end: int, ema: Ema) -> tuple[int, int]:
@@ -128,19 +148,26 @@ def _clip(start: int, end: int, ema: Ema) -> tuple[int, int]:
 
 
 def _check_commit(ema: Ema) -> None:
-    """Commit needs a writable REG region that is not a bare reservation (EACCES)."""
+    """Commit needs a writable REG region that is not a bare reservation (EACCES).
+
+    Reasons are formatted when read: a third of the commits in a typical call
+    mix hit a read-only region.
+    """
     si = ema.si_flags
     if ema.alloc_flags & RESERVE:
-        raise EmmError(errno.EACCES, f"{_region(ema)} is a reservation: it cannot hold pages")
+        raise EmmError(errno.EACCES, _region_says, _facts(ema),
+                       "is a reservation: it cannot hold pages")
     if not si & PAGE_TYPE_REG:
-        raise EmmError(errno.EACCES, f"{_region(ema)} is not of type REG")
+        raise EmmError(errno.EACCES, _region_says, _facts(ema), "is not of type REG")
     if not si & PROT_WRITE:
-        raise EmmError(errno.EACCES, f"{_region(ema)} is not writable (commit EACCEPTs RW)")
+        raise EmmError(errno.EACCES, _region_says, _facts(ema),
+                       "is not writable (commit EACCEPTs RW)")
 
 
 def _check_uncommit(ema: Ema) -> None:
     if ema.alloc_flags & RESERVE:
-        raise EmmError(errno.EACCES, f"{_region(ema)} is a reservation: nothing to uncommit")
+        raise EmmError(errno.EACCES, _region_says, _facts(ema),
+                       "is a reservation: nothing to uncommit")
 
 
 class _NotInitialized:
@@ -624,20 +651,25 @@ class EnclaveMemoryManager:
         then the call's own `check`. With `holes`, a range running past the
         last region is EINVAL once every region has passed.
         """
-        overlapped = root.overlapping(start, end)
-        if not overlapped:
-            raise EmmError(errno.EINVAL, f"no region overlaps {start:#x}-{end:#x}")
-        if overlapped[0].start > start:
-            raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free space "
-                           f"(the first region starts at {overlapped[0].start:#x})")
-        prev_end = overlapped[0].start
+        first = root.by_start.get(start)
+        if first is not None and end <= first.end:
+            overlapped = [first]  # the usual call: inside the region it names
+        else:
+            overlapped = root.overlapping(start, end)
+            if not overlapped:
+                raise EmmError(errno.EINVAL, f"no region overlaps {start:#x}-{end:#x}")
+            first = overlapped[0]
+            if first.start > start:
+                raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free "
+                               f"space (the first region starts at {first.start:#x})")
+        prev_end = first.start
         for ema in overlapped:
             if holes and ema.start != prev_end:
                 raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} has a hole at "
                                f"{prev_end:#x}-{ema.start:#x}")
             if guard_meta and ema.is_meta:
-                raise EmmError(errno.EACCES, f"{_region(ema)} holds the manager's own "
-                               "metadata")
+                raise EmmError(errno.EACCES, _region_says, _facts(ema),
+                               "holds the manager's own metadata")
             if check is not None:
                 check(ema)
             prev_end = ema.end
@@ -746,7 +778,7 @@ class EnclaveMemoryManager:
                 bm = ema.bitmap
                 lo, hi = _clip(addr, end, ema)
                 if bm is None or not bm.all_set(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT):
-                    raise EmmError(errno.EINVAL, _uncommitted_problem(ema, lo, hi))
+                    raise _uncommitted_error(ema, lo, hi)
 
             overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
                                        check=check)

@@ -101,25 +101,31 @@ class GapIndex:
     def set(self, start: int, length: int) -> None:
         """Make the gap at `start` `length` bytes long (under a page: no gap).
 
-        The neighbour updates of an insert or remove mostly change a gap's
-        length within its size class, or close it; the class list is then
-        left alone or only the old entry dropped.
+        The neighbour updates of an insert or remove: a gap opens, closes, or
+        changes length, mostly within its size class (then only the length is
+        rewritten). Written out in one call, as it runs on every alloc and free.
         """
         lengths = self._length
         old = lengths.get(start)
-        if old is None:
-            self.add(start, length)
+        pages = length >> PAGE_SHIFT
+        if old is not None:
+            old_pages = old >> PAGE_SHIFT
+            if pages == old_pages or (
+                    pages > _EXACT_CLASSES and old_pages > _EXACT_CLASSES
+                    and (pages - 1).bit_length() == (old_pages - 1).bit_length()):
+                lengths[start] = length
+                return
+            del lengths[start]
+            self._drop(start, old_pages)
+        if pages <= 0:
             return
-        pages, old_pages = length >> PAGE_SHIFT, old >> PAGE_SHIFT
-        if pages == old_pages or (
-                pages > _EXACT_CLASSES and old_pages > _EXACT_CLASSES
-                and (pages - 1).bit_length() == (old_pages - 1).bit_length()):
-            lengths[start] = length
-            return
-        del lengths[start]
-        self._drop(start, old_pages)
-        if pages > 0:
-            self.add(start, length)
+        lengths[start] = length
+        cls = pages - 1 if pages <= _EXACT_CLASSES else 57 + (pages - 1).bit_length()
+        lst = self._lists[cls]
+        if lst is None:
+            lst = self._lists[cls] = SortedInts()
+        lst.add(start)
+        self._mask |= 1 << cls
 
     def first_fit(self, size: int,
                   accept: Callable[[int, int], int | None] | None = None) -> int | None:
@@ -129,9 +135,13 @@ class GapIndex:
         that is long enough is accepted).
         """
         pages = -(-size // PAGE_SIZE)
-        cls = _size_class(pages)
-        partial = _class_floor(cls) < pages  # class `cls` holds gaps both smaller and larger
-        full_from = cls + 1 if partial else cls
+        if pages <= _EXACT_CLASSES:  # an exact class: every gap in it fits
+            cls = full_from = pages - 1
+            partial = False
+        else:
+            cls = _size_class(pages)
+            partial = _class_floor(cls) < pages  # class `cls` holds smaller and larger gaps
+            full_from = cls + 1 if partial else cls
         lists = self._lists
         length = self._length
         after = -1

@@ -8,7 +8,7 @@ manager needs and with every operation in a single Python call, because these
 run several times on every alloc and dealloc. The bisects run in C.
 
 Complexity: add / remove / floor / after are O(log n) plus an O(LOAD) list
-shift; len() and min() are O(1). Memory: one list slot per item plus one per
+shift; min() is O(1), len() O(n / LOAD). Memory: one list slot per item plus one per
 sublist.
 """
 
@@ -19,23 +19,25 @@ from collections.abc import Iterator
 
 #: Target sublist length: a sublist is split at twice this, merged below half.
 LOAD = 512
+_SPLIT_AT = LOAD << 1
+_MERGE_AT = LOAD >> 1
 
 
 class SortedInts:
     """Distinct integers in ascending order."""
 
-    __slots__ = ("_lists", "_maxes", "_len")
+    __slots__ = ("_lists", "_maxes")
 
     def __init__(self) -> None:
         self._lists: list[list[int]] = []
         self._maxes: list[int] = []
-        self._len = 0
 
     def __len__(self) -> int:
-        return self._len
+        """O(n / LOAD): no count is kept (add and remove are the hot operations)."""
+        return sum(map(len, self._lists))
 
     def __bool__(self) -> bool:
-        return self._len > 0
+        return bool(self._maxes)
 
     def __iter__(self) -> Iterator[int]:
         for sub in self._lists:
@@ -57,7 +59,6 @@ class SortedInts:
     def add(self, value: int) -> None:
         """Insert `value` (it must not be present)."""
         maxes = self._maxes
-        self._len += 1
         if not maxes:
             self._lists.append([value])
             maxes.append(value)
@@ -72,7 +73,7 @@ class SortedInts:
         else:
             sub = lists[pos]
             insort(sub, value)
-        if len(sub) > LOAD << 1:
+        if len(sub) > _SPLIT_AT:
             half = sub[LOAD:]
             del sub[LOAD:]
             maxes[pos] = sub[-1]
@@ -83,16 +84,16 @@ class SortedInts:
         """Delete `value`; KeyError if absent."""
         maxes = self._maxes
         pos = bisect_left(maxes, value)
-        if pos == len(maxes):
-            raise KeyError(value)
         lists = self._lists
-        sub = lists[pos]
+        try:
+            sub = lists[pos]
+        except IndexError:
+            raise KeyError(value) from None
         i = bisect_left(sub, value)
         if sub[i] != value:
             raise KeyError(value)
         del sub[i]
-        self._len -= 1
-        if len(sub) > LOAD >> 1:
+        if len(sub) > _MERGE_AT:
             maxes[pos] = sub[-1]
             return
         if len(lists) > 1:
@@ -103,7 +104,7 @@ class SortedInts:
             prev.extend(lists[pos])
             del lists[pos]
             del maxes[pos]
-            if len(prev) > LOAD << 1:
+            if len(prev) > _SPLIT_AT:
                 half = prev[LOAD:]
                 del prev[LOAD:]
                 lists.insert(pos, half)

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sgx_emm.emm.rt import Mutex, PfHandler
+from sgx_emm.emm.rt import Mutex, PfHandler, eaccept_each
 from sgx_emm.trace import LEAF, OCALL, Trace
 
 U64 = (1 << 64) - 1
@@ -185,6 +185,21 @@ class NullPrimitives:
 
     def eaccept(self, secinfo: int, addr: int) -> int:
         return self._rt._call(LEAF, EACCEPT, (secinfo, addr))
+
+    def eaccept_pages(self, secinfo: int, pages: range, done: list[int]) -> int:
+        """EACCEPT over `pages` (`PagePrimitives`): one leaf per page as `eaccept`
+        would be called; when nothing is recorded, injected or traced, the leaves
+        are only counted, all at once."""
+        rt = self._rt
+        if rt.record or rt._injections or rt.trace is not None:
+            return eaccept_each(self.eaccept, secinfo, pages, done)
+        try:
+            counts: dict[str, int] = rt._local.counts
+        except AttributeError:
+            counts = rt._thread_counts()
+        counts[EACCEPT] += len(pages)
+        done[0] = len(pages)
+        return 0
 
     def eacceptcopy(self, secinfo: int, dest: int, src: int) -> int:
         return self._rt._call(LEAF, EACCEPTCOPY, (secinfo, dest, src))
