@@ -523,8 +523,8 @@ class EnclaveMemoryManager:
         if alloc_flags & RESERVE:
             return
         ops = self._ops
-        if self._rt.alloc_ocall(node.start, node.size, node.si_flags & PAGE_TYPE_MASK,
-                                alloc_flags):
+        if self._rt.alloc_ocall(node.start, node.end - node.start,
+                                node.si_flags & PAGE_TYPE_MASK, alloc_flags):
             ops.destroy(root, node)
             if saved:  # Deviation: a re-used reserve stays in place
                 self._restore_reserves(root, saved)
@@ -538,7 +538,7 @@ class EnclaveMemoryManager:
             except BaseException as exc:
                 self._record_partial_commit(node, getattr(exc, "accepted", (0, 0)))
                 raise
-        if not ops.new_bitmap(node, full=commit_now):
+        if not ops.new_bitmap(node, commit_now):
             ops.destroy(root, node)
             raise EmmError(errno.ENOMEM, "no metadata memory for the commit bitmap")
 
