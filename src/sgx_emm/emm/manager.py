@@ -63,8 +63,9 @@ from sgx_emm.flags import (
 )
 
 _PAGE_MASK = PAGE_SIZE - 1
-_COMMIT_MODES = (RESERVE, COMMIT_NOW, COMMIT_ON_DEMAND)
-_ALLOC_PAGE_TYPES = (0, PAGE_TYPE_REG, PAGE_TYPE_SS_FIRST, PAGE_TYPE_SS_REST)
+_MODE_BITS = RESERVE | COMMIT_NOW | COMMIT_ON_DEMAND
+_COMMIT_MODES = frozenset((RESERVE, COMMIT_NOW, COMMIT_ON_DEMAND))
+_ALLOC_PAGE_TYPES = frozenset((0, PAGE_TYPE_REG, PAGE_TYPE_SS_FIRST, PAGE_TYPE_SS_REST))
 #: mm_init_ema's accepted flag bits (the reference's LEGAL_INIT_FLAGS).
 _INIT_EMA_FLAGS = (PAGE_TYPE_REG | PAGE_TYPE_TCS | PAGE_TYPE_SS_FIRST | PAGE_TYPE_SS_REST
                    | SYSTEM | RESERVE)
@@ -448,7 +449,7 @@ class EnclaveMemoryManager:
                handler: FaultHandler | None, private: Any) -> int:
         alloc_flags = flags & ALLOC_FLAGS_MASK
         # Deviation: exactly one commit mode (the reference accepts several)
-        if alloc_flags & (RESERVE | COMMIT_NOW | COMMIT_ON_DEMAND) not in _COMMIT_MODES:
+        if alloc_flags & _MODE_BITS not in _COMMIT_MODES:
             raise EmmError(errno.EINVAL, _commit_mode_problem(flags))
         page_type = flags & PAGE_TYPE_MASK
         if page_type not in _ALLOC_PAGE_TYPES:  # Deviation: values, not a bit mask
