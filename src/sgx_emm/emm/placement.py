@@ -88,20 +88,7 @@ class GapIndex:
 
     def remove(self, start: int) -> None:
         """Forget the gap at `start`, if one is recorded."""
-        length = self._length.pop(start, None)
-        if length is not None:
-            self._drop(start, length >> PAGE_SHIFT)
-
-    def _drop(self, start: int, pages: int) -> None:
-        cls = pages - 1 if pages <= _EXACT_CLASSES else 57 + (pages - 1).bit_length()
-        lst = self._lists[cls]
-        if isinstance(lst, list):
-            del lst[bisect_left(lst, start)]
-        else:
-            assert lst is not None
-            lst.remove(start)
-        if not lst:
-            self._mask &= ~(1 << cls)
+        self.set(start, 0)
 
     def set(self, start: int, length: int) -> None:
         """Make the gap at `start` `length` bytes long (under a page: no gap).
@@ -121,7 +108,16 @@ class GapIndex:
                 lengths[start] = length
                 return
             del lengths[start]
-            self._drop(start, old_pages)
+            cls = (old_pages - 1 if old_pages <= _EXACT_CLASSES
+                   else 57 + (old_pages - 1).bit_length())
+            lst = self._lists[cls]
+            if isinstance(lst, list):
+                del lst[bisect_left(lst, start)]
+            else:
+                assert lst is not None
+                lst.remove(start)
+            if not lst:
+                self._mask &= ~(1 << cls)
         if pages <= 0:
             return
         lengths[start] = length
@@ -163,7 +159,7 @@ class GapIndex:
                 m ^= low
                 lst = lists[low.bit_length() - 1]
                 assert lst  # the mask names non-empty classes only
-                s = _first_after(lst, after)
+                s = lst[0] if after < 0 and isinstance(lst, list) else _first_after(lst, after)
                 if s is not None and (best < 0 or s < best):
                     best = s
             if partial and (self._mask >> cls) & 1:
