@@ -67,9 +67,13 @@ class EdmmWorkers(Encl):
         params.count = count  # type: ignore[attr-defined]
         return driver_error(err, name, reason, count)
 
-    def _load_page(self, addr: int, name: str, params: object, c: int) -> tuple[int, int, int]:
+    def _load_page(self, addr: int, name: str, params: object, c: int, page_type: int = -1,
+                   err: int = 0) -> tuple[int, int, int]:
         """sgx_encl_load_page: no record -> EFAULT; held by the reclaimer -> EAGAIN;
-        evicted -> ELDU (failure -> EFAULT)."""
+        evicted -> ELDU (failure -> EFAULT). With `page_type`, the page must then be
+        of that type, else `err`, as the ioctl's own check returns: the start of the
+        per-page loops of RESTRICT_PERMISSIONS (REG, EINVAL) and REMOVE_PAGES (TRIM,
+        EPERM). Returns: (EPC slot, page type, max prot)."""
         page = addr >> PAGE_SHIFT
         entry = self._records.get(page >> CHUNK_SHIFT)     # `record`, read in place
         info = entry[1][page & CHUNK_MASK] if entry is not None else 0
@@ -84,18 +88,11 @@ class EdmmWorkers(Encl):
             if isinstance(loaded, str):
                 raise self._partial(errno.EFAULT, name, loaded, params, c)
             slot = loaded
-        return slot, (info & TYPE_MASK) >> TYPE_SHIFT, info & PROT_MASK
-
-    def _load_page_of_type(self, addr: int, name: str, params: object, c: int,
-                           page_type: int, err: int) -> int:
-        """`_load_page`, then the page must be of `page_type` (else `err`, as the
-        ioctl's own check returns): the start of the per-page loops of
-        RESTRICT_PERMISSIONS (REG, EINVAL) and REMOVE_PAGES (TRIM, EPERM)."""
-        slot, found, _ = self._load_page(addr, name, params, c)
-        if found != page_type:
+        found = (info & TYPE_MASK) >> TYPE_SHIFT
+        if page_type >= 0 and found != page_type:
             raise self._partial(err, name, f"page {addr:#x} is {pt_name(found)}, "
                                            f"not {pt_name(page_type)}", params, c)
-        return slot
+        return slot, found, info & PROT_MASK
 
     def _etrack(self, owed: _Owed | None, secs: int) -> bool:
         """sgx_enclave_etrack: ETRACK, on failure IPIs and one retry; then IPIs.
@@ -149,7 +146,7 @@ class EdmmWorkers(Encl):
                 try:
                     for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
                         addr = base + c
-                        slot = self._load_page_of_type(addr, name, p, c, PT_REG, errno.EINVAL)
+                        slot = self._load_page(addr, name, p, c, PT_REG, errno.EINVAL)[0]
                         if self._host.hooks is None or self._issues("EMODPR", addr):
                             paddr = EPC_BASE + (slot << PAGE_SHIFT)    # Epc.paddr
                             try:
@@ -251,7 +248,7 @@ class EdmmWorkers(Encl):
                     for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
                         addr = base + c
                         page = addr >> PAGE_SHIFT
-                        slot = self._load_page_of_type(addr, name, p, c, PT_TRIM, errno.EPERM)
+                        slot = self._load_page(addr, name, p, c, PT_TRIM, errno.EPERM)[0]
                         paddr = EPC_BASE + (slot << PAGE_SHIFT)    # Epc.paddr
                         quiet = owed if owed is not None and not trace.listening else None
                         try:

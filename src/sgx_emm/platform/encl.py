@@ -227,7 +227,7 @@ class Encl:
         self._mm.set_pte(page, slot, vma_prot)
         return FIXED
 
-    def eaug_page(self, page: int, vma_prot: int, *, quiet: bool = False) -> int | str:
+    def eaug_page(self, page: int, vma_prot: int, quiet: bool = False) -> int | str:
         """sgx_encl_eaug_page, the one EAUG path: an EPC page, EAUG, a record with max
         prot RWX, a PTE with the VMA's prot. The caller holds the lock and checked
         that the page has no record and lies in an enclave VMA.

@@ -294,7 +294,7 @@ class Kernel:
         if vma is None or _access_error(vma, PF_U) or not self.sgx2:
             return -1
         fd: Encl = vma.owner
-        slot = fd.eaug_page(addr >> PAGE_SHIFT, vma.prot, quiet=True)
+        slot = fd.eaug_page(addr >> PAGE_SHIFT, vma.prot, True)   # quiet
         return slot if isinstance(slot, int) else -1
 
 

@@ -146,11 +146,7 @@ class Processor:
     def _valid_operand(self, epc_page: int, leaf: str) -> tuple[int, int]:
         """EMODPR/EMODT/EREMOVE's page operand: an EPC page (#GP) that is VALID
         (#PF). Returns its slot and EPCM flag byte."""
-        off = epc_page - EPC_BASE
-        if not off & (PAGE_SIZE - 1) and 0 <= off < self._epc_bytes:
-            slot = off >> PAGE_SHIFT        # `_epc_operand`'s usual case, without a call
-        else:
-            slot = self._epc_operand(epc_page, leaf)
+        slot = self._epc_operand(epc_page, leaf)
         f = self.epc.flags[slot]
         if not f & F_VALID:
             raise PageFault(PFEC_ENCLS, epc_page,

@@ -166,7 +166,7 @@ class EnclaveThread:
         direct = self._eaccept_direct
         trace = self._trace
         kernel = self._kernel
-        owed: dict[tuple[tuple[str, str], ...], int] = {}   # the fast passes' events
+        owed = [0] * len(_COMMIT_PREFIX)   # fast passes that ended after n events
         n = 0
         try:
             for addr in pages:
@@ -180,8 +180,8 @@ class EnclaveThread:
             return 0
         finally:
             done[0] = n
-            for keys, times in owed.items():
-                trace.count_unheard(keys, times)
+            for events, times in enumerate(owed):
+                trace.count_unheard(_COMMIT_PREFIX[events], times)
 
     def eacceptcopy(self, secinfo_flags: int, dest: int, src: int, *,
                     secinfo_addr: int | None = None) -> int:
@@ -316,16 +316,16 @@ class EnclaveThread:
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- the commit fast path ---
-    def _eaccept_direct(self, secinfo: int, addr: int,
-                        owed: dict[tuple[tuple[str, str], ...], int] | None = None) -> int:
+    def _eaccept_direct(self, secinfo: int, addr: int, owed: list[int] | None = None) -> int:
         """EACCEPT when nobody listens to the trace: exactly the steps, state changes and
         event counts of `_run(cpu.eaccept, ...)`, but the usual commit of an untouched
         page (EACCEPT meets a not-present PTE, AEX, the kernel EAUGs and maps,
         ERESUME, EACCEPT again) runs in one pass under the machine lock, without
         exceptions, and counts its six events at once. Anything else leaves the pass
         at the step where it differs and continues on the general path from there.
-        `owed` (a page loop's): while still nobody listens, the pass's events are
-        added there, for the loop to count once at its end (`count_unheard`)."""
+        `owed` (a page loop's, indexed by how many of `_COMMIT_EVENTS` happened):
+        while still nobody listens, the pass is tallied there, for the loop to
+        count once at its end (`count_unheard`)."""
         cpu = self._cpu
         kernel = self._kernel
         entry = self.entry
@@ -364,8 +364,7 @@ class EnclaveThread:
             if owed is None or self._trace.listening:     # heard now: as one EACCEPT
                 self._trace.bump_all(_COMMIT_PREFIX[events])
             else:
-                done = _COMMIT_PREFIX[events]
-                owed[done] = owed.get(done, 0) + 1
+                owed[events] += 1
         op = cpu.eaccept
         args = (secinfo, addr, None)
         if events == 1:
