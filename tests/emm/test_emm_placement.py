@@ -126,3 +126,34 @@ def test_lookups_across_many_regions_match_a_linear_search() -> None:
         node = lst.first_overlap(addr, end)
         assert (None if node is None else (node.start, node.end)) == first
     assert lst.gaps.items() == gaps_of(lst)
+
+
+def test_a_size_class_with_thousands_of_gaps_still_answers_first_fit() -> None:
+    # 1,500 one-page gaps (past the plain-list size of a class), then most closed again
+    lst = RegionList()
+    base = 0x10_0000_0000
+    wide = RootBounds(False, base, base + (1 << 30), lambda a, s: True)
+    emas = []
+    for k in range(1500):
+        a = base + 2 * k * PAGE
+        e = Ema(a, a + PAGE, 4, 0x203)
+        lst.insert(e)
+        emas.append(e)
+
+    def check() -> None:
+        assert lst.gaps.items() == gaps_of(lst)
+        for pages in (1, 2, 3):
+            first, last = lst.first, lst.last
+            assert first is not None and last is not None
+            fast = find_free_region(lst.gaps, first.start, last.end, wide, pages * PAGE, PAGE)
+            slow = find_free_region_linear(((e.start, e.end) for e in lst), wide,
+                                           pages * PAGE, PAGE)
+            assert fast == slow
+
+    check()
+    for e in emas[1:1400:2]:  # two gaps and a region become one larger gap
+        lst.remove(e)
+    check()
+    for e in emas[1:1400:2]:  # and back
+        lst.insert(Ema(e.start, e.end, 4, 0x203))
+    check()

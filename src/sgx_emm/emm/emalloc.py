@@ -304,8 +304,8 @@ class MetaAllocator:
         # `find_used_in_reserve`: the reserve with the highest base <= block
         i = bisect_right(self._bases, block) - 1
         reserve = self._by_base[i] if i >= 0 else None
-        if reserve is None or block + size > reserve.base + reserve.used:  # pragma: no cover
-            # allocated blocks always lie in a reserve
+        if reserve is None or block + size > (bump := reserve.base + reserve.used):
+            # never: allocated blocks always lie in a reserve
             raise EnclaveAbort(f"efree of block {payload:#x} outside every reserve")
         del allocated[block]
         free_size, free_at_end = self._free_size, self._free_at_end
@@ -330,7 +330,7 @@ class MetaAllocator:
                     del self._large[right_at]
                 right_at = block + size
                 right = free_size.get(right_at)
-        if block + size == reserve.base + reserve.used:
+        if block + size == bump:
             reserve.used -= size
             self._pull_back_to_reserve(reserve)
             return

@@ -63,8 +63,9 @@ from sgx_emm.flags import (
 )
 
 _PAGE_MASK = PAGE_SIZE - 1
-_COMMIT_MODES = (RESERVE, COMMIT_NOW, COMMIT_ON_DEMAND)
-_ALLOC_PAGE_TYPES = (0, PAGE_TYPE_REG, PAGE_TYPE_SS_FIRST, PAGE_TYPE_SS_REST)
+_MODE_BITS = RESERVE | COMMIT_NOW | COMMIT_ON_DEMAND
+_COMMIT_MODES = frozenset((RESERVE, COMMIT_NOW, COMMIT_ON_DEMAND))
+_ALLOC_PAGE_TYPES = frozenset((0, PAGE_TYPE_REG, PAGE_TYPE_SS_FIRST, PAGE_TYPE_SS_REST))
 #: mm_init_ema's accepted flag bits (the reference's LEGAL_INIT_FLAGS).
 _INIT_EMA_FLAGS = (PAGE_TYPE_REG | PAGE_TYPE_TCS | PAGE_TYPE_SS_FIRST | PAGE_TYPE_SS_REST
                    | SYSTEM | RESERVE)
@@ -448,7 +449,7 @@ class EnclaveMemoryManager:
                handler: FaultHandler | None, private: Any) -> int:
         alloc_flags = flags & ALLOC_FLAGS_MASK
         # Deviation: exactly one commit mode (the reference accepts several)
-        if alloc_flags & (RESERVE | COMMIT_NOW | COMMIT_ON_DEMAND) not in _COMMIT_MODES:
+        if alloc_flags & _MODE_BITS not in _COMMIT_MODES:
             raise EmmError(errno.EINVAL, _commit_mode_problem(flags))
         page_type = flags & PAGE_TYPE_MASK
         if page_type not in _ALLOC_PAGE_TYPES:  # Deviation: values, not a bit mask
@@ -523,8 +524,8 @@ class EnclaveMemoryManager:
         if alloc_flags & RESERVE:
             return
         ops = self._ops
-        if self._rt.alloc_ocall(node.start, node.size, node.si_flags & PAGE_TYPE_MASK,
-                                alloc_flags):
+        if self._rt.alloc_ocall(node.start, node.end - node.start,
+                                node.si_flags & PAGE_TYPE_MASK, alloc_flags):
             ops.destroy(root, node)
             if saved:  # Deviation: a re-used reserve stays in place
                 self._restore_reserves(root, saved)
@@ -538,7 +539,7 @@ class EnclaveMemoryManager:
             except BaseException as exc:
                 self._record_partial_commit(node, getattr(exc, "accepted", (0, 0)))
                 raise
-        if not ops.new_bitmap(node, full=commit_now):
+        if not ops.new_bitmap(node, commit_now):
             ops.destroy(root, node)
             raise EmmError(errno.ENOMEM, "no metadata memory for the commit bitmap")
 

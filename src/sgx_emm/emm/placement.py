@@ -10,10 +10,11 @@ reference's rule written out plainly; tests prove the two equal.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from sgx_emm.emm.sorted_ints import SortedInts
+from sgx_emm.emm.sorted_ints import LOAD, SortedInts
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
 
 U64 = (1 << 64) - 1
@@ -47,6 +48,14 @@ def round_down(x: int, align: int) -> int:
     return x & ~(align - 1) & U64
 
 
+#: A size class's gap starts are kept in a plain sorted list (insort / del in C,
+#: no Python call) until it grows past this; then in a `SortedInts`, whose
+#: inserts and deletes stay O(log n) however many gaps the class holds.
+_SMALL_CLASS = 2 * LOAD
+
+_ClassList = list[int] | SortedInts
+
+
 class GapIndex:
     """Free gaps between neighbouring regions of one root, by size class.
 
@@ -54,13 +63,14 @@ class GapIndex:
     gap of at least `size` bytes that it accepts. Cost: O(c log n) per gap
     offered to `accept`, with c the number of non-empty size classes (at most
     128, a handful in practice); with page alignment the first gap offered is
-    always accepted. Adding or removing a gap is O(log n).
+    always accepted. Adding or removing a gap is O(log n) (a class list of up
+    to `_SMALL_CLASS` starts is a plain list: a bounded shift, done in C).
     """
 
     __slots__ = ("_lists", "_length", "_mask")
 
     def __init__(self) -> None:
-        self._lists: list[SortedInts | None] = [None] * _NUM_CLASSES
+        self._lists: list[_ClassList | None] = [None] * _NUM_CLASSES
         self._length: dict[int, int] = {}
         self._mask = 0
 
@@ -73,30 +83,12 @@ class GapIndex:
 
     def add(self, start: int, length: int) -> None:
         """Record a gap that is not yet recorded (under a page: nothing)."""
-        pages = length >> PAGE_SHIFT
-        if pages <= 0:
-            return
-        self._length[start] = length
-        cls = pages - 1 if pages <= _EXACT_CLASSES else 57 + (pages - 1).bit_length()
-        lst = self._lists[cls]
-        if lst is None:
-            lst = self._lists[cls] = SortedInts()
-        lst.add(start)
-        self._mask |= 1 << cls
+        if length >> PAGE_SHIFT > 0:
+            self.set(start, length)
 
     def remove(self, start: int) -> None:
         """Forget the gap at `start`, if one is recorded."""
-        length = self._length.pop(start, None)
-        if length is not None:
-            self._drop(start, length >> PAGE_SHIFT)
-
-    def _drop(self, start: int, pages: int) -> None:
-        cls = pages - 1 if pages <= _EXACT_CLASSES else 57 + (pages - 1).bit_length()
-        lst = self._lists[cls]
-        assert lst is not None
-        lst.remove(start)
-        if not lst:
-            self._mask &= ~(1 << cls)
+        self.set(start, 0)
 
     def set(self, start: int, length: int) -> None:
         """Make the gap at `start` `length` bytes long (under a page: no gap).
@@ -116,15 +108,29 @@ class GapIndex:
                 lengths[start] = length
                 return
             del lengths[start]
-            self._drop(start, old_pages)
+            cls = (old_pages - 1 if old_pages <= _EXACT_CLASSES
+                   else 57 + (old_pages - 1).bit_length())
+            lst = self._lists[cls]
+            if isinstance(lst, list):
+                del lst[bisect_left(lst, start)]
+            else:
+                assert lst is not None
+                lst.remove(start)
+            if not lst:
+                self._mask &= ~(1 << cls)
         if pages <= 0:
             return
         lengths[start] = length
         cls = pages - 1 if pages <= _EXACT_CLASSES else 57 + (pages - 1).bit_length()
         lst = self._lists[cls]
-        if lst is None:
-            lst = self._lists[cls] = SortedInts()
-        lst.add(start)
+        if isinstance(lst, list):
+            insort(lst, start)
+            if len(lst) > _SMALL_CLASS:
+                self._lists[cls] = SortedInts.from_sorted(lst)
+        elif lst is None:
+            self._lists[cls] = [start]
+        else:
+            lst.add(start)
         self._mask |= 1 << cls
 
     def first_fit(self, size: int,
@@ -152,14 +158,14 @@ class GapIndex:
                 low = m & -m
                 m ^= low
                 lst = lists[low.bit_length() - 1]
-                assert lst is not None
-                s = lst.min() if after < 0 else lst.after(after)
+                assert lst  # the mask names non-empty classes only
+                s = lst[0] if after < 0 and isinstance(lst, list) else _first_after(lst, after)
                 if s is not None and (best < 0 or s < best):
                     best = s
             if partial and (self._mask >> cls) & 1:
                 lst = lists[cls]
                 assert lst is not None
-                for s in (lst if after < 0 else lst.iter_after(after)):
+                for s in _iter_after(lst, after):
                     if best >= 0 and s >= best:
                         break
                     if length[s] >= size:
@@ -173,6 +179,23 @@ class GapIndex:
             if found is not None:
                 return found
             after = best
+
+
+def _first_after(lst: _ClassList, after: int) -> int | None:
+    """The smallest start > `after` in a class list (its first when `after` < 0)."""
+    if isinstance(lst, list):
+        if after < 0:
+            return lst[0]
+        i = bisect_right(lst, after)
+        return lst[i] if i < len(lst) else None
+    return lst.min() if after < 0 else lst.after(after)
+
+
+def _iter_after(lst: _ClassList, after: int) -> Iterator[int]:
+    """The starts > `after` in a class list, ascending."""
+    if isinstance(lst, list):
+        return iter(lst[bisect_right(lst, after):] if after >= 0 else lst)
+    return iter(lst) if after < 0 else lst.iter_after(after)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,14 @@ class SortedInts:
         self._lists: list[list[int]] = []
         self._maxes: list[int] = []
 
+    @classmethod
+    def from_sorted(cls, items: list[int]) -> SortedInts:
+        """A set holding `items`, which must be ascending and distinct. O(n)."""
+        new = cls()
+        new._lists = [items[k:k + LOAD] for k in range(0, len(items), LOAD)]
+        new._maxes = [sub[-1] for sub in new._lists]
+        return new
+
     def __len__(self) -> int:
         """O(n / LOAD): no count is kept (add and remove are the hot operations)."""
         return sum(map(len, self._lists))
