@@ -117,7 +117,10 @@ class EdmmWorkers(Encl):
             owed.etracks += 1
             if cpu.etrack_locked(secs):
                 return False
-        owed.intrs += cpu.ipi_locked(secs)
+        # on_each_cpu_mask over the enclave's cpumask: the model's is the set of
+        # logical processors inside; IPIs to an empty mask do nothing, so none are sent
+        if cpu.enclaves[self.secs_slot].inside:     # type: ignore[index]
+            owed.intrs += cpu.ipi_locked(secs)
         return True
 
     def _owed(self, leaf: str) -> _Owed | None:
