@@ -173,6 +173,8 @@ class Encl:
     def max_prot_violation(self, start: int, end: int, prot: int) -> int | None:
         """The first page address in [start, end) whose record's max prot does not
         allow `prot` (sgx_encl_may_map's loop), or None."""
+        if not prot & PROT_MASK:        # no permission exceeds any max prot: skip the walk
+            return None
         for key, lo, hi, infos in self._chunk_spans(start, end):
             for i in range(lo & CHUNK_MASK, ((hi - 1) & CHUNK_MASK) + 1):
                 info = infos[i]
