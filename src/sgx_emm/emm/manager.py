@@ -78,7 +78,7 @@ _Saved = tuple[int, int, int, int, FaultHandler | None, Any]
 
 def _check_range(addr: int, size: int) -> int:
     """Deviation: unaligned, empty or wrapping ranges are EINVAL. Returns the end."""
-    if addr < 0 or size <= 0 or addr & _PAGE_MASK or size & _PAGE_MASK:
+    if addr < 0 or size <= 0 or (addr | size) & _PAGE_MASK:
         raise EmmError(errno.EINVAL, _range_problem(addr, size))
     end = addr + size
     if end > U64:  # size_t wrap-around
