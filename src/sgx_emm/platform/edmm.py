@@ -246,6 +246,7 @@ class EdmmWorkers(Encl):
         length = p.length
         for first in range(0, length, _BATCH):
             owed = self._owed("EMODPR")
+            zap_end = first         # the batch's pages up to here are zapped at its end
             with self._lock:
                 try:
                     for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
@@ -268,7 +269,9 @@ class EdmmWorkers(Encl):
                         if ret != NOT_REG:      # only an accepted TRIM page #PFs
                             raise self._partial(errno.EPERM, name, "the enclave has not "
                                                 f"accepted the TRIM of {addr:#x}", p, c)
-                        mm.clear_pte(page)      # the zap of this one page
+                        # zap this page's PTE: done for the batch at once, under the same
+                        # hold of the lock, before anyone can walk the page tables
+                        zap_end = c + PAGE_SIZE
                         if quiet is not None:
                             quiet.eremoves += 1
                             cpu.eremove_locked(paddr)
@@ -277,6 +280,8 @@ class EdmmWorkers(Encl):
                         self._records[page >> CHUNK_SHIFT][1][page & CHUNK_MASK] = 0  # drop it
                         p.count = c + PAGE_SIZE
                 finally:
+                    if zap_end > first:
+                        mm.zap(base + first, base + zap_end)
                     if owed is not None:
                         owed.pay(trace)
 
