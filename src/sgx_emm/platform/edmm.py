@@ -100,9 +100,10 @@ class EdmmWorkers(Encl):
         lock) and nobody listening, the leaves' events go on `owed` instead of
         the trace. `secs`: the SECS page (`secs_paddr`, which the page loops read
         once). Returns: False if ETRACK failed twice."""
-        hooks = self._host.hooks
-        if hooks is not None and not hooks.etrack(self):
-            return True
+        if not self._host.commit_fast_path:     # True means no hooks: skip the lookup
+            hooks = self._host.hooks
+            if hooks is not None and not hooks.etrack(self):
+                return True
         cpu = self._cpu
         if owed is None or self._host.trace.listening:
             if cpu.etrack(secs):
@@ -150,7 +151,7 @@ class EdmmWorkers(Encl):
                     for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
                         addr = base + c
                         slot = self._load_page(addr, name, p, c, PT_REG, errno.EINVAL)[0]
-                        if self._host.hooks is None or self._issues("EMODPR", addr):
+                        if self._host.commit_fast_path or self._issues("EMODPR", addr):
                             paddr = EPC_BASE + (slot << PAGE_SHIFT)    # Epc.paddr
                             try:
                                 if owed is None or trace.listening:
@@ -205,7 +206,7 @@ class EdmmWorkers(Encl):
                                                     "lacks R|W, which a TCS needs", p, c)
                             self._update_record(page, max_prot=PROT_READ | PROT_WRITE)
                             self._mm.zap(addr, addr + PAGE_SIZE)
-                        if self._host.hooks is None or self._issues("EMODT", addr):
+                        if self._host.commit_fast_path or self._issues("EMODT", addr):
                             paddr = EPC_BASE + (slot << PAGE_SHIFT)    # Epc.paddr
                             try:
                                 if owed is None or trace.listening:

@@ -55,6 +55,9 @@ class DriverHost(Protocol):
     sgx2: bool
     eaug_race_sigbus: bool
     hooks: KernelHooks | None
+    #: True only while no hooks are installed (and the machine is fast-path
+    #: capable): a plain attribute a page loop reads instead of `hooks`
+    commit_fast_path: bool
 
     def alloc_epc(self, *, reclaim: bool = True) -> int | None: ...
 
