@@ -292,8 +292,10 @@ class Model:
         EMODPR leaves every page `eprot & prot`; then page by page EMODPE adds
         `prot` if it adds bits to the region's old prot, and EACCEPT (skipped for
         W|X) must find exactly `prot` — a page committed RW in an RWX region and
-        then restricted to RX holds only R, so EACCEPT fails with the SGX code 19
-        and the region keeps its old prot.
+        then restricted to RX holds only R, so EACCEPT fails with the SGX code 19.
+        After either failure (deviation 24) EMODPE extends every page of the
+        region's range to its old prot, plus `prot` when this change extended
+        pages itself, and the region records that union.
         """
         groups: list[list[int]] = []
         for p in pages:
@@ -306,6 +308,7 @@ class Model:
             if first.prot == prot:
                 continue
             if prot == W or first.ptype in (SS_FIRST, SS_REST):
+                self.reextend(group, first.prot)
                 raise Refusal(errno.EFAULT, partial=True)
             extends = bool(prot & ~first.prot)
             checked = (prot & (W | X)) != (W | X)
@@ -317,10 +320,19 @@ class Model:
                 if checked and eprot != prot:
                     for q in group:
                         self.pages[q] = replace(self.pages[q], diverged=True)
+                    self.reextend(group, first.prot | (prot if extends else 0))
                     raise Refusal(SGX_PAGE_ATTRIBUTES_MISMATCH, partial=True)
             for p in group:
                 self.pages[p] = replace(self.pages[p], si=(self.pages[p].si & ~7) | prot,
                                         diverged=False)
+
+    def reextend(self, group: list[int], union: int) -> None:
+        """Deviation 24: the pages get `union` back with EMODPE (nothing for PROT_NONE);
+        a union other than the region's prot is recorded."""
+        for q in group:
+            pg = self.pages[q]
+            self.pages[q] = replace(pg, eprot=pg.eprot | union,
+                                    si=(pg.si & ~7) | (union if union != pg.prot else pg.prot))
 
     def modify_type(self, addr: int, size: int, page_type: int) -> None:
         if page_type != TCS:
