@@ -1,7 +1,7 @@
 """Scale benchmarks: costs that must stay linear, a 1 GiB commit, a million regions.
 
-    python benchmarks/scale_bench.py linear [--allocs 100000] [--threads 10000]
-    python benchmarks/scale_bench.py gib [--pages 262144] [--probe-pages 16384]
+    python benchmarks/scale_bench.py linear [--allocs 100000] [--threads 10000] [--repeat K]
+    python benchmarks/scale_bench.py gib [--pages 262144] [--probe-pages 16384] [--repeat K]
     python benchmarks/scale_bench.py regions [--regions 1000000]
 
 `linear`: on the simulated enclave, N one-page COMMIT_NOW allocations through
@@ -21,7 +21,10 @@ bytes).
 process's resident set growth, which counts everything the regions need).
 
 Times are wall clock with this process's CPU time beside them: the machine may
-be shared, and CPU time is what the code costs.
+be shared, and CPU time is what the code costs. Even CPU time varies by up to
+1.5x between back-to-back runs on a shared virtual machine, so `--repeat K`
+(linear, gib) runs the sizes interleaved K times, keeps the fastest CPU time of
+each and prints the slowest beside it as the noise of the run.
 """
 
 from __future__ import annotations
@@ -74,49 +77,84 @@ def _create(threads: int) -> Clock:
     return c
 
 
-def _ratio_line(what: str, n: int, small: Clock, large: Clock) -> str:
-    ratio = large.cpu / small.cpu if small.cpu else float("inf")
+def _fastest(runs: list[Clock]) -> Clock:
+    """The run with the least CPU time: the one the machine's other tenants hurt least."""
+    return min(runs, key=lambda c: c.cpu)
+
+
+def _spread(runs: list[Clock]) -> str:
+    best = _fastest(runs)
+    if len(runs) == 1:
+        return str(best)
+    return f"{best} (slowest of {len(runs)}: CPU {max(c.cpu for c in runs):.2f} s)"
+
+
+def _ratio_line(what: str, n: int, small: list[Clock], large: list[Clock]) -> str:
+    lo, hi = _fastest(small).cpu, _fastest(large).cpu
+    ratio = hi / lo if lo else float("inf")
     verdict = "ok" if ratio <= 4.4 else "MISSED"
-    return (f"{what}: N/4={n // 4}: {small}; N={n}: {large}; "
+    return (f"{what}: N/4={n // 4}: {_spread(small)}; N={n}: {_spread(large)}; "
             f"ratio {ratio:.2f} (CPU; goal <= 4.4, linear = 4.0) {verdict}")
 
 
-def bench_linear(allocs: int, threads: int) -> None:
-    gc.collect()
-    a_small, d_small = _alloc_dealloc(allocs // 4)
-    gc.collect()
-    a_large, d_large = _alloc_dealloc(allocs)
+def bench_linear(allocs: int, threads: int, repeat: int = 1) -> None:
+    a_small: list[Clock] = []
+    d_small: list[Clock] = []
+    a_large: list[Clock] = []
+    d_large: list[Clock] = []
+    t_small: list[Clock] = []
+    t_large: list[Clock] = []
+    for _ in range(repeat):  # interleaved, so a slow stretch hurts both sizes alike
+        gc.collect()
+        a, d = _alloc_dealloc(allocs // 4)
+        a_small.append(a)
+        d_small.append(d)
+        gc.collect()
+        a, d = _alloc_dealloc(allocs)
+        a_large.append(a)
+        d_large.append(d)
+        gc.collect()
+        t_small.append(_create(threads // 4))
+        gc.collect()
+        t_large.append(_create(threads))
     print(_ratio_line("COMMIT_NOW allocs", allocs, a_small, a_large))
     print(_ratio_line("their deallocs", allocs, d_small, d_large))
-    gc.collect()
-    t_small = _create(threads // 4)
-    gc.collect()
-    t_large = _create(threads)
     print(_ratio_line("Enclave.create(threads=N)", threads, t_small, t_large))
 
 
-def bench_gib(pages: int, probe_pages: int) -> None:
+def bench_gib(pages: int, probe_pages: int, repeat: int = 1) -> None:
     import sgx_emm
     from sgx_emm.flags import COMMIT_NOW, COMMIT_ON_DEMAND
 
     size = pages * PAGE
-    enc = sgx_emm.Enclave.create(epc_pages=pages + probe_pages + 4096)
-    with enc.enter():
-        emm = enc.emm
-        probe = emm.alloc(None, probe_pages * PAGE, COMMIT_ON_DEMAND)
-        with Clock() as p:
-            emm.commit(probe, probe_pages * PAGE)  # each page: EACCEPT, #PF, EAUG, EACCEPT
-        emm.dealloc(probe, probe_pages * PAGE)
-        per_page = p.cpu / probe_pages
-        with Clock() as c:
-            addr = emm.alloc(None, size, COMMIT_NOW)
-        with Clock() as d:
-            emm.dealloc(addr, size)
+    probes: list[Clock] = []
+    commits: list[Clock] = []
+    frees: list[Clock] = []
+    for _ in range(repeat):
+        enc = sgx_emm.Enclave.create(epc_pages=pages + probe_pages + 4096)
+        with enc.enter():
+            emm = enc.emm
+            probe = emm.alloc(None, probe_pages * PAGE, COMMIT_ON_DEMAND)
+            with Clock() as p:
+                emm.commit(probe, probe_pages * PAGE)  # each page: EACCEPT, #PF, EAUG, EACCEPT
+            emm.dealloc(probe, probe_pages * PAGE)
+            probes.append(p)
+            with Clock() as c:
+                addr = emm.alloc(None, size, COMMIT_NOW)
+            commits.append(c)
+            with Clock() as d:
+                emm.dealloc(addr, size)
+            frees.append(d)
+        del enc
+        gc.collect()
+    per_page = _fastest(probes).cpu / probe_pages
+    c, d = _fastest(commits), _fastest(frees)
     mib = size >> 20
     print(f"EAUG+EACCEPT per page (#PF path, {probe_pages} pages): {per_page * 1e6:.2f} us "
           f"CPU -> {per_page * pages:.2f} s for {pages} pages")
-    print(f"COMMIT_NOW {mib} MiB: {c} (goal <= 2 s) {'ok' if c.cpu <= 2 else 'MISSED'}")
-    print(f"its dealloc: {d} (goal <= 2 s) {'ok' if d.cpu <= 2 else 'MISSED'}")
+    print(f"COMMIT_NOW {mib} MiB: {_spread(commits)} (goal <= 2 s) "
+          f"{'ok' if c.cpu <= 2 else 'MISSED'}")
+    print(f"its dealloc: {_spread(frees)} (goal <= 2 s) {'ok' if d.cpu <= 2 else 'MISSED'}")
     mem_pages = min(pages, 65536)
     enc = sgx_emm.Enclave.create(epc_pages=mem_pages + 4096)
     with enc.enter():
@@ -163,20 +201,22 @@ def main(argv: list[str] | None = None) -> int:
     lin = sub.add_parser("linear", help="N vs N/4: allocs, deallocs, threads")
     lin.add_argument("--allocs", type=int, default=100_000)
     lin.add_argument("--threads", type=int, default=10_000)
+    lin.add_argument("--repeat", type=int, default=1, help="interleaved runs, fastest kept")
     gib = sub.add_parser("gib", help="1 GiB COMMIT_NOW and dealloc; memory per page")
     gib.add_argument("--pages", type=int, default=262_144)
     gib.add_argument("--probe-pages", type=int, default=16_384)
+    gib.add_argument("--repeat", type=int, default=1, help="runs, fastest kept")
     reg = sub.add_parser("regions", help="memory per region on the null runtime")
     reg.add_argument("--regions", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     if args.what == "linear":
-        if args.allocs < 4 or args.threads < 4:
-            parser.error("--allocs and --threads must be at least 4")
-        bench_linear(args.allocs, args.threads)
+        if args.allocs < 4 or args.threads < 4 or args.repeat < 1:
+            parser.error("--allocs and --threads must be at least 4, --repeat at least 1")
+        bench_linear(args.allocs, args.threads, args.repeat)
     elif args.what == "gib":
-        if args.pages <= 0 or args.probe_pages <= 0:
-            parser.error("--pages and --probe-pages must be positive")
-        bench_gib(args.pages, args.probe_pages)
+        if args.pages <= 0 or args.probe_pages <= 0 or args.repeat < 1:
+            parser.error("--pages and --probe-pages must be positive, --repeat at least 1")
+        bench_gib(args.pages, args.probe_pages, args.repeat)
     else:
         if args.regions <= 0:
             parser.error("--regions must be positive")
