@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
 from sgx_emm.platform.encl import PROT_MASK, TYPE_MASK, TYPE_SHIFT, Encl
@@ -129,6 +131,18 @@ class EdmmWorkers(Encl):
         CPU runs on another lock (then every leaf goes through its locking call)."""
         return _Owed(leaf) if self._cpu.lock is self._lock else None
 
+    @contextmanager
+    def _batch(self, leaf: str) -> Iterator[_Owed | None]:
+        """One batch of a page loop: the machine lock held throughout, and the events
+        the batch owes (`_owed`) paid when it ends, however it ends."""
+        owed = self._owed(leaf)
+        with self._lock:
+            try:
+                yield owed
+            finally:
+                if owed is not None:
+                    owed.pay(self._host.trace)
+
     def _issues(self, leaf: str, addr: int) -> bool:
         """The `page_leaf` hook: False if a hostile OS skips this page's leaf."""
         hooks = self._host.hooks
@@ -145,35 +159,30 @@ class EdmmWorkers(Encl):
         base = self.base + p.offset
         length = p.length
         for first in range(0, length, _BATCH):
-            owed = self._owed("EMODPR")
-            with self._lock:
-                try:
-                    for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
-                        addr = base + c
-                        slot = self._load_page(addr, name, p, c, PT_REG, errno.EINVAL)[0]
-                        if self._host.commit_fast_path or self._issues("EMODPR", addr):
-                            paddr = EPC_BASE + (slot << PAGE_SHIFT)    # Epc.paddr
-                            try:
-                                if owed is None or trace.listening:
-                                    ret = cpu.emodpr(secinfo, paddr)
-                                else:
-                                    owed.leaves += 1
-                                    ret = cpu.emodpr_locked(secinfo, paddr)
-                                    if ret == NOT_REG:
-                                        raise cpu.not_reg_fault("EMODPR", paddr)
-                            except CpuFault as fault:
-                                raise self._partial(errno.EFAULT, name, fault.reason, p,
-                                                    c) from None
-                            if ret:
-                                p.result = ret
-                                raise self._partial(errno.EFAULT, name,
-                                                    _sgx_code("EMODPR", ret, addr), p, c)
-                        if not self._etrack(owed, secs):
-                            raise self._partial(errno.EFAULT, name, "ETRACK failed", p, c)
-                        p.count = c + PAGE_SIZE
-                finally:
-                    if owed is not None:
-                        owed.pay(trace)
+            with self._batch("EMODPR") as owed:
+                for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
+                    addr = base + c
+                    slot = self._load_page(addr, name, p, c, PT_REG, errno.EINVAL)[0]
+                    if self._host.commit_fast_path or self._issues("EMODPR", addr):
+                        paddr = EPC_BASE + (slot << PAGE_SHIFT)    # Epc.paddr
+                        try:
+                            if owed is None or trace.listening:
+                                ret = cpu.emodpr(secinfo, paddr)
+                            else:
+                                owed.leaves += 1
+                                ret = cpu.emodpr_locked(secinfo, paddr)
+                                if ret == NOT_REG:
+                                    raise cpu.not_reg_fault("EMODPR", paddr)
+                        except CpuFault as fault:
+                            raise self._partial(errno.EFAULT, name, fault.reason, p,
+                                                c) from None
+                        if ret:
+                            p.result = ret
+                            raise self._partial(errno.EFAULT, name,
+                                                _sgx_code("EMODPR", ret, addr), p, c)
+                    if not self._etrack(owed, secs):
+                        raise self._partial(errno.EFAULT, name, "ETRACK failed", p, c)
+                    p.count = c + PAGE_SIZE
 
     def _modify_types(self, p: ModifyTypes, new_type: int) -> None:
         """Worker of MODIFY_TYPES (parameters checked): per page, load it, the type
@@ -187,52 +196,47 @@ class EdmmWorkers(Encl):
         base = self.base + p.offset
         length = p.length
         for first in range(0, length, _BATCH):
-            owed = self._owed("EMODT")
-            with self._lock:
-                try:
-                    for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
-                        addr = base + c
-                        page = addr >> PAGE_SHIFT
-                        slot, page_type, max_prot = self._load_page(addr, name, p, c)
-                        if not (page_type == PT_REG
-                                or (page_type == PT_TCS and new_type == PT_TRIM)):
-                            raise self._partial(errno.EINVAL, name,
-                                                f"page {addr:#x} is {pt_name(page_type)}: "
-                                                f"cannot become {pt_name(new_type)}", p, c)
-                        if page_type == PT_REG and new_type == PT_TCS:
-                            if ~max_prot & (PROT_READ | PROT_WRITE):
-                                raise self._partial(errno.EPERM, name,
-                                                    f"page {addr:#x} max prot {max_prot:#x} "
-                                                    "lacks R|W, which a TCS needs", p, c)
-                            self._update_record(page, max_prot=PROT_READ | PROT_WRITE)
-                            self._mm.zap(addr, addr + PAGE_SIZE)
-                        if self._host.commit_fast_path or self._issues("EMODT", addr):
-                            paddr = EPC_BASE + (slot << PAGE_SHIFT)    # Epc.paddr
-                            try:
-                                if owed is None or trace.listening:
-                                    ret = cpu.emodt(secinfo, paddr)
-                                else:
-                                    owed.leaves += 1
-                                    ret = cpu.emodt_locked(secinfo, paddr)
-                            except CpuFault as fault:
-                                self._update_record(page, max_prot=max_prot)
-                                raise self._partial(errno.EFAULT, name, fault.reason, p,
-                                                    c) from None
-                            if ret:
-                                self._update_record(page, max_prot=max_prot)
-                                p.result = ret
-                                raise self._partial(errno.EFAULT, name,
-                                                    _sgx_code("EMODT", ret, addr), p, c)
-                        if not self._etrack(owed, secs):
-                            raise self._partial(errno.EFAULT, name, "ETRACK failed", p, c)
-                        # `_update_record(page, page_type=new_type)`, in place
-                        infos = self._records[page >> CHUNK_SHIFT][1]
-                        i = page & CHUNK_MASK
-                        infos[i] = (infos[i] & ~TYPE_MASK) | (new_type << TYPE_SHIFT)
-                        p.count = c + PAGE_SIZE
-                finally:
-                    if owed is not None:
-                        owed.pay(trace)
+            with self._batch("EMODT") as owed:
+                for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
+                    addr = base + c
+                    page = addr >> PAGE_SHIFT
+                    slot, page_type, max_prot = self._load_page(addr, name, p, c)
+                    if not (page_type == PT_REG
+                            or (page_type == PT_TCS and new_type == PT_TRIM)):
+                        raise self._partial(errno.EINVAL, name,
+                                            f"page {addr:#x} is {pt_name(page_type)}: "
+                                            f"cannot become {pt_name(new_type)}", p, c)
+                    if page_type == PT_REG and new_type == PT_TCS:
+                        if ~max_prot & (PROT_READ | PROT_WRITE):
+                            raise self._partial(errno.EPERM, name,
+                                                f"page {addr:#x} max prot {max_prot:#x} "
+                                                "lacks R|W, which a TCS needs", p, c)
+                        self._update_record(page, max_prot=PROT_READ | PROT_WRITE)
+                        self._mm.zap(addr, addr + PAGE_SIZE)
+                    if self._host.commit_fast_path or self._issues("EMODT", addr):
+                        paddr = EPC_BASE + (slot << PAGE_SHIFT)    # Epc.paddr
+                        try:
+                            if owed is None or trace.listening:
+                                ret = cpu.emodt(secinfo, paddr)
+                            else:
+                                owed.leaves += 1
+                                ret = cpu.emodt_locked(secinfo, paddr)
+                        except CpuFault as fault:
+                            self._update_record(page, max_prot=max_prot)
+                            raise self._partial(errno.EFAULT, name, fault.reason, p,
+                                                c) from None
+                        if ret:
+                            self._update_record(page, max_prot=max_prot)
+                            p.result = ret
+                            raise self._partial(errno.EFAULT, name,
+                                                _sgx_code("EMODT", ret, addr), p, c)
+                    if not self._etrack(owed, secs):
+                        raise self._partial(errno.EFAULT, name, "ETRACK failed", p, c)
+                    # `_update_record(page, page_type=new_type)`, in place
+                    infos = self._records[page >> CHUNK_SHIFT][1]
+                    i = page & CHUNK_MASK
+                    infos[i] = (infos[i] & ~TYPE_MASK) | (new_type << TYPE_SHIFT)
+                    p.count = c + PAGE_SIZE
 
     def _remove_pages(self, p: RemovePages) -> None:
         """Worker of REMOVE_PAGES (parameters checked): per page, load it, it must be
@@ -246,9 +250,8 @@ class EdmmWorkers(Encl):
         base = self.base + p.offset
         length = p.length
         for first in range(0, length, _BATCH):
-            owed = self._owed("EMODPR")
             zap_end = first         # the batch's pages up to here are zapped at its end
-            with self._lock:
+            with self._batch("EMODPR") as owed:
                 try:
                     for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
                         addr = base + c
@@ -283,8 +286,6 @@ class EdmmWorkers(Encl):
                 finally:
                     if zap_end > first:
                         mm.zap(base + first, base + zap_end)
-                    if owed is not None:
-                        owed.pay(trace)
 
 
 class _Owed:
