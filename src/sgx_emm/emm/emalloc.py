@@ -308,41 +308,19 @@ class MetaAllocator:
             # never: allocated blocks always lie in a reserve
             raise EnclaveAbort(f"efree of block {payload:#x} outside every reserve")
         del allocated[block]
-        free_size, free_at_end = self._free_size, self._free_at_end
         if not self._legacy_2022:
             # Merge free right neighbours up to the first allocated one or the bump
             # (no free block starts at or past a bump pointer; an 8-byte tail lost
-            # by the best-fit list stops the merge too). Nearly every free merges
-            # once, so `_unlist` is written out here.
-            right_at = block + size
-            right = free_size.get(right_at)
-            while right is not None:
-                del free_size[right_at]
+            # by the best-fit list stops the merge too).
+            free_size = self._free_size
+            while (right := free_size.get(block + size)) is not None:
+                self._unlist(block + size, right)
                 size += right
-                del free_at_end[block + size]
-                if right <= MAX_EXACT_SIZE:
-                    index = (right - MIN_BLOCK_SIZE) >> 3
-                    lst = self._exact[index]
-                    del lst[right_at]
-                    if not lst:
-                        self._exact_nonempty &= ~(1 << index)
-                else:
-                    del self._large[right_at]
-                right_at = block + size
-                right = free_size.get(right_at)
         if block + size == bump:
             reserve.used -= size
             self._pull_back_to_reserve(reserve)
             return
-        # `put_free_block`: prepend to its exact list or to the best-fit list
-        free_size[block] = size
-        free_at_end[block + size] = block
-        if size <= MAX_EXACT_SIZE:
-            index = (size - MIN_BLOCK_SIZE) >> 3
-            self._exact[index][block] = None
-            self._exact_nonempty |= 1 << index
-        else:
-            self._large[block] = size
+        self._put_free(block, size)
 
     def in_meta_area(self, payload: int) -> bool:
         """`is_emalloc_reserve`: the block lies in the static meta area."""
@@ -490,7 +468,7 @@ class MetaAllocator:
             self._large[block] = size
 
     def _unlist(self, block: int, size: int) -> None:
-        """Take a free block out of its lists (`free` writes this out for its merges)."""
+        """Take a free block out of its lists."""
         del self._free_size[block]
         del self._free_at_end[block + size]
         if size <= MAX_EXACT_SIZE:
