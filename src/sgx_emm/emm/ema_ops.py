@@ -122,7 +122,7 @@ class EmaOps:
     def new_bitmap(self, ema: Ema, full: bool) -> bool:
         """bit_array_new_set / _reset for the whole region; False = ENOMEM."""
         pages = (ema.end - ema.start) >> PAGE_SHIFT
-        nbytes = (pages + 7) >> 3  # bitmap_bytes
+        nbytes = bitmap_bytes(pages)
         meta = self.meta
         struct = meta.malloc(SIZEOF_BIT_ARRAY)
         if struct is None:

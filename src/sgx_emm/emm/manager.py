@@ -478,8 +478,7 @@ class EnclaveMemoryManager:
         lock = self._api_lock
         lock.acquire()
         try:
-            root, bounds = (self._rts, self._rts_bounds) if rts else (self._user,
-                                                                      self._user_bounds)
+            root, bounds = self._root(rts)
             si_flags = PROT_NONE if alloc_flags & RESERVE else PROT_READ_WRITE | page_type
             node: Ema | None = None
             saved: list[_Saved] = []
@@ -705,8 +704,7 @@ class EnclaveMemoryManager:
             overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
                                        check=_check_uncommit)
             for ema in overlapped:
-                s, e = ema.start, ema.end  # [addr, end) clipped to the region
-                lo, hi = (addr if addr > s else s), (end if end < e else e)
+                lo, hi = _clip(addr, end, ema)
                 prot = ema.si_flags & PROT_MASK
                 if prot:
                     self._ops.uncommit_real(ema, lo, hi, prot)
@@ -744,8 +742,7 @@ class EnclaveMemoryManager:
             overlapped = self._covered(root, addr, end, holes=False, guard_meta=not rts)
             ops = self._ops
             for ema in overlapped:
-                s, e = ema.start, ema.end  # [addr, end) clipped to the region
-                lo, hi = (addr if addr > s else s), (end if end < e else e)
+                lo, hi = _clip(addr, end, ema)
                 node = ema
                 if not ema.alloc_flags & RESERVE:
                     if not ema.si_flags & PROT_MASK:
