@@ -152,28 +152,30 @@ class EnclaveThread:
         """EACCEPT; with `secinfo_addr` the SECINFO is read from enclave memory there
         (all RBX checks apply), otherwise `secinfo_flags` is used as an already
         valid, 64-byte aligned SECINFO. Returns: the SGX code (0 on success)."""
-        if (secinfo_addr is None and not self._trace.listening
-                and self._kernel.commit_fast_path):
-            return self._eaccept_direct(secinfo_flags, addr)
+        if secinfo_addr is None:
+            return self._eaccept_flags(secinfo_flags, addr, None)
         return self._run(self._cpu.eaccept, secinfo_flags, addr, secinfo_addr)
+
+    def _eaccept_flags(self, secinfo_flags: int, addr: int, owed: list[int] | None) -> int:
+        """EACCEPT of an already valid SECINFO: the one place that picks the fast pass
+        (nobody listens and the kernel has no hooks) or the general leaf; `owed` as
+        `_eaccept_direct` takes it."""
+        if not self._trace.listening and self._kernel.commit_fast_path:
+            return self._eaccept_direct(secinfo_flags, addr, owed)
+        return self._run(self._cpu.eaccept, secinfo_flags, addr, None)
 
     def eaccept_pages(self, secinfo_flags: int, pages: range, done: list[int]) -> int:
         """`eaccept(secinfo_flags, addr)` for each address of `pages` in order, stopping
         at the first nonzero code, which is returned (0 if none). `done[0]` becomes
         the number of pages accepted, also when one raises. One call for a page
         loop, so the caller finds and guards this thread once, not per page."""
-        eaccept = self.eaccept
-        direct = self._eaccept_direct
+        one = self._eaccept_flags
         trace = self._trace
-        kernel = self._kernel
         owed = [0] * len(_COMMIT_PREFIX)   # fast passes that ended after n events
         n = 0
         try:
             for addr in pages:
-                if not trace.listening and kernel.commit_fast_path:   # as `eaccept`
-                    rc = direct(secinfo_flags, addr, owed)
-                else:
-                    rc = eaccept(secinfo_flags, addr)
+                rc = one(secinfo_flags, addr, owed)
                 if rc:
                     return rc
                 n += 1
