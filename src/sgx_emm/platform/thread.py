@@ -198,16 +198,12 @@ class EnclaveThread:
 
     def _pay(self, owed: list[int]) -> None:
         """Count the events of the fast passes tallied in `owed` (index: how many of
-        `_COMMIT_EVENTS` a pass ran). Nobody listened when they ran; a listener that
-        subscribed since hears them as the pages' events, without details."""
+        `_COMMIT_EVENTS` a pass ran), which ran while nobody listened: as the EDMM
+        page loops do, a listener that subscribed since is not told of them."""
         trace = self._trace
         for events, times in enumerate(owed):
             if times:
-                if trace.listening:
-                    for _ in range(times):
-                        trace.bump_all(_COMMIT_PREFIX[events])
-                else:
-                    trace.count_unheard(_COMMIT_PREFIX[events], times)
+                trace.count_unheard(_COMMIT_PREFIX[events], times)
 
     def eacceptcopy(self, secinfo_flags: int, dest: int, src: int, *,
                     secinfo_addr: int | None = None) -> int:
