@@ -75,6 +75,9 @@ class MetaAllocatorLike(Protocol):
 
     def free(self, payload: int) -> None: ...
 
+    def free_region(self, data: int | None, struct: int | None,
+                    record: int | None) -> None: ...
+
     def in_meta_area(self, payload: int) -> bool: ...
 
     @property
@@ -148,13 +151,7 @@ class EmaOps:
     def destroy(self, root: RegionList, ema: Ema) -> None:
         """ema_destroy: unlink, then free bit data, bit_array, record (that order)."""
         root.remove(ema)
-        free = self.meta.free
-        if ema.map_data is not None:
-            free(ema.map_data)
-        if ema.map_struct is not None:
-            free(ema.map_struct)
-        if ema.payload is not None:
-            free(ema.payload)
+        self.meta.free_region(ema.map_data, ema.map_struct, ema.payload)
 
     def split(self, root: RegionList, ema: Ema, addr: int, new_lower: bool) -> Ema:
         """ema_split at `addr` (strictly inside `ema`); returns the new record.
