@@ -387,8 +387,9 @@ class EnclaveThread:
                             break
                         if resumes:
                             events = 6
-                            if exinfo is not None:
-                                exinfo(addr, PF_U)
+                            if exinfo is None:    # asked for at the second page, not the first
+                                exinfo = cpu.exinfo_writer(entry, VECTOR_PF)
+                            exinfo(addr, PF_U)
                             ret = augmented(entry, secinfo, addr, slot)
                         else:
                             resumed = cpu.aex_eresume_locked(entry, VECTOR_PF, addr, PF_U)
@@ -399,9 +400,7 @@ class EnclaveThread:
                                 break
                             events = 6
                             if resumed is not None:   # nothing else ran: as EAUGed
-                                if resumed == RIP_INTERRUPTED:
-                                    resumes = True
-                                    exinfo = cpu.exinfo_writer(entry, VECTOR_PF)
+                                resumes = resumed == RIP_INTERRUPTED
                                 ret = augmented(entry, secinfo, addr, slot)
                             else:
                                 ret = eaccept(entry, secinfo, addr)
