@@ -128,6 +128,8 @@ class CommitBitmap:
         j = bisect_left(b, hi)  # boundaries below hi
         if j & 1:
             j += 1  # the run open at hi ends at b[j]; clip it below
+        if i == j:
+            return []
         if j - i == 2:  # the common case: one run
             s, e = b[i], b[i + 1]
             return [((s if s > lo else lo), (e if e < hi else hi))]

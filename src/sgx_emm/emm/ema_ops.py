@@ -300,21 +300,20 @@ class EmaOps:
             return
         bm = ema.bitmap
         assert bm is not None
-        lo, hi = start >> PAGE_SHIFT, end >> PAGE_SHIFT
-        if not bm.any_set(lo, hi):
+        runs = bm.runs_list(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+        if not runs:
             return
         notify = (prot if notify_prot is None else notify_prot) | PAGE_TYPE_TRIM
         page_type = ema.si_flags & PAGE_TYPE_MASK
         modify = self.rt.modify_ocall
         done = [0]
-        for s, e in bm.runs_list(lo, hi):
+        for s, e in runs:
             addr, length = s << PAGE_SHIFT, (e - s) << PAGE_SHIFT
             if modify(addr, length, prot | page_type, prot | PAGE_TYPE_TRIM):
                 raise EmmError(errno.EFAULT, ocall_problem(
                     self.rt, _modify_what(addr, length, prot | page_type,
                                           prot | PAGE_TYPE_TRIM)))
-            rc = self.accept_pages(_TRIM_MODIFIED,
-                               range(addr, addr + length, PAGE_SIZE), done)
+            rc = self.accept_pages(_TRIM_MODIFIED, range(addr, addr + length, PAGE_SIZE), done)
             if rc:
                 raise _accept_abort(rc, _TRIM_MODIFIED, addr + (done[0] << PAGE_SHIFT))
             bm.clear_range(s, e)
