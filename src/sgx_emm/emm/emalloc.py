@@ -534,7 +534,7 @@ class MetaAllocator:
         self._free_size[block] = size
         self._free_at_end[block + size] = block
         if size <= MAX_EXACT_SIZE:
-            index = _exact_index(size)
+            index = (size - MIN_BLOCK_SIZE) >> 3  # _exact_index, as in malloc
             self._exact[index][block] = None
             self._exact_nonempty |= 1 << index
         else:
@@ -545,7 +545,7 @@ class MetaAllocator:
         del self._free_size[block]
         del self._free_at_end[block + size]
         if size <= MAX_EXACT_SIZE:
-            index = _exact_index(size)
+            index = (size - MIN_BLOCK_SIZE) >> 3  # _exact_index, as in malloc
             lst = self._exact[index]
             del lst[block]
             if not lst:
