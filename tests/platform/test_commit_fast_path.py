@@ -1,4 +1,4 @@
-"""The commit fast path (thread.py `_eaccept_direct`) against the general fault path.
+"""The commit fast path (thread.py `_accept_pages`) against the general fault path.
 
 EACCEPT takes the fast path only while nobody listens to the trace; a listener
 forces the general path (`_run` with one exception per fault). Each scenario
@@ -308,5 +308,64 @@ def _overlapping_enclaves() -> Small:
 def test_page_of_another_enclave_faults_after_the_eaug() -> None:
     def scenario(s: Small, t: EnclaveThread) -> list[Any]:
         return [_outcome(lambda: t.eaccept(ACCEPT_AUG, s.a(DYN)))]
+
+    _run_both(scenario, _overlapping_enclaves)
+
+
+def _page_loop(s: Small, t: EnclaveThread, first: int, end: int) -> list[Any]:
+    """`eaccept_pages` over [first, end) with what it returned, how far it got and
+    the SSA frame the last AEX wrote."""
+    done = [-1]
+    out = [_outcome(lambda: t.eaccept_pages(ACCEPT_AUG, range(s.a(first), s.a(end), PAGE),
+                                            done)), done[0]]
+    out.append(_outcome(lambda: t.ssa(0).exinfo_maddr))
+    out.append(_outcome(lambda: t.ssa(0).exitinfo))
+    return out
+
+
+@pytest.mark.parametrize("batch", [3, 512])
+def test_page_loop_with_pages_that_leave_the_pass(batch: int,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop over two VMAs (RW, then RWX: the RWX pages' EAUG gives RW, a mismatch
+    only at the end) meeting pages already accepted (one EACCEPT each) and a page
+    EAUGed by a host touch whose PTE was zapped (the kernel remaps it on the general
+    path); with tiny batches the loop crosses batch ends on both paths."""
+    monkeypatch.setattr("sgx_emm.platform.thread._BATCH_PAGES", batch)
+
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        m = s.machine
+        out = [_outcome(lambda: t.eaccept(ACCEPT_AUG, s.a(DYN + 2 * PAGE)))]
+        m.host_read(s.a(DYN + 5 * PAGE), 8)                 # EAUGed, PENDING, mapped
+        m.mprotect(s.a(DYN + 5 * PAGE), PAGE, 0)
+        m.mprotect(s.a(DYN + 5 * PAGE), PAGE, RW)           # record stays, PTE gone
+        out += _page_loop(s, t, DYN, DYN + 9 * PAGE)
+        out += _page_loop(s, t, DYN_X - 2 * PAGE, DYN_X + 2 * PAGE)
+        return out
+
+    _run_both(scenario)
+
+
+def test_page_loop_runs_out_of_epc_part_way() -> None:
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        free = s.machine.epc.free_pages
+        return _page_loop(s, t, DYN, DYN + (free + 2) * PAGE)
+
+    _run_both(scenario, epc_pages=40)
+
+
+def test_page_loop_evicts_when_the_epc_is_full() -> None:
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        s.machine.kernel.reclaim = True
+        free = s.machine.epc.free_pages
+        return _page_loop(s, t, DYN, DYN + (free + 3) * PAGE)
+
+    _run_both(scenario, epc_pages=40)
+
+
+def test_page_loop_in_overlapping_enclaves() -> None:
+    """The VMA found for the first page belongs to another enclave: its EAUG
+    succeeds, the EACCEPT faults on the foreign page, the loop ends there."""
+    def scenario(s: Small, t: EnclaveThread) -> list[Any]:
+        return _page_loop(s, t, DYN, DYN + 3 * PAGE)
 
     _run_both(scenario, _overlapping_enclaves)

@@ -25,7 +25,7 @@ from sgx_emm.emm.rt import (
     OcallDiagnostics,
     Primitives,
     RuntimeAbstraction,
-    eaccept_pages,
+    page_loop,
 )
 from sgx_emm.emm.values import (
     MODIFIED,
@@ -75,6 +75,9 @@ class MetaAllocatorLike(Protocol):
 
     def free(self, payload: int) -> None: ...
 
+    def free_region(self, data: int | None, struct: int | None,
+                    record: int | None) -> None: ...
+
     def in_meta_area(self, payload: int) -> bool: ...
 
     @property
@@ -88,6 +91,8 @@ class EmaOps:
                  meta: MetaAllocatorLike, touch: Callable[[int, int], None]) -> None:
         self.rt = runtime
         self.prims = primitives
+        #: EACCEPT over a range of pages (the runtime's batch when it has one)
+        self.accept_pages = page_loop(primitives)
         self.meta = meta
         self.touch = touch
         #: A committed run [touched_lo, touched_hi) of a metadata region, kept by
@@ -148,13 +153,7 @@ class EmaOps:
     def destroy(self, root: RegionList, ema: Ema) -> None:
         """ema_destroy: unlink, then free bit data, bit_array, record (that order)."""
         root.remove(ema)
-        free = self.meta.free
-        if ema.map_data is not None:
-            free(ema.map_data)
-        if ema.map_struct is not None:
-            free(ema.map_struct)
-        if ema.payload is not None:
-            free(ema.payload)
+        self.meta.free_region(ema.map_data, ema.map_struct, ema.payload)
 
     def split(self, root: RegionList, ema: Ema, addr: int, new_lower: bool) -> Ema:
         """ema_split at `addr` (strictly inside `ema`); returns the new record.
@@ -243,7 +242,7 @@ class EmaOps:
             start, end, PAGE_SIZE)
         done = [0]
         try:
-            rc = eaccept_pages(self.prims, secinfo, pages, done)
+            rc = self.accept_pages(secinfo, pages, done)
             if rc:
                 raise _accept_abort(rc, secinfo, pages[done[0]])
         except BaseException as exc:
@@ -262,19 +261,31 @@ class EmaOps:
         s, e = ema.start, ema.end
         lo = (start if start > s else s) >> PAGE_SHIFT
         hi = (end if end < e else e) >> PAGE_SHIFT
+        if hi - lo == 1:  # one page (most calls): its one EACCEPT, no hole list
+            return 0 if bm.test(lo) else self.commit_page(bm, lo << PAGE_SHIFT)
         holes = bm.holes_list(lo, hi)
         if not holes:
             return 0
-        prims = self.prims
+        accept_pages = self.accept_pages
         done = [0]
         for s, e in holes:
-            rc = eaccept_pages(prims, _REG_RW_PENDING,
-                               range(s << PAGE_SHIFT, e << PAGE_SHIFT, PAGE_SIZE), done)
+            rc = accept_pages(_REG_RW_PENDING,
+                              range(s << PAGE_SHIFT, e << PAGE_SHIFT, PAGE_SIZE), done)
             if rc:
                 bm.set_range(s, s + done[0])
                 self.failed_page = (s + done[0]) << PAGE_SHIFT
                 return rc
             bm.set_range(s, e)
+        return 0
+
+    def commit_page(self, bm: CommitBitmap, addr: int) -> int:
+        """do_commit of one uncommitted page: EACCEPT it, then mark it (0 or the code)."""
+        rc = self.prims.eaccept(_REG_RW_PENDING, addr)
+        if rc:
+            self.failed_page = addr
+            return rc
+        page = addr >> PAGE_SHIFT
+        bm.set_range(page, page + 1)
         return 0
 
     def uncommit_real(self, ema: Ema, start: int, end: int, prot: int,
@@ -302,7 +313,7 @@ class EmaOps:
                 raise EmmError(errno.EFAULT, ocall_problem(
                     self.rt, _modify_what(addr, length, prot | page_type,
                                           prot | PAGE_TYPE_TRIM)))
-            rc = eaccept_pages(self.prims, _TRIM_MODIFIED,
+            rc = self.accept_pages(_TRIM_MODIFIED,
                                range(addr, addr + length, PAGE_SIZE), done)
             if rc:
                 raise _accept_abort(rc, _TRIM_MODIFIED, addr + (done[0] << PAGE_SHIFT))
@@ -325,7 +336,8 @@ class EmaOps:
         if prot == new_prot:
             return ema
         page_type = ema.si_flags & PAGE_TYPE_MASK
-        lo, hi = max(start, ema.start), min(end, ema.end)
+        s, e = ema.start, ema.end
+        lo, hi = (start if start > s else s), (end if end < e else e)
         modify = self.rt.modify_ocall
         if modify(lo, hi - lo, prot | page_type, new_prot | page_type):
             problem = ocall_problem(
@@ -347,7 +359,7 @@ class EmaOps:
                     self._reextend(root, ema, lo, hi, prot,
                                    prot | new_prot if extends else prot)
                     raise error
-        node = self.split_range(root, ema, lo, hi)
+        node = self.split_range(root, ema, lo, hi) if lo > s or hi < e else ema
         node.si_flags = (node.si_flags & ~PROT_MASK) | new_prot
         if new_prot == PROT_NONE and modify(lo, hi - lo, page_type | PROT_NONE,
                                             page_type | PROT_NONE):

@@ -308,6 +308,40 @@ class MetaAllocator:
             # never: allocated blocks always lie in a reserve
             raise EnclaveAbort(f"efree of block {payload:#x} outside every reserve")
         del allocated[block]
+        self._release(block, size, reserve, bump)
+
+    def free_region(self, data: int | None, struct: int | None, record: int | None) -> None:
+        """ema_destroy's frees: bit data, `bit_array`, `ema_t`, in that order (None: the
+        region has no such block), as one free when that gives the same result.
+
+        A region's record, bitmap struct and bit data usually come from one bump
+        pointer back to back, so each block freed ends where the one freed before
+        it begins. Then each free merges the previous one into itself, and the
+        allocator ends up exactly as after one free of the whole run: the merged
+        blocks listed in between are unlisted again, leaving every list in its
+        old order, and only the free that reaches the bump pointer gives space
+        back to it. That one free is made here; otherwise (blocks elsewhere, the
+        never-merging legacy model) the blocks are freed one by one.
+        """
+        if data is not None and struct is not None and record is not None and (
+                not self._legacy_2022):
+            allocated = self._allocated
+            d, s, r = data - HEADER_SIZE, struct - HEADER_SIZE, record - HEADER_SIZE
+            d_size = allocated.get(d)
+            # both tests fail for a block that is not allocated (free says why)
+            if d_size is not None and allocated.get(s) == d - s and allocated.get(r) == s - r:
+                i = bisect_right(self._bases, r) - 1
+                reserve = self._by_base[i] if i >= 0 else None
+                if reserve is not None and d + d_size <= (bump := reserve.base + reserve.used):
+                    del allocated[d], allocated[s], allocated[r]
+                    self._release(r, d + d_size - r, reserve, bump)
+                    return
+        for payload in (data, struct, record):
+            if payload is not None:
+                self.free(payload)
+
+    def _release(self, block: int, size: int, reserve: _ReserveState, bump: int) -> None:
+        """Make an unlisted block of `reserve` free: merge, then list it or give it back."""
         if not self._legacy_2022:
             # Merge free right neighbours up to the first allocated one or the bump
             # (no free block starts at or past a bump pointer; an 8-byte tail lost

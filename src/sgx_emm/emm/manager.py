@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sgx_emm.emm.bitmap import CommitBitmap
@@ -148,7 +148,12 @@ def _clip(start: int, end: int, ema: Ema) -> tuple[int, int]:
     return (start if start > s else s), (end if end < e else e)
 
 
-def _check_commit(ema: Ema) -> None:
+#: A range call's own check of one region it acts on: `check(ema, start, end)` with
+#: the call's whole range; raises the call's EmmError.
+_RegionCheck = Callable[[Ema, int, int], None]
+
+
+def _check_commit(ema: Ema, start: int, end: int) -> None:
     """Commit needs a writable REG region that is not a bare reservation (EACCES).
 
     Reasons are formatted when read: a third of the commits in a typical call
@@ -165,10 +170,41 @@ def _check_commit(ema: Ema) -> None:
                        "is not writable (commit EACCEPTs RW)")
 
 
-def _check_uncommit(ema: Ema) -> None:
+def _check_uncommit(ema: Ema, start: int, end: int) -> None:
     if ema.alloc_flags & RESERVE:
         raise EmmError(errno.EACCES, _region_says, _facts(ema),
                        "is a reservation: nothing to uncommit")
+
+
+def _check_modify_permissions(ema: Ema, start: int, end: int) -> None:
+    """Permissions change on committed pages of REG regions only."""
+    if ema.alloc_flags & RESERVE:
+        raise EmmError(errno.EACCES, _region_says, _facts(ema),
+                       "is a reservation: it has no pages")
+    if not ema.si_flags & PAGE_TYPE_REG:
+        raise EmmError(errno.EACCES, _region_says, _facts(ema), "is not of type REG")
+    bm = ema.bitmap
+    lo, hi = _clip(start, end, ema)
+    if bm is None or not bm.all_set(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT):
+        raise _uncommitted_error(ema, lo, hi)
+
+
+def _check_commit_data(ema: Ema, start: int, end: int) -> None:
+    """commit_data fills uncommitted pages of a committable COMMIT_ON_DEMAND region."""
+    _check_commit(ema, start, end)
+    if not ema.alloc_flags & COMMIT_ON_DEMAND:
+        raise EmmError(errno.EINVAL, f"{_region(ema)} is not COMMIT_ON_DEMAND")
+    bm = ema.bitmap
+    lo, hi = max(start, ema.start) >> PAGE_SHIFT, min(end, ema.end) >> PAGE_SHIFT
+    if bm is not None and bm.any_set(lo, hi):
+        page = next(p for p in range(lo, hi) if bm.test(p)) << PAGE_SHIFT
+        raise EmmError(errno.EACCES, f"page {page:#x} is already committed "
+                       "(commit_data needs uncommitted pages)")
+
+
+def _metadata_refusal(ema: Ema) -> EmmError:
+    """EACCES: a public call named one of the allocator's own reserves (Deviation)."""
+    return EmmError(errno.EACCES, _region_says, _facts(ema), "holds the manager's own metadata")
 
 
 class _NotInitialized:
@@ -642,7 +678,7 @@ class EnclaveMemoryManager:
     # ----------------------------------------------------- range-based calls
 
     def _covered(self, root: RegionList, start: int, end: int, *, holes: bool,
-                 guard_meta: bool, check: Callable[[Ema], None] | None = None) -> list[Ema]:
+                 guard_meta: bool, check: _RegionCheck | None = None) -> Sequence[Ema]:
         """The regions a range call acts on, checked region by region in the reference's order.
 
         EINVAL: nothing overlaps; the range starts in free space (Deviation).
@@ -653,25 +689,28 @@ class EnclaveMemoryManager:
         """
         first = root.by_start.get(start)
         if first is not None and end <= first.end:
-            overlapped = [first]  # the usual call: inside the region it names
-        else:
-            overlapped = root.overlapping(start, end)
-            if not overlapped:
-                raise EmmError(errno.EINVAL, f"no region overlaps {start:#x}-{end:#x}")
-            first = overlapped[0]
-            if first.start > start:
-                raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free "
-                               f"space (the first region starts at {first.start:#x})")
+            # the usual call: inside the region it names (no hole, nothing past it)
+            if guard_meta and first.is_meta:
+                raise _metadata_refusal(first)
+            if check is not None:
+                check(first, start, end)
+            return (first,)
+        overlapped = root.overlapping(start, end)
+        if not overlapped:
+            raise EmmError(errno.EINVAL, f"no region overlaps {start:#x}-{end:#x}")
+        first = overlapped[0]
+        if first.start > start:
+            raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free "
+                           f"space (the first region starts at {first.start:#x})")
         prev_end = first.start
         for ema in overlapped:
             if holes and ema.start != prev_end:
                 raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} has a hole at "
                                f"{prev_end:#x}-{ema.start:#x}")
             if guard_meta and ema.is_meta:
-                raise EmmError(errno.EACCES, _region_says, _facts(ema),
-                               "holds the manager's own metadata")
+                raise _metadata_refusal(ema)
             if check is not None:
-                check(ema)
+                check(ema, start, end)
             prev_end = ema.end
         if holes and prev_end < end:
             raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} runs past the last "
@@ -766,20 +805,8 @@ class EnclaveMemoryManager:
         lock.acquire()
         try:
             root = self._rts if rts else self._user
-
-            def check(ema: Ema) -> None:
-                if ema.alloc_flags & RESERVE:
-                    raise EmmError(errno.EACCES, f"{_region(ema)} is a reservation: it has "
-                                   "no pages")
-                if not ema.si_flags & PAGE_TYPE_REG:
-                    raise EmmError(errno.EACCES, f"{_region(ema)} is not of type REG")
-                bm = ema.bitmap
-                lo, hi = _clip(addr, end, ema)
-                if bm is None or not bm.all_set(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT):
-                    raise _uncommitted_error(ema, lo, hi)
-
             overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
-                                       check=check)
+                                       check=_check_modify_permissions)
             for ema in overlapped:
                 self._ops.modify_permissions(root, ema, addr, end, prot)
         finally:
@@ -821,20 +848,8 @@ class EnclaveMemoryManager:
         lock.acquire()
         try:
             root = self._rts if rts else self._user
-
-            def check(ema: Ema) -> None:
-                _check_commit(ema)
-                if not ema.alloc_flags & COMMIT_ON_DEMAND:
-                    raise EmmError(errno.EINVAL, f"{_region(ema)} is not COMMIT_ON_DEMAND")
-                bm = ema.bitmap
-                lo, hi = max(addr, ema.start) >> PAGE_SHIFT, min(end, ema.end) >> PAGE_SHIFT
-                if bm is not None and bm.any_set(lo, hi):
-                    page = next(p for p in range(lo, hi) if bm.test(p)) << PAGE_SHIFT
-                    raise EmmError(errno.EACCES, f"page {page:#x} is already committed "
-                                   "(commit_data needs uncommitted pages)")
-
             overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
-                                       check=check)
+                                       check=_check_commit_data)
             ops = self._ops
             try:
                 for ema in overlapped:
@@ -909,14 +924,18 @@ class EnclaveMemoryManager:
                 lock.release()
 
     def _fault_commit(self, ema: Ema, page: int) -> None:
-        rc = self._ops.do_commit(ema, page, page + PAGE_SIZE)
+        """Commit the uncommitted `page` of `ema` (it has a bitmap) as its #PF asks."""
+        ops = self._ops
+        bm = ema.bitmap
+        assert bm is not None
+        rc = ops.commit_page(bm, page)
         if rc:
             raise EnclaveAbort(
                 f"EACCEPT of faulting page {page:#x} failed",
                 cause=(f"{sgx_result_name(rc)} ({rc}) from EACCEPT at {page:#x} while "
                        f"committing it on demand in {_region(ema)}: the OS did not EAUG "
                        "the page the fault asked for"))
-        self._ops.match_region_prot(ema, page)  # Deviation: the page gets the region's prot
+        ops.match_region_prot(ema, page)  # Deviation: the page gets the region's prot
 
 
 __all__ = ["EnclaveMemoryManager", "Region"]

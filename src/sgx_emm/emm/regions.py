@@ -92,12 +92,23 @@ class RegionList:
     (read-only outside this class): most calls name a region's start, and a
     region placed in a gap starts where its lower neighbour ends, so a dict
     probe answers before the ordered index is searched.
+
+    The ordered index of starts is brought up to date only when it is
+    searched: inserts and removes note the start in `_added` / `_dropped`
+    (a set operation, where an ordered insert is a Python call and a list
+    shift), and `_sorted_starts` applies what is pending first. A workload
+    that names region starts (or ends) never searches it; one that does pays
+    the same O(log n) per change as before, once.
     """
 
-    __slots__ = ("_starts", "by_start", "by_end", "first", "last", "gaps")
+    __slots__ = ("_starts", "_added", "_dropped", "by_start", "by_end", "first", "last",
+                 "gaps")
 
     def __init__(self) -> None:
         self._starts = SortedInts()
+        #: starts not yet in `_starts`, and starts in `_starts` no longer in the list
+        self._added: set[int] = set()
+        self._dropped: set[int] = set()
         self.by_start: dict[int, Ema] = {}
         self.by_end: dict[int, Ema] = {}
         self.first: Ema | None = None
@@ -123,17 +134,28 @@ class RegionList:
         node = by_start.get(addr)
         if node is not None:
             return node
-        start = self._starts.floor(addr)
+        start = self._sorted_starts().floor(addr)
         return None if start is None else by_start[start]
+
+    def _sorted_starts(self) -> SortedInts:
+        """The ordered index of starts, with the pending changes applied."""
+        starts = self._starts
+        if self._added or self._dropped:
+            for start in self._dropped:
+                starts.remove(start)
+            for start in self._added:
+                starts.add(start)
+            self._added.clear()
+            self._dropped.clear()
+        return starts
 
     def find(self, addr: int) -> Ema | None:
         """The region holding `addr`, or None."""
-        node = self.by_start.get(addr)
+        node = self.by_start.get(addr)  # the usual case, without a call
         if node is None:
-            start = self._starts.floor(addr)
-            if start is None:
+            node = self._floor(addr)
+            if node is None:
                 return None
-            node = self.by_start[start]
         return node if addr < node.end else None
 
     def first_overlap(self, start: int, end: int) -> Ema | None:
@@ -167,7 +189,10 @@ class RegionList:
         if prev is None:
             prev = self._floor(start)
         nxt = prev.next if prev is not None else self.first
-        self._starts.add(start)
+        if start in self._dropped:
+            self._dropped.remove(start)
+        else:
+            self._added.add(start)
         self.by_start[start] = ema
         self.by_end[end] = ema
         ema.prev = prev
@@ -189,7 +214,10 @@ class RegionList:
         """Unlink a region; its range becomes free."""
         prev, nxt = ema.prev, ema.next
         start, end = ema.start, ema.end
-        self._starts.remove(start)
+        if start in self._added:
+            self._added.remove(start)
+        else:
+            self._dropped.add(start)
         del self.by_start[start]
         del self.by_end[end]
         gaps = self.gaps
@@ -238,7 +266,10 @@ class RegionList:
             ema.next = new
             self.by_start[addr] = new
             self.by_end[addr] = ema
-        self._starts.add(addr)
+        if addr in self._dropped:
+            self._dropped.remove(addr)
+        else:
+            self._added.add(addr)
 
 
 class CommittedView:

@@ -138,6 +138,24 @@ def eaccept_each(eaccept: Callable[[int, int], int], secinfo: int, pages: range,
         done[0] = n
 
 
+#: An EACCEPT page loop: `loop(secinfo, pages, done)`, as `eaccept_each` behaves.
+PageLoop = Callable[[int, range, list[int]], int]
+
+
+def page_loop(prims: Primitives) -> PageLoop:
+    """The EACCEPT page loop of `prims`, found once: its batched `eaccept_pages` when
+    it has one (`PagePrimitives`), otherwise `eaccept_each` over its `eaccept`
+    (looked up per loop, so a replaced leaf is the one called)."""
+    batch: PageLoop | None = getattr(prims, "eaccept_pages", None)
+    if batch is not None:
+        return batch
+
+    def each(secinfo: int, pages: range, done: list[int]) -> int:
+        return eaccept_each(prims.eaccept, secinfo, pages, done)
+
+    return each
+
+
 def eaccept_pages(prims: Primitives, secinfo: int, pages: range, done: list[int]) -> int:
     """`eaccept_each` through `prims`: its batched `eaccept_pages` when it has one
     (`PagePrimitives`), otherwise its single-page `eaccept` in a loop, so every

@@ -35,6 +35,7 @@ from sgx_emm.platform.secinfo import (
     SI_RWX,
     secinfo_flags,
 )
+from sgx_emm.platform.state import EnclaveControl
 from sgx_emm.platform.uapi import (
     PROT_READ,
     PROT_WRITE,
@@ -114,16 +115,19 @@ class EdmmWorkers(Encl):
                     return False
             cpu.ipi(secs)
             return True
+        enc = owed.enclave
+        if enc is None:     # the SECS operand, resolved once per batch (held by the lock)
+            enc = owed.enclave = cpu.secs_enclave(secs, "ETRACK")
         owed.etracks += 1
-        if cpu.etrack_locked(secs):
-            owed.intrs += cpu.ipi_locked(secs)
+        if cpu.etrack_enclave_locked(enc):
+            owed.intrs += cpu.ipi_enclave_locked(enc)
             owed.etracks += 1
-            if cpu.etrack_locked(secs):
+            if cpu.etrack_enclave_locked(enc):
                 return False
         # on_each_cpu_mask over the enclave's cpumask: the model's is the set of
         # logical processors inside; IPIs to an empty mask do nothing, so none are sent
-        if cpu.enclaves[self.secs_slot].inside:     # type: ignore[index]
-            owed.intrs += cpu.ipi_locked(secs)
+        if enc.inside:
+            owed.intrs += cpu.ipi_enclave_locked(enc)
         return True
 
     def _owed(self, leaf: str) -> _Owed | None:
@@ -160,19 +164,23 @@ class EdmmWorkers(Encl):
         length = p.length
         for first in range(0, length, _BATCH):
             with self._batch("EMODPR") as owed:
+                checked = False     # EMODPR's SECINFO checks passed in this batch
                 for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
                     addr = base + c
                     slot = self._load_page(addr, name, p, c, PT_REG, errno.EINVAL)[0]
                     if self._host.commit_fast_path or self._issues("EMODPR", addr):
-                        paddr = EPC_BASE + (slot << PAGE_SHIFT)    # Epc.paddr
                         try:
                             if owed is None or trace.listening:
-                                ret = cpu.emodpr(secinfo, paddr)
+                                ret = cpu.emodpr(secinfo, EPC_BASE + (slot << PAGE_SHIFT))
                             else:
                                 owed.leaves += 1
-                                ret = cpu.emodpr_locked(secinfo, paddr)
+                                if not checked:
+                                    cpu.emodpr_secinfo(secinfo)
+                                    checked = True
+                                ret = cpu.emodpr_page_locked(secinfo, slot)
                                 if ret == NOT_REG:
-                                    raise cpu.not_reg_fault("EMODPR", paddr)
+                                    raise cpu.not_reg_fault(
+                                        "EMODPR", EPC_BASE + (slot << PAGE_SHIFT))
                         except CpuFault as fault:
                             raise self._partial(errno.EFAULT, name, fault.reason, p,
                                                 c) from None
@@ -197,6 +205,7 @@ class EdmmWorkers(Encl):
         length = p.length
         for first in range(0, length, _BATCH):
             with self._batch("EMODT") as owed:
+                new_pt = -1         # from EMODT's SECINFO checks, once they passed this batch
                 for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
                     addr = base + c
                     page = addr >> PAGE_SHIFT
@@ -214,13 +223,14 @@ class EdmmWorkers(Encl):
                         self._update_record(page, max_prot=PROT_READ | PROT_WRITE)
                         self._mm.zap(addr, addr + PAGE_SIZE)
                     if self._host.commit_fast_path or self._issues("EMODT", addr):
-                        paddr = EPC_BASE + (slot << PAGE_SHIFT)    # Epc.paddr
                         try:
                             if owed is None or trace.listening:
-                                ret = cpu.emodt(secinfo, paddr)
+                                ret = cpu.emodt(secinfo, EPC_BASE + (slot << PAGE_SHIFT))
                             else:
                                 owed.leaves += 1
-                                ret = cpu.emodt_locked(secinfo, paddr)
+                                if new_pt < 0:
+                                    new_pt = cpu.emodt_secinfo(secinfo)
+                                ret = cpu.emodt_page_locked(new_pt, slot)
                         except CpuFault as fault:
                             self._update_record(page, max_prot=max_prot)
                             raise self._partial(errno.EFAULT, name, fault.reason, p,
@@ -252,6 +262,7 @@ class EdmmWorkers(Encl):
         for first in range(0, length, _BATCH):
             zap_end = first         # the batch's pages up to here are zapped at its end
             with self._batch("EMODPR") as owed:
+                checked = False     # the probe's SECINFO checks passed in this batch
                 try:
                     for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
                         addr = base + c
@@ -262,7 +273,10 @@ class EdmmWorkers(Encl):
                         try:
                             if quiet is not None:
                                 quiet.leaves += 1
-                                ret = cpu.emodpr_locked(probe, paddr)
+                                if not checked:
+                                    cpu.emodpr_secinfo(probe)
+                                    checked = True
+                                ret = cpu.emodpr_page_locked(probe, slot)
                             else:
                                 ret = cpu.emodpr(probe, paddr)
                         except PageFault:
@@ -278,7 +292,7 @@ class EdmmWorkers(Encl):
                         zap_end = c + PAGE_SIZE
                         if quiet is not None:
                             quiet.eremoves += 1
-                            cpu.eremove_locked(paddr)
+                            cpu.eremove_page_locked(slot)
                         else:
                             cpu.eremove(paddr)
                         self._records[page >> CHUNK_SHIFT][1][page & CHUNK_MASK] = 0  # drop it
@@ -294,11 +308,13 @@ class _Owed:
     Counts stay exact (the CLI totals and the cost model read them); only the
     details, which nobody wanted, are skipped."""
 
-    __slots__ = ("leaf", "leaves", "etracks", "intrs", "eremoves")
+    __slots__ = ("leaf", "leaves", "etracks", "intrs", "eremoves", "enclave")
 
     def __init__(self, leaf: str) -> None:
         self.leaf = leaf
         self.leaves = self.etracks = self.intrs = self.eremoves = 0
+        #: the enclave of the loop's SECS once resolved in this batch (`_etrack`)
+        self.enclave: EnclaveControl | None = None
 
     def pay(self, trace: Trace) -> None:
         """Count what is owed; nobody listened when these leaves ran (each was put

@@ -210,6 +210,13 @@ class EnclsLeaves(Processor):
         a page that is not REG (`not_reg_fault`): REMOVE_PAGES probes every page
         it frees with EMODPR and expects that #PF, and an exception per page
         would cost more than the leaf. Every other fault raises."""
+        self.emodpr_secinfo(secinfo)
+        return self.emodpr_page_locked(secinfo, self._epc_operand(epc_page, "EMODPR"))
+
+    def emodpr_secinfo(self, secinfo: int) -> None:
+        """EMODPR's checks before its page operand's: SGX2, then the SECINFO (#GP). A
+        driver page loop, whose SECINFO is the same for every page, makes them once
+        per batch, at its first EMODPR, before `emodpr_page_locked`."""
         if not self.sgx2:
             self._require_sgx2("EMODPR")
         if not secinfo_reserved_ok(secinfo):
@@ -217,10 +224,18 @@ class EnclsLeaves(Processor):
                 reason=f"EMODPR: SECINFO.FLAGS {secinfo:#x} sets reserved bits")
         if secinfo & SI_W and not secinfo & SI_R:
             raise GeneralProtection(reason="EMODPR: SECINFO gives W without R")
-        slot, f = self._valid_operand(epc_page, "EMODPR")
+
+    def emodpr_page_locked(self, secinfo: int, slot: int) -> int:
+        """EMODPR's checks and effect on the page in EPC `slot`, after
+        `emodpr_secinfo(secinfo)` passed and the page operand resolved to `slot`
+        (the EPC page of a driver record always does); returns as `emodpr_locked`.
+        The caller holds the lock."""
+        epc = self.epc
+        f = epc.flags[slot]
+        if not f & F_VALID:
+            raise self._not_valid("EMODPR", slot)
         if self._conflicts and self._take_conflict(slot):
             return SGX_EPC_PAGE_CONFLICT
-        epc = self.epc
         if f & (F_PENDING | F_MODIFIED):
             return SGX_PAGE_NOT_MODIFIABLE
         if epc.pt[slot] != PT_REG:
@@ -253,6 +268,13 @@ class EnclsLeaves(Processor):
     def emodt_locked(self, secinfo: int, epc_page: int) -> int:
         """EMODT's checks and effect without its event; the caller holds the lock
         (the driver's page loops call this for each page, counting the events)."""
+        new_pt = self.emodt_secinfo(secinfo)
+        return self.emodt_page_locked(new_pt, self._epc_operand(epc_page, "EMODT"))
+
+    def emodt_secinfo(self, secinfo: int) -> int:
+        """EMODT's checks before its page operand's: SGX2, then the SECINFO (#GP).
+        Returns: the new page type. A driver page loop makes them once per batch, at
+        its first EMODT, before `emodt_page_locked`."""
         if not self.sgx2:
             self._require_sgx2("EMODT")
         new_pt = secinfo_pt(secinfo)
@@ -262,17 +284,25 @@ class EnclsLeaves(Processor):
         if new_pt not in (PT_TCS, PT_TRIM):
             raise GeneralProtection(
                 reason=f"EMODT: new type {pt_name(new_pt)} is neither TCS nor TRIM")
-        slot, f = self._valid_operand(epc_page, "EMODT")
+        return new_pt
+
+    def emodt_page_locked(self, new_pt: int, slot: int) -> int:
+        """EMODT's checks and effect on the page in EPC `slot`, after `emodt_secinfo`
+        passed (giving `new_pt`) and the page operand resolved to `slot`; returns as
+        `emodt_locked`. The caller holds the lock."""
+        epc = self.epc
+        f = epc.flags[slot]
+        if not f & F_VALID:
+            raise self._not_valid("EMODT", slot)
         if self._conflicts and self._take_conflict(slot):
             return SGX_EPC_PAGE_CONFLICT
-        epc = self.epc
         old_pt = epc.pt[slot]
         allowed = (old_pt == PT_REG or (old_pt == PT_TCS and new_pt == PT_TRIM)
                    or (old_pt in (PT_SS_FIRST, PT_SS_REST) and new_pt == PT_TRIM))
         if not allowed:
-            raise PageFault(PFEC_ENCLS, epc_page,
-                            f"EMODT: {pt_name(old_pt)} page {epc_page:#x} cannot become "
-                            f"{pt_name(new_pt)}")
+            raise PageFault(PFEC_ENCLS, epc.paddr(slot),
+                            f"EMODT: {pt_name(old_pt)} page {epc.paddr(slot):#x} cannot "
+                            f"become {pt_name(new_pt)}")
         if f & (F_PENDING | F_MODIFIED):
             return SGX_PAGE_NOT_MODIFIABLE
         enc = self.enclaves[epc.owner[slot]]
@@ -297,7 +327,11 @@ class EnclsLeaves(Processor):
 
     def eremove_locked(self, epc_page: int) -> int:
         """EREMOVE's checks and effect without its event; the caller holds the lock."""
-        slot = self._epc_operand(epc_page, "EREMOVE")
+        return self.eremove_page_locked(self._epc_operand(epc_page, "EREMOVE"))
+
+    def eremove_page_locked(self, slot: int) -> int:
+        """EREMOVE of the page in EPC `slot` (its operand resolved there); returns as
+        `eremove_locked`. The caller holds the lock."""
         epc = self.epc
         f = epc.flags[slot]
         if not f & F_VALID:
@@ -333,7 +367,11 @@ class EnclsLeaves(Processor):
 
     def etrack_locked(self, secs_page: int) -> int:
         """ETRACK's checks and effect without its event; the caller holds the lock."""
-        enc = self._secs_operand(secs_page, "ETRACK")
+        return self.etrack_enclave_locked(self._secs_operand(secs_page, "ETRACK"))
+
+    def etrack_enclave_locked(self, enc: EnclaveControl) -> int:
+        """ETRACK on the enclave its SECS operand resolved to (`secs_enclave`); returns
+        as `etrack_locked`. The caller holds the lock."""
         if enc.track_waiting:
             return SGX_PREV_TRK_INCMPL
         enc.track_epoch = enc.epoch
@@ -343,6 +381,13 @@ class EnclsLeaves(Processor):
         else:                   # nobody to wait for (track_waiting is empty, see above)
             enc.tracked = enc.track_epoch
         return 0
+
+    def secs_enclave(self, secs_page: int, leaf: str) -> EnclaveControl:
+        """The enclave whose SECS is at `secs_page` (#GP/#PF as a SECS operand of
+        `leaf`): a driver page loop resolves its SECS once per batch, under the lock
+        that keeps it a SECS throughout, for `etrack_enclave_locked` and
+        `ipi_enclave_locked`."""
+        return self._secs_operand(secs_page, leaf)
 
     def ipi(self, secs_page: int) -> None:
         """Interrupt every logical processor inside the enclave (the kernel's IPIs after
@@ -354,7 +399,10 @@ class EnclsLeaves(Processor):
     def ipi_locked(self, secs_page: int) -> int:
         """`ipi` without its events; the caller holds the lock. Returns: how many
         logical processors were interrupted (one AEX "INTR" event each)."""
-        enc = self._secs_operand(secs_page, "IPI")
+        return self.ipi_enclave_locked(self._secs_operand(secs_page, "IPI"))
+
+    def ipi_enclave_locked(self, enc: EnclaveControl) -> int:
+        """`ipi_locked` on the enclave its SECS resolved to (`secs_enclave`)."""
         n = self.interrupt(enc) if enc.inside else 0
         if enc.track_waiting:
             enc.track_waiting.clear()

@@ -341,3 +341,21 @@ class EntryLeaves(Processor):
         return (_U64.unpack_from(other, (gpr & (PAGE_SIZE - 1)) + GPR_RIP)[0]
                 if other is not None else 0)
 
+    def aex_eresume_again(self, entry: EntryState, vector: int, addr: int,
+                          errcd: int) -> None:
+        """`aex_eresume_locked` for the next fault of `entry` in the same hold of the
+        lock, after the previous call returned RIP_INTERRUPTED (its readiness
+        checks passed and the AEX wrote the frame ERESUME restores). Those checks
+        read the TCS and SSA frame pages' PTEs and EPCM entries, the TCS control
+        and the enclave, which nothing in between changed: a commit EAUGs into a
+        free EPC slot and maps a page that had no PTE, so neither is the TCS or
+        the frame, and EACCEPT only clears PENDING, MODIFIED and PR. So they pass
+        again, the composed AEX + ERESUME leaves CSSA, BUSY, the frame's owner and
+        the entry as they are, and the restored RIP is the one just written: what
+        is left to do is the AEX's frame write (this fault's EXITINFO and EXINFO)
+        and leaving a tracking cycle. The caller holds the lock; no events."""
+        tcs = entry.tcs
+        enc = entry.enclave
+        self.write_frame(tcs, enc, entry.ssa_slot, vector, addr, errcd)
+        if enc.track_waiting:
+            self._leave(enc, tcs.slot)

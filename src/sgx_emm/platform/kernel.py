@@ -290,9 +290,24 @@ class Kernel:
         read) would EAUG a free EPC page without evicting, do exactly that through
         the one EAUG path, without events (the caller counts them), and return the
         EPC slot. Otherwise change nothing and return -1. The caller holds the lock."""
+        vma = self.first_touch_vma(addr)
+        return -1 if vma is None else self.eaug_in(vma, addr)
+
+    def first_touch_vma(self, addr: int) -> Vma | None:
+        """`eaug_first_touch`, first part: the VMA whose enclave's fault handler
+        `fault(addr, U)` reaches (a VMA maps `addr` and access_error allows the read;
+        SGX2 is there to EAUG), or None. The answer is the same for every address
+        of that VMA as long as the caller holds the lock (VMAs change only under
+        it), so a page loop asks once per VMA."""
         vma = self.mm.find_vma(addr)
         if vma is None or _access_error(vma, PF_U) or not self.sgx2:
-            return -1
+            return None
+        return vma
+
+    def eaug_in(self, vma: Vma, addr: int) -> int:
+        """`eaug_first_touch`, second part, for `addr` in `vma` (a `first_touch_vma`
+        answer under this hold of the lock): the enclave's quiet EAUG. Returns: the
+        EPC slot, or -1 with nothing changed."""
         fd: Encl = vma.owner
         slot = fd.eaug_page(addr >> PAGE_SHIFT, vma.prot, True)   # quiet
         return slot if isinstance(slot, int) else -1

@@ -143,15 +143,11 @@ class Processor:
         if not self.sgx2:
             raise GeneralProtection(reason=f"{leaf}: SGX2 leaf on a CPU without SGX2")
 
-    def _valid_operand(self, epc_page: int, leaf: str) -> tuple[int, int]:
-        """EMODPR/EMODT/EREMOVE's page operand: an EPC page (#GP) that is VALID
-        (#PF). Returns its slot and EPCM flag byte."""
-        slot = self._epc_operand(epc_page, leaf)
-        f = self.epc.flags[slot]
-        if not f & F_VALID:
-            raise PageFault(PFEC_ENCLS, epc_page,
-                            f"{leaf}: EPCM entry of EPC page {epc_page:#x} is not VALID")
-        return slot, f
+    def _not_valid(self, leaf: str, slot: int) -> PageFault:
+        """The #PF of an ENCLS page operand whose EPCM entry is not VALID."""
+        paddr = self.epc.paddr(slot)
+        return PageFault(PFEC_ENCLS, paddr,
+                         f"{leaf}: EPCM entry of EPC page {paddr:#x} is not VALID")
 
     def inject_conflict(self, paddr: int) -> None:
         """Make the next EMODPR/EMODT on this page find it busy (SGX_EPC_PAGE_CONFLICT).

@@ -29,9 +29,10 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from sgx_emm.flags import PAGE_SIZE
-from sgx_emm.platform.cpu import NOT_PRESENT, Cpu, Rip, eaccept_not_present
+from sgx_emm.platform.cpu import NOT_PRESENT, RIP_INTERRUPTED, Cpu, Rip, eaccept_not_present
 from sgx_emm.platform.exceptions import CpuFault, FaultReported, RunSnapshot
 from sgx_emm.platform.kernel import Kernel
+from sgx_emm.platform.mmu import Vma
 from sgx_emm.platform.secinfo import (
     ERESUME,
     EXINFO_SIZE,
@@ -50,6 +51,8 @@ MAX_FIXES = 64
 #: The same fault (vector, address, error code) delivered this many times in a
 #: row without the access making progress is a livelock: the entry ends.
 MAX_REDELIVERIES = 256
+#: pages `eaccept_pages` runs under one hold of the machine lock (a page-table chunk)
+_BATCH_PAGES = 512
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -153,36 +156,53 @@ class EnclaveThread:
         (all RBX checks apply), otherwise `secinfo_flags` is used as an already
         valid, 64-byte aligned SECINFO. Returns: the SGX code (0 on success)."""
         if secinfo_addr is None:
-            return self._eaccept_flags(secinfo_flags, addr, None)
+            return self._eaccept_flags(secinfo_flags, addr)
         return self._run(self._cpu.eaccept, secinfo_flags, addr, secinfo_addr)
 
-    def _eaccept_flags(self, secinfo_flags: int, addr: int, owed: list[int] | None) -> int:
-        """EACCEPT of an already valid SECINFO: the one place that picks the fast pass
-        (nobody listens and the kernel has no hooks) or the general leaf; `owed` as
-        `_eaccept_direct` takes it."""
+    def _eaccept_flags(self, secinfo_flags: int, addr: int) -> int:
+        """EACCEPT of an already valid SECINFO: the fast pass (nobody listens and the
+        kernel has no hooks) as a batch of one page, or the general leaf."""
         if not self._trace.listening and self._kernel.commit_fast_path:
-            return self._eaccept_direct(secinfo_flags, addr, owed)
+            owed = [0] * len(_COMMIT_PREFIX)
+            try:
+                return self._accept_pages(secinfo_flags, range(addr, addr + 1), owed, [0])
+            finally:
+                self._pay(owed)
         return self._run(self._cpu.eaccept, secinfo_flags, addr, None)
 
     def eaccept_pages(self, secinfo_flags: int, pages: range, done: list[int]) -> int:
         """`eaccept(secinfo_flags, addr)` for each address of `pages` in order, stopping
         at the first nonzero code, which is returned (0 if none). `done[0]` becomes
         the number of pages accepted, also when one raises. One call for a page
-        loop, so the caller finds and guards this thread once, not per page."""
-        one = self._eaccept_flags
-        trace = self._trace
+        loop, so the caller finds and guards this thread once, not per page; while
+        the fast pass may run, pages go in batches under one hold of the machine
+        lock (`_accept_pages`), otherwise each takes the general leaf."""
         owed = [0] * len(_COMMIT_PREFIX)   # fast passes that ended after n events
-        n = 0
+        done[0] = 0
+        total = len(pages)
         try:
-            for addr in pages:
-                rc = one(secinfo_flags, addr, owed)
+            while done[0] < total:
+                n = done[0]
+                if not self._trace.listening and self._kernel.commit_fast_path:
+                    rc = self._accept_pages(secinfo_flags, pages[n:n + _BATCH_PAGES], owed,
+                                            done)
+                else:
+                    rc = self._run(self._cpu.eaccept, secinfo_flags, pages[n], None)
+                    if not rc:
+                        done[0] = n + 1
                 if rc:
                     return rc
-                n += 1
             return 0
         finally:
-            done[0] = n
-            for events, times in enumerate(owed):
+            self._pay(owed)
+
+    def _pay(self, owed: list[int]) -> None:
+        """Count the events of the fast passes tallied in `owed` (index: how many of
+        `_COMMIT_EVENTS` a pass ran), which ran while nobody listened: as the EDMM
+        page loops do, a listener that subscribed since is not told of them."""
+        trace = self._trace
+        for events, times in enumerate(owed):
+            if times:
                 trace.count_unheard(_COMMIT_PREFIX[events], times)
 
     def eacceptcopy(self, secinfo_flags: int, dest: int, src: int, *,
@@ -318,56 +338,104 @@ class EnclaveThread:
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- the commit fast path ---
-    def _eaccept_direct(self, secinfo: int, addr: int, owed: list[int] | None = None) -> int:
-        """EACCEPT when nobody listens to the trace: exactly the steps, state changes and
-        event counts of `_run(cpu.eaccept, ...)`, but the usual commit of an untouched
-        page (EACCEPT meets a not-present PTE, AEX, the kernel EAUGs and maps,
-        ERESUME, EACCEPT again) runs in one pass under the machine lock, without
-        exceptions, and counts its six events at once. Anything else leaves the pass
-        at the step where it differs and continues on the general path from there.
-        `owed` (a page loop's, indexed by how many of `_COMMIT_EVENTS` happened):
-        while still nobody listens, the pass is tallied there, for the loop to
-        count once at its end (`count_unheard`)."""
+    def _accept_pages(self, secinfo: int, pages: range, owed: list[int],
+                      done: list[int]) -> int:
+        """EACCEPT of each page of `pages` (one batch) when nobody listens to the trace:
+        per page exactly the steps, state changes and event counts of
+        `_run(cpu.eaccept, ...)`, but all pages under one hold of the machine lock
+        and without exceptions; the usual commit of an untouched page (EACCEPT
+        meets a not-present PTE, AEX, the kernel EAUGs and maps, ERESUME, EACCEPT
+        again) is one pass. Within the hold, two results carry from page to page
+        instead of being recomputed: the VMA the kernel found for a first touch
+        (`Kernel.first_touch_vma`, valid for all its addresses) and, once one
+        AEX + ERESUME went the plain way, ERESUME's readiness
+        (`Cpu.aex_eresume_again`). A page that goes otherwise leaves the pass at
+        the step where it differs; the lock is released and it continues on the
+        general path from there (`_continue`), which ends the batch. Event counts
+        are tallied in `owed` (indexed by how many of `_COMMIT_EVENTS` a page ran).
+        Returns: the first nonzero code, else 0; `done[0]` grows by the pages
+        accepted, also when one raises."""
         cpu = self._cpu
         kernel = self._kernel
         entry = self.entry
-        events = 1                 # of _COMMIT_EVENTS that happened
+        eaccept = cpu.eaccept_locked
+        augmented = cpu.eaccept_augmented_locked
+        again = cpu.aex_eresume_again
+        n = 0
+        plain = quick = 0      # pages done after all six events / after one EACCEPT
+        events = 1             # of _COMMIT_EVENTS the page in hand has run
         fault: CpuFault | None = None
         rip: Rip = 0
+        addr = 0
+        vma: Vma | None = None     # the first-touch VMA, proven for all its addresses
+        resumes = False            # AEX + ERESUME of this entry proven the plain case
         lock = cpu.lock
         lock.acquire()
         try:
             try:
-                ret = cpu.eaccept_locked(entry, secinfo, addr)
-                if ret != NOT_PRESENT:
-                    return ret
-                # The kernel's part first: it depends on nothing the AEX changes, and
-                # nobody sees the order while the lock is held.
-                slot = kernel.eaug_first_touch(addr)
-                if slot < 0:                # not the plain case
-                    fault = eaccept_not_present(addr)
+                for addr in pages:
+                    events = 1
+                    ret = eaccept(entry, secinfo, addr)
+                    if ret == NOT_PRESENT:
+                        # the kernel's part first: it depends on nothing the AEX
+                        # changes, and nobody sees the order while the lock is held
+                        if vma is None or not vma.start <= addr < vma.end:
+                            vma = kernel.first_touch_vma(addr)
+                        slot = kernel.eaug_in(vma, addr) if vma is not None else -1
+                        if slot < 0:                # not the plain case
+                            fault = eaccept_not_present(addr)
+                            break
+                        if resumes:
+                            events = 6
+                            again(entry, VECTOR_PF, addr, PF_U)
+                            ret = augmented(entry, secinfo, addr, slot)
+                        else:
+                            resumed = cpu.aex_eresume_locked(entry, VECTOR_PF, addr, PF_U)
+                            events = 5
+                            rip = (cpu.eresume_locked(entry.tcs.linaddr)[1]
+                                   if resumed is None else resumed)
+                            if callable(rip):
+                                break
+                            events = 6
+                            if resumed is not None:   # nothing else ran: as EAUGed
+                                resumes = resumed == RIP_INTERRUPTED
+                                ret = augmented(entry, secinfo, addr, slot)
+                            else:
+                                ret = eaccept(entry, secinfo, addr)
+                                if ret == NOT_PRESENT:
+                                    fault = eaccept_not_present(addr)
+                                    break
+                        plain += 1
+                    else:
+                        quick += 1
+                    if ret:
+                        return ret
+                    n += 1
                 else:
-                    resumed = cpu.aex_eresume_locked(entry, VECTOR_PF, addr, PF_U)
-                    events = 5
-                    rip = (cpu.eresume_locked(entry.tcs.linaddr)[1] if resumed is None
-                           else resumed)
-                    if not callable(rip):
-                        events = 6
-                        if resumed is not None:   # nothing else ran: the page is as EAUGed
-                            return cpu.eaccept_augmented_locked(entry, secinfo, addr, slot)
-                        ret = cpu.eaccept_locked(entry, secinfo, addr)
-                        if ret != NOT_PRESENT:
-                            return ret
-                        fault = eaccept_not_present(addr)
+                    return 0
             except CpuFault as caught:
                 fault = caught
+            except BaseException:
+                owed[events] += 1       # the page in hand ran this far, then raised
+                raise
         finally:
             lock.release()
-            if owed is None or self._trace.listening:     # heard now: as one EACCEPT
-                self._trace.bump_all(_COMMIT_PREFIX[events])
-            else:
-                owed[events] += 1
-        op = cpu.eaccept
+            owed[1] += quick
+            owed[6] += plain
+            done[0] += n
+        owed[events] += 1
+        rc = self._continue(secinfo, addr, events, fault, rip)
+        if not rc:
+            done[0] += 1
+        return rc
+
+    def _continue(self, secinfo: int, addr: int, events: int, fault: CpuFault | None,
+                  rip: Rip) -> int:
+        """The general path of an EACCEPT of `addr` that left the fast pass after
+        `events` of `_COMMIT_EVENTS`, with the fault loop's state at that point:
+        `fault` (the fault in hand, if any) and `rip` (the restored frame's RIP
+        after an ERESUME). Returns: the leaf's code."""
+        op = self._cpu.eaccept
         args = (secinfo, addr, None)
         if events == 1:
             assert fault is not None
@@ -380,7 +448,7 @@ class EnclaveThread:
             if callable(rip):
                 rip()
             try:
-                return op(entry, *args)
+                return op(self.entry, *args)
             except CpuFault as again:
                 fault = again
         assert fault is not None
