@@ -70,32 +70,33 @@ class EdmmWorkers(Encl):
         params.count = count  # type: ignore[attr-defined]
         return driver_error(err, name, reason, count)
 
-    def _load_page(self, addr: int, name: str, params: object, c: int, page_type: int = -1,
-                   err: int = 0) -> tuple[int, int, int]:
-        """sgx_encl_load_page: no record -> EFAULT; held by the reclaimer -> EAGAIN;
-        evicted -> ELDU (failure -> EFAULT). With `page_type`, the page must then be
-        of that type, else `err`, as the ioctl's own check returns: the start of the
-        per-page loops of RESTRICT_PERMISSIONS (REG, EINVAL) and REMOVE_PAGES (TRIM,
-        EPERM). Returns: (EPC slot, page type, max prot)."""
-        page = addr >> PAGE_SHIFT
+    def _load_page(self, page: int, name: str, params: object, c: int, page_type: int = -1,
+                   err: int = 0) -> int:
+        """sgx_encl_load_page for the page numbered `page`: no record -> EFAULT; held by
+        the reclaimer -> EAGAIN; evicted -> ELDU (failure -> EFAULT). With
+        `page_type`, the page must then be of that type, else `err`, as the ioctl's
+        own check returns: the start of the per-page loops of RESTRICT_PERMISSIONS
+        (REG, EINVAL) and REMOVE_PAGES (TRIM, EPERM). Returns: the EPC slot (the
+        record's type and max prot are read where it lies)."""
         entry = self._records.get(page >> CHUNK_SHIFT)     # `record`, read in place
-        info = entry[1][page & CHUNK_MASK] if entry is not None else 0
-        if not info or entry is None:
-            raise self._partial(errno.EFAULT, name, f"no page at {addr:#x}", params, c)
-        if self._reclaiming and page in self._reclaiming:
-            raise self._partial(errno.EAGAIN, name, f"page {addr:#x} is being reclaimed",
+        i = page & CHUNK_MASK
+        if entry is None or not (info := entry[1][i]):
+            raise self._partial(errno.EFAULT, name, f"no page at {page << PAGE_SHIFT:#x}",
                                 params, c)
-        slot = entry[0][page & CHUNK_MASK]
+        if self._reclaiming and page in self._reclaiming:
+            raise self._partial(errno.EAGAIN, name,
+                                f"page {page << PAGE_SHIFT:#x} is being reclaimed", params, c)
+        slot = entry[0][i]
         if slot < 0:
             loaded = self.load_page(page)
             if isinstance(loaded, str):
                 raise self._partial(errno.EFAULT, name, loaded, params, c)
             slot = loaded
-        found = (info & TYPE_MASK) >> TYPE_SHIFT
-        if page_type >= 0 and found != page_type:
-            raise self._partial(err, name, f"page {addr:#x} is {pt_name(found)}, "
+        if page_type >= 0 and info & TYPE_MASK != page_type << TYPE_SHIFT:
+            raise self._partial(err, name, f"page {page << PAGE_SHIFT:#x} is "
+                                           f"{pt_name((info & TYPE_MASK) >> TYPE_SHIFT)}, "
                                            f"not {pt_name(page_type)}", params, c)
-        return slot, found, info & PROT_MASK
+        return slot
 
     def _etrack(self, owed: _Owed | None, secs: int) -> bool:
         """sgx_enclave_etrack: ETRACK, on failure IPIs and one retry; then IPIs.
@@ -167,7 +168,8 @@ class EdmmWorkers(Encl):
                 checked = False     # EMODPR's SECINFO checks passed in this batch
                 for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
                     addr = base + c
-                    slot = self._load_page(addr, name, p, c, PT_REG, errno.EINVAL)[0]
+                    slot = self._load_page(addr >> PAGE_SHIFT, name, p, c, PT_REG,
+                                           errno.EINVAL)
                     if self._host.commit_fast_path or self._issues("EMODPR", addr):
                         try:
                             if owed is None or trace.listening:
@@ -209,16 +211,21 @@ class EdmmWorkers(Encl):
                 for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
                     addr = base + c
                     page = addr >> PAGE_SHIFT
-                    slot, page_type, max_prot = self._load_page(addr, name, p, c)
+                    slot = self._load_page(page, name, p, c)
+                    infos = self._records[page >> CHUNK_SHIFT][1]
+                    i = page & CHUNK_MASK
+                    info = infos[i]         # as loaded: its max prot is restored on failure
+                    page_type = (info & TYPE_MASK) >> TYPE_SHIFT
                     if not (page_type == PT_REG
                             or (page_type == PT_TCS and new_type == PT_TRIM)):
                         raise self._partial(errno.EINVAL, name,
                                             f"page {addr:#x} is {pt_name(page_type)}: "
                                             f"cannot become {pt_name(new_type)}", p, c)
                     if page_type == PT_REG and new_type == PT_TCS:
-                        if ~max_prot & (PROT_READ | PROT_WRITE):
+                        if ~info & (PROT_READ | PROT_WRITE):
                             raise self._partial(errno.EPERM, name,
-                                                f"page {addr:#x} max prot {max_prot:#x} "
+                                                f"page {addr:#x} max prot "
+                                                f"{info & PROT_MASK:#x} "
                                                 "lacks R|W, which a TCS needs", p, c)
                         self._update_record(page, max_prot=PROT_READ | PROT_WRITE)
                         self._mm.zap(addr, addr + PAGE_SIZE)
@@ -232,19 +239,17 @@ class EdmmWorkers(Encl):
                                     new_pt = cpu.emodt_secinfo(secinfo)
                                 ret = cpu.emodt_page_locked(new_pt, slot)
                         except CpuFault as fault:
-                            self._update_record(page, max_prot=max_prot)
+                            self._update_record(page, max_prot=info & PROT_MASK)
                             raise self._partial(errno.EFAULT, name, fault.reason, p,
                                                 c) from None
                         if ret:
-                            self._update_record(page, max_prot=max_prot)
+                            self._update_record(page, max_prot=info & PROT_MASK)
                             p.result = ret
                             raise self._partial(errno.EFAULT, name,
                                                 _sgx_code("EMODT", ret, addr), p, c)
                     if not self._etrack(owed, secs):
                         raise self._partial(errno.EFAULT, name, "ETRACK failed", p, c)
                     # `_update_record(page, page_type=new_type)`, in place
-                    infos = self._records[page >> CHUNK_SHIFT][1]
-                    i = page & CHUNK_MASK
                     infos[i] = (infos[i] & ~TYPE_MASK) | (new_type << TYPE_SHIFT)
                     p.count = c + PAGE_SIZE
 
@@ -267,8 +272,7 @@ class EdmmWorkers(Encl):
                     for c in range(first, min(first + _BATCH, length), PAGE_SIZE):
                         addr = base + c
                         page = addr >> PAGE_SHIFT
-                        slot = self._load_page(addr, name, p, c, PT_TRIM, errno.EPERM)[0]
-                        paddr = EPC_BASE + (slot << PAGE_SHIFT)    # Epc.paddr
+                        slot = self._load_page(page, name, p, c, PT_TRIM, errno.EPERM)
                         quiet = owed if owed is not None and not trace.listening else None
                         try:
                             if quiet is not None:
@@ -278,7 +282,7 @@ class EdmmWorkers(Encl):
                                     checked = True
                                 ret = cpu.emodpr_page_locked(probe, slot)
                             else:
-                                ret = cpu.emodpr(probe, paddr)
+                                ret = cpu.emodpr(probe, EPC_BASE + (slot << PAGE_SHIFT))
                         except PageFault:
                             ret = NOT_REG
                         except CpuFault as fault:
@@ -289,14 +293,14 @@ class EdmmWorkers(Encl):
                                                 f"accepted the TRIM of {addr:#x}", p, c)
                         # zap this page's PTE: done for the batch at once, under the same
                         # hold of the lock, before anyone can walk the page tables
-                        zap_end = c + PAGE_SIZE
+                        done = zap_end = c + PAGE_SIZE
                         if quiet is not None:
                             quiet.eremoves += 1
                             cpu.eremove_page_locked(slot)
                         else:
-                            cpu.eremove(paddr)
+                            cpu.eremove(EPC_BASE + (slot << PAGE_SHIFT))
                         self._records[page >> CHUNK_SHIFT][1][page & CHUNK_MASK] = 0  # drop it
-                        p.count = c + PAGE_SIZE
+                        p.count = done
                 finally:
                     if zap_end > first:
                         mm.zap(base + first, base + zap_end)

@@ -61,6 +61,13 @@ _LEGAL_ACCEPT = frozenset((
     (PT_TCS << 8) | SI_MODIFIED, (PT_TRIM << 8) | SI_MODIFIED,
 ))
 _SSA_OK = F_VALID | F_R | F_W
+# masks of the hot checks, computed once
+_PAGE_MASK = PAGE_SIZE - 1
+_VALID_BLOCKED = F_VALID | F_BLOCKED
+#: the SECINFO states whose EACCEPT needs the page's tracking cycle completed
+_TRACKED_CHANGE = SI_PR | SI_MODIFIED
+#: what EACCEPT leaves of the EPCM flags: all but PENDING, MODIFIED and PR
+_ACCEPTED = ~(F_PENDING | F_MODIFIED | F_PR)
 #: the EPCM page types EACCEPT works on; any other is #PF
 _ACCEPTABLE_PT = frozenset((PT_REG, PT_TCS, PT_TRIM))
 #: TCS.FLAGS bits that are not reserved: DBGOPTIN (bit 0) and AEXNOTIFY (bit 1)
@@ -129,7 +136,7 @@ class EncluLeaves(Processor):
         if secinfo_addr is not None:        # RBX: aligned, inside, walked
             self._check_secinfo_addr(enc, secinfo_addr, "EACCEPT")
             secinfo, reserved_clear = self._read_secinfo(enc, secinfo_addr, "EACCEPT")
-        if target & (PAGE_SIZE - 1) or not enc.base <= target < enc.base + enc.size:
+        if target & _PAGE_MASK or not enc.base <= target < enc.base + enc.size:
             self._check_page_operand(enc, target, "EACCEPT")
         page = target >> PAGE_SHIFT                 # RCX's walk before SECINFO's #GPs
         chunk = self.mm.chunks.get(page >> CHUNK_SHIFT)     # `mm.pte`, inline
@@ -146,7 +153,7 @@ class EncluLeaves(Processor):
         epc = self.epc
         f = epc.flags[slot]
         pt = epc.pt[slot]
-        if (not f & F_VALID or f & F_BLOCKED or epc.owner[slot] != enc.secs_slot
+        if (f & _VALID_BLOCKED != F_VALID or epc.owner[slot] != enc.secs_slot
                 or pt not in _ACCEPTABLE_PT):
             raise PageFault(PFEC_LEAF, target,
                             f"EACCEPT: EPCM entry of {target:#x} cannot be accepted "
@@ -154,13 +161,13 @@ class EncluLeaves(Processor):
         if (epc.linaddr[slot] != target or (f & _MATCH_MASK) != (secinfo & _MATCH_MASK)
                 or pt != (secinfo >> 8) & 0xFF):
             return SGX_PAGE_ATTRIBUTES_MISMATCH
-        if secinfo & (SI_PR | SI_MODIFIED) and epc.epoch[slot] > enc.tracked:
+        if secinfo & _TRACKED_CHANGE and epc.epoch[slot] > enc.tracked:
             return SGX_NOT_TRACKED
         if pt == PT_TCS and not TcsImage.valid_for_accept(bytes(epc.page_bytes(slot))):
             raise GeneralProtection(
                 reason=f"EACCEPT: the TCS image at {target:#x} is not acceptable "
                        "(reserved bytes, DBGOPTIN, STATE or AEP set, or CSSA >= NSSA)")
-        epc.flags[slot] = f & ~(F_PENDING | F_MODIFIED | F_PR)
+        epc.flags[slot] = f & _ACCEPTED
         return 0
 
     def eaccept_augmented_locked(self, entry: EntryState, secinfo: int, target: int,

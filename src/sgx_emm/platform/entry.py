@@ -14,6 +14,8 @@ nothing (EXITINFO.VALID = 0) and an ERESUME.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from functools import partial
 
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
 from sgx_emm.platform.epcm import F_R, F_VALID, F_W
@@ -341,21 +343,25 @@ class EntryLeaves(Processor):
         return (_U64.unpack_from(other, (gpr & (PAGE_SIZE - 1)) + GPR_RIP)[0]
                 if other is not None else 0)
 
-    def aex_eresume_again(self, entry: EntryState, vector: int, addr: int,
-                          errcd: int) -> None:
-        """`aex_eresume_locked` for the next fault of `entry` in the same hold of the
-        lock, after the previous call returned RIP_INTERRUPTED (its readiness
-        checks passed and the AEX wrote the frame ERESUME restores). Those checks
-        read the TCS and SSA frame pages' PTEs and EPCM entries, the TCS control
-        and the enclave, which nothing in between changed: a commit EAUGs into a
-        free EPC slot and maps a page that had no PTE, so neither is the TCS or
-        the frame, and EACCEPT only clears PENDING, MODIFIED and PR. So they pass
-        again, the composed AEX + ERESUME leaves CSSA, BUSY, the frame's owner and
-        the entry as they are, and the restored RIP is the one just written: what
-        is left to do is the AEX's frame write (this fault's EXITINFO and EXINFO)
-        and leaving a tracking cycle. The caller holds the lock; no events."""
+    def exinfo_writer(self, entry: EntryState,
+                      vector: int) -> Callable[[int, int], None] | None:
+        """What is left of `aex_eresume_locked(entry, vector, addr, errcd)` for a next
+        fault in the same hold of the lock, once a call for this `vector` returned
+        RIP_INTERRUPTED (its readiness checks passed and the AEX wrote the frame
+        ERESUME restored). Those checks read the TCS and SSA frame pages' PTEs and
+        EPCM entries, the TCS control and the enclave, which a commit does not
+        change: it EAUGs into a free EPC slot and maps a page that had no PTE, so
+        neither is the TCS or the frame, and EACCEPT only clears PENDING, MODIFIED
+        and PR. So they pass again; the composed AEX + ERESUME leaves CSSA, BUSY,
+        the frame's owner, the entry and tracking as they are (this TCS left the
+        tracking cycle the first time); and the frame write puts the same EXITINFO
+        and RIP into the same page. Only EXINFO differs: returns the function that
+        writes it, `(addr, errcd)`, or None when MISCSELECT.EXINFO does not report
+        this vector (nothing changes at all). Valid while the caller holds the lock
+        and does nothing but commits."""
+        if not (entry.enclave.miscselect & MISC_EXINFO and vector in (VECTOR_PF, VECTOR_GP)):
+            return None
         tcs = entry.tcs
-        enc = entry.enclave
-        self.write_frame(tcs, enc, entry.ssa_slot, vector, addr, errcd)
-        if enc.track_waiting:
-            self._leave(enc, tcs.slot)
+        gpr = tcs.ssa_base + (tcs.cssa + 1) * tcs.frame_bytes - GPRSGX_SIZE
+        page = self.epc.writable_page(entry.ssa_slot)
+        return partial(_EXINFO.pack_into, page, (gpr & (PAGE_SIZE - 1)) - EXINFO_SIZE)

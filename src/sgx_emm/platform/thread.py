@@ -348,8 +348,8 @@ class EnclaveThread:
         again) is one pass. Within the hold, two results carry from page to page
         instead of being recomputed: the VMA the kernel found for a first touch
         (`Kernel.first_touch_vma`, valid for all its addresses) and, once one
-        AEX + ERESUME went the plain way, ERESUME's readiness
-        (`Cpu.aex_eresume_again`). A page that goes otherwise leaves the pass at
+        AEX + ERESUME went the plain way, everything of the next ones but
+        the frame's EXINFO (`Cpu.exinfo_writer`). A page that goes otherwise leaves the pass at
         the step where it differs; the lock is released and it continues on the
         general path from there (`_continue`), which ends the batch. Event counts
         are tallied in `owed` (indexed by how many of `_COMMIT_EVENTS` a page ran).
@@ -360,7 +360,6 @@ class EnclaveThread:
         entry = self.entry
         eaccept = cpu.eaccept_locked
         augmented = cpu.eaccept_augmented_locked
-        again = cpu.aex_eresume_again
         n = 0
         plain = quick = 0      # pages done after all six events / after one EACCEPT
         events = 1             # of _COMMIT_EVENTS the page in hand has run
@@ -369,6 +368,7 @@ class EnclaveThread:
         addr = 0
         vma: Vma | None = None     # the first-touch VMA, proven for all its addresses
         resumes = False            # AEX + ERESUME of this entry proven the plain case
+        exinfo: Callable[[int, int], None] | None = None   # then all that is left of them
         lock = cpu.lock
         lock.acquire()
         try:
@@ -387,7 +387,8 @@ class EnclaveThread:
                             break
                         if resumes:
                             events = 6
-                            again(entry, VECTOR_PF, addr, PF_U)
+                            if exinfo is not None:
+                                exinfo(addr, PF_U)
                             ret = augmented(entry, secinfo, addr, slot)
                         else:
                             resumed = cpu.aex_eresume_locked(entry, VECTOR_PF, addr, PF_U)
@@ -398,7 +399,9 @@ class EnclaveThread:
                                 break
                             events = 6
                             if resumed is not None:   # nothing else ran: as EAUGed
-                                resumes = resumed == RIP_INTERRUPTED
+                                if resumed == RIP_INTERRUPTED:
+                                    resumes = True
+                                    exinfo = cpu.exinfo_writer(entry, VECTOR_PF)
                                 ret = augmented(entry, secinfo, addr, slot)
                             else:
                                 ret = eaccept(entry, secinfo, addr)
