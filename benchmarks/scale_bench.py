@@ -1,13 +1,16 @@
 """Scale benchmarks: costs that must stay linear, a 1 GiB commit, a million regions.
 
     python benchmarks/scale_bench.py linear [--allocs 100000] [--threads 10000] [--repeat K]
+                                            [--slices 20]
     python benchmarks/scale_bench.py gib [--pages 262144] [--probe-pages 16384] [--repeat K]
     python benchmarks/scale_bench.py regions [--regions 1000000]
 
 `linear`: on the simulated enclave, N one-page COMMIT_NOW allocations through
 the API, then their deallocations, and `Enclave.create(threads=N)`, each timed
 at N/4 and at N; a linear cost takes 4x as long for 4x the work, and the goal
-allows 4.4x. The figure printed is the ratio time(N) / time(N/4).
+allows 4.4x. The figure printed is the ratio time(N) / time(N/4). The two
+alloc/dealloc sizes run in two enclaves side by side, taking turns in
+`--slices` slices, so that the machine's drift falls on both alike.
 
 `gib`: one COMMIT_NOW allocation of 1 GiB on the simulated enclave and its
 deallocation (goal: 2 s each), beside this run's cost of one EAUG+EACCEPT pair
@@ -41,33 +44,75 @@ PAGE = 0x1000
 
 
 class Clock:
-    """Wall and CPU seconds of one timed block."""
+    """Wall and CPU seconds of the blocks timed with it (one block, or the sum of several
+    when a run is timed a slice at a time)."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+        self.wall0 = self.cpu0 = 0.0
 
     def __enter__(self) -> Clock:
         self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.wall = time.perf_counter() - self.wall0
-        self.cpu = time.process_time() - self.cpu0
+        self.wall += time.perf_counter() - self.wall0
+        self.cpu += time.process_time() - self.cpu0
 
     def __str__(self) -> str:
         return f"{self.wall:.2f} s (CPU {self.cpu:.2f} s)"
 
 
-def _alloc_dealloc(n: int) -> tuple[Clock, Clock]:
-    import sgx_emm
-    from sgx_emm.flags import COMMIT_NOW
+class _OnePageAllocs:
+    """One enclave's N one-page COMMIT_NOW allocations, then their deallocations in
+    allocation order, run a slice at a time so that two sizes can share the clock."""
 
-    enc = sgx_emm.Enclave.create()
-    with enc.enter():
-        emm = enc.emm
-        with Clock() as a:
-            addrs = [emm.alloc(None, PAGE, COMMIT_NOW) for _ in range(n)]
-        with Clock() as d:
-            for addr in addrs:
-                emm.dealloc(addr, PAGE)
-    return a, d
+    def __init__(self, n: int) -> None:
+        import sgx_emm
+
+        self.n = n
+        self.enc = sgx_emm.Enclave.create()
+        self.addrs: list[int] = []
+        self.freed = 0
+        self.alloc_clock, self.dealloc_clock = Clock(), Clock()
+
+    def _slice(self, k: int, slices: int) -> int:
+        return self.n * (k + 1) // slices - self.n * k // slices
+
+    def alloc_slice(self, k: int, slices: int) -> None:
+        from sgx_emm.flags import COMMIT_NOW
+
+        alloc, count, addrs = self.enc.emm.alloc, self._slice(k, slices), self.addrs
+        with self.alloc_clock:
+            for _ in range(count):
+                addrs.append(alloc(None, PAGE, COMMIT_NOW))
+
+    def dealloc_slice(self, k: int, slices: int) -> None:
+        dealloc, count = self.enc.emm.dealloc, self._slice(k, slices)
+        todo = self.addrs[self.freed:self.freed + count]
+        self.freed += count
+        with self.dealloc_clock:
+            for addr in todo:
+                dealloc(addr, PAGE)
+
+
+def _alloc_dealloc(small_n: int, large_n: int,
+                   slices: int) -> tuple[Clock, Clock, Clock, Clock]:
+    """(small allocs, small deallocs, large allocs, large deallocs), side by side.
+
+    Each size runs exactly the calls it would run alone, in its own enclave, but the
+    two take turns in `slices` slices (which goes first alternates), so a slow stretch
+    of a shared machine falls on both sizes alike instead of on whichever happened to
+    run then. Both enclaves stay alive until the end: the small size runs beside the
+    large one's memory, as the large one always does."""
+    small, large = _OnePageAllocs(small_n), _OnePageAllocs(large_n)
+    with small.enc.enter(), large.enc.enter():
+        for step in ("alloc_slice", "dealloc_slice"):
+            for k in range(slices):
+                pair = (small, large) if k % 2 == 0 else (large, small)
+                for side in pair:
+                    getattr(side, step)(k, slices)
+    return small.alloc_clock, small.dealloc_clock, large.alloc_clock, large.dealloc_clock
 
 
 def _create(threads: int) -> Clock:
@@ -110,7 +155,7 @@ def _ratio_line(what: str, n: int, small: list[Clock], large: list[Clock]) -> st
     return line
 
 
-def bench_linear(allocs: int, threads: int, repeat: int = 1) -> None:
+def bench_linear(allocs: int, threads: int, repeat: int = 1, slices: int = 20) -> None:
     a_small: list[Clock] = []
     d_small: list[Clock] = []
     a_large: list[Clock] = []
@@ -119,13 +164,11 @@ def bench_linear(allocs: int, threads: int, repeat: int = 1) -> None:
     t_large: list[Clock] = []
     for _ in range(repeat):  # interleaved, so a slow stretch hurts both sizes alike
         gc.collect()
-        a, d = _alloc_dealloc(allocs // 4)
+        a, d, a_big, d_big = _alloc_dealloc(allocs // 4, allocs, slices)
         a_small.append(a)
         d_small.append(d)
-        gc.collect()
-        a, d = _alloc_dealloc(allocs)
-        a_large.append(a)
-        d_large.append(d)
+        a_large.append(a_big)
+        d_large.append(d_big)
         gc.collect()
         t_small.append(_create(threads // 4))
         gc.collect()
@@ -215,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     lin.add_argument("--allocs", type=int, default=100_000)
     lin.add_argument("--threads", type=int, default=10_000)
     lin.add_argument("--repeat", type=int, default=1, help="interleaved runs, fastest kept")
+    lin.add_argument("--slices", type=int, default=20,
+                     help="turns the two alloc/dealloc sizes take on the clock")
     gib = sub.add_parser("gib", help="1 GiB COMMIT_NOW and dealloc; memory per page")
     gib.add_argument("--pages", type=int, default=262_144)
     gib.add_argument("--probe-pages", type=int, default=16_384)
@@ -223,9 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     reg.add_argument("--regions", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     if args.what == "linear":
-        if args.allocs < 4 or args.threads < 4 or args.repeat < 1:
-            parser.error("--allocs and --threads must be at least 4, --repeat at least 1")
-        bench_linear(args.allocs, args.threads, args.repeat)
+        if args.allocs < 4 or args.threads < 4 or args.repeat < 1 or args.slices < 1:
+            parser.error("--allocs and --threads must be at least 4, --repeat and --slices "
+                         "at least 1")
+        bench_linear(args.allocs, args.threads, args.repeat, args.slices)
     elif args.what == "gib":
         if args.pages <= 0 or args.probe_pages <= 0 or args.repeat < 1:
             parser.error("--pages and --probe-pages must be positive, --repeat at least 1")

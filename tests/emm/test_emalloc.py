@@ -12,6 +12,8 @@ import errno
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sgx_emm import Enclave
 from sgx_emm.emm.emalloc import (
@@ -564,3 +566,84 @@ def test_enclave_create_passes_the_allocator_choice_to_the_manager(
     enc = Enclave.create(threads=1, **options)
     meta = enc.emm.meta_allocator
     assert isinstance(meta, MetaAllocator) and meta.legacy_2022 is legacy
+
+
+# ------------------------------------------- one-call paths of a region's blocks
+
+def _state(alloc: MetaAllocator, records: list[tuple[int, int, int]]) -> object:
+    return (alloc.free_blocks(), alloc.reserves(),
+            [[alloc.block_size(p) for p in rec] for rec in records])
+
+
+@settings(max_examples=60, deadline=None)
+@given(leaky=st.booleans(), legacy=st.booleans(),
+       ops=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 50), st.integers(1, 600)),
+                    max_size=120))
+def test_free_region_and_bump_pair_leave_the_state_the_single_calls_leave(
+        leaky: bool, legacy: bool, ops: list[tuple[int, int, int]]) -> None:
+    """Regions made and destroyed with `bump_pair` and `free_region` get the same
+    addresses and leave the same free blocks, reserves and block sizes as with one
+    `malloc` / `free` per block; the header touches `bump_pair` skips all lie in the
+    range the caller said is committed, and no other touch differs."""
+    lo, hi = USER_BASE, USER_BASE + 0x28000  # "committed": the first reserve and a bit
+    fast, fast_host = make(leaky, legacy_2022=legacy)
+    slow, slow_host = make(leaky, legacy_2022=legacy)
+    live: list[tuple[tuple[int, int, int], tuple[int, int, int]]] = []
+    for kind, pick, size in ops:
+        if kind <= 1 or not live:  # a region: record, then bitmap struct and data
+            rec_f, rec_s = fast.malloc(EMA), slow.malloc(EMA)
+            pair = fast.bump_pair(BITMAP, size, lo, hi)
+            if pair is None:
+                pair = (fast.malloc(BITMAP), fast.malloc(size))  # type: ignore[assignment]
+            got = (slow.malloc(BITMAP), slow.malloc(size))
+            assert (rec_f, *pair) == (rec_s, *got)
+            if None in got:
+                break  # the fake host's address space ran out the same way on both
+            live.append(((rec_f, *pair), (rec_s, *got)))  # type: ignore[arg-type]
+        elif kind == 2:  # destroy one: bit data, bit_array, record
+            (rec_f, st_f, data_f), (rec_s, st_s, data_s) = live.pop(pick % len(live))
+            fast.free_region(data_f, st_f, rec_f)
+            for payload in (data_s, st_s, rec_s):
+                slow.free(payload)
+        else:  # a lone block in between, so that regions are not always back to back
+            a, b = fast.malloc(size), slow.malloc(size)
+            assert a == b
+            if a is not None and pick % 2:
+                fast.free(a)
+                slow.free(a)
+        assert _state(fast, [f for f, _ in live]) == _state(slow, [s for _, s in live])
+    outside = [t for t in slow_host.touches() if not lo <= t[0] < hi]
+    assert [t for t in fast_host.touches() if not lo <= t[0] < hi] == outside
+
+
+def test_free_region_of_blocks_not_back_to_back_frees_them_one_by_one() -> None:
+    alloc, _ = make()
+    rec = alloc.malloc(EMA)
+    gap = alloc.malloc(EMA)
+    struct, data = alloc.malloc(BITMAP), alloc.malloc(1)
+    assert rec and gap and struct and data and alloc.malloc(EMA)  # not at the bump
+    alloc.free_region(data, struct, rec)
+    assert alloc.free_blocks() == [(rec - HEADER_SIZE, 80), (struct - HEADER_SIZE, 48)]
+
+
+def test_free_region_of_an_unknown_block_aborts_as_free_does() -> None:
+    alloc, _ = make()
+    rec, struct = alloc.malloc(EMA), alloc.malloc(BITMAP)
+    assert rec and struct
+    with pytest.raises(EnclaveAbort, match="unknown metadata block"):
+        alloc.free_region(struct + 0x1000, struct, rec)
+
+
+def test_bump_pair_declines_what_two_mallocs_would_not_take_from_the_bump() -> None:
+    alloc, _ = make()
+    lo, hi = USER_BASE, USER_BASE + 0x40000
+    a, b = alloc.malloc(BITMAP), alloc.malloc(8)
+    assert a and b
+    alloc.free(a)  # a 32-byte block now heads its exact list
+    used = alloc.reserves()[0].used
+    assert alloc.bump_pair(BITMAP, 1, lo, hi) is None  # the struct would be `a`
+    assert alloc.bump_pair(1, 1, lo, lo + 0x100) is None  # not in committed memory
+    assert alloc.bump_pair(1, 0, lo, hi) is None
+    assert alloc.reserves()[0].used == used
+    pair = alloc.bump_pair(1, 1, lo, hi)
+    assert pair is not None and pair[1] == pair[0] + 16

@@ -83,12 +83,11 @@ class CommitBitmap:
         b = self._b
         i = bisect_left(b, lo)
         j = bisect_right(b, hi)
-        new: list[int] = []
-        if i & 1 == 0:
-            new.append(lo)
-        if j & 1 == 0:
-            new.append(hi)
-        b[i:j] = new
+        # lo opens a run unless one is open there (odd i); hi closes it likewise
+        if i & 1:
+            b[i:j] = (hi,) if j & 1 == 0 else ()
+        else:
+            b[i:j] = (lo, hi) if j & 1 == 0 else (lo,)
 
     def clear_range(self, lo: int, hi: int) -> None:
         """Mark ``[lo, hi)`` uncommitted, cutting the runs it crosses. O(log r + k)."""
@@ -97,12 +96,10 @@ class CommitBitmap:
         b = self._b
         i = bisect_left(b, lo)  # boundaries below lo; odd: a run is open at lo
         j = bisect_right(b, hi)  # boundaries up to hi; odd: a run is open at hi
-        new: list[int] = []
         if i & 1:
-            new.append(lo)
-        if j & 1:
-            new.append(hi)
-        b[i:j] = new
+            b[i:j] = (lo, hi) if j & 1 else (lo,)
+        else:
+            b[i:j] = (hi,) if j & 1 else ()
 
     def runs(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
         """Maximal committed runs inside ``[lo, hi)``, ascending, clipped."""
@@ -128,6 +125,8 @@ class CommitBitmap:
         j = bisect_left(b, hi)  # boundaries below hi
         if j & 1:
             j += 1  # the run open at hi ends at b[j]; clip it below
+        if i == j:
+            return []
         if j - i == 2:  # the common case: one run
             s, e = b[i], b[i + 1]
             return [((s if s > lo else lo), (e if e < hi else hi))]

@@ -73,6 +73,9 @@ class MetaAllocatorLike(Protocol):
 
     def malloc(self, size: int) -> int | None: ...
 
+    def bump_pair(self, first: int, second: int, touched_lo: int,
+                  touched_hi: int) -> tuple[int, int] | None: ...
+
     def free(self, payload: int) -> None: ...
 
     def free_region(self, data: int | None, struct: int | None,
@@ -129,26 +132,38 @@ class EmaOps:
         pages = (ema.end - ema.start) >> PAGE_SHIFT
         nbytes = bitmap_bytes(pages)
         meta = self.meta
+        # both blocks from committed metadata in one step (nothing to touch), else
+        # the two mallocs with the touches between them
+        pair = meta.bump_pair(SIZEOF_BIT_ARRAY, nbytes, self.touched_lo, self.touched_hi)
+        if pair is None:
+            pair = self._malloc_bitmap(nbytes)
+            if pair is None:
+                return False
+        ema.map_struct, ema.map_data = pair
+        lo = ema.start >> PAGE_SHIFT
+        ema.bitmap = CommitBitmap([lo, lo + pages] if full and pages else [])
+        return True
+
+    def _malloc_bitmap(self, nbytes: int) -> tuple[int, int] | None:
+        """The `bit_array` and its data, each written as the reference writes it."""
+        meta = self.meta
         struct = meta.malloc(SIZEOF_BIT_ARRAY)
         if struct is None:
-            return False
+            return None
         if not (self.touched_lo <= struct
                 and struct + _BIT_ARRAY_DATA_OFFSET <= self.touched_hi):
             self.touch(struct, _BIT_ARRAY_DATA_OFFSET)
         data = meta.malloc(nbytes)
         if data is None:
             meta.free(struct)
-            return False
+            return None
         lo, hi = self.touched_lo, self.touched_hi
         if not (lo <= struct and struct + SIZEOF_BIT_ARRAY <= hi
                 and lo <= data and data + nbytes <= hi):  # both writes need no touch
             self.touch(struct + _BIT_ARRAY_DATA_OFFSET,
                        SIZEOF_BIT_ARRAY - _BIT_ARRAY_DATA_OFFSET)
             self.touch(data, nbytes)
-        ema.map_struct, ema.map_data = struct, data
-        lo = ema.start >> PAGE_SHIFT
-        ema.bitmap = CommitBitmap([lo, lo + pages] if full and pages else [])
-        return True
+        return struct, data
 
     def destroy(self, root: RegionList, ema: Ema) -> None:
         """ema_destroy: unlink, then free bit data, bit_array, record (that order)."""
@@ -300,21 +315,20 @@ class EmaOps:
             return
         bm = ema.bitmap
         assert bm is not None
-        lo, hi = start >> PAGE_SHIFT, end >> PAGE_SHIFT
-        if not bm.any_set(lo, hi):
+        runs = bm.runs_list(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+        if not runs:
             return
         notify = (prot if notify_prot is None else notify_prot) | PAGE_TYPE_TRIM
         page_type = ema.si_flags & PAGE_TYPE_MASK
         modify = self.rt.modify_ocall
         done = [0]
-        for s, e in bm.runs_list(lo, hi):
+        for s, e in runs:
             addr, length = s << PAGE_SHIFT, (e - s) << PAGE_SHIFT
             if modify(addr, length, prot | page_type, prot | PAGE_TYPE_TRIM):
                 raise EmmError(errno.EFAULT, ocall_problem(
                     self.rt, _modify_what(addr, length, prot | page_type,
                                           prot | PAGE_TYPE_TRIM)))
-            rc = self.accept_pages(_TRIM_MODIFIED,
-                               range(addr, addr + length, PAGE_SIZE), done)
+            rc = self.accept_pages(_TRIM_MODIFIED, range(addr, addr + length, PAGE_SIZE), done)
             if rc:
                 raise _accept_abort(rc, _TRIM_MODIFIED, addr + (done[0] << PAGE_SHIFT))
             bm.clear_range(s, e)

@@ -281,6 +281,45 @@ class MetaAllocator:
             self._touched_page = page
         return block + HEADER_SIZE
 
+    def bump_pair(self, first: int, second: int, touched_lo: int,
+                  touched_hi: int) -> tuple[int, int] | None:
+        """`malloc(first)` then `malloc(second)` in one call, when both come from the
+        newest reserve's bump pointer and lie in [touched_lo, touched_hi), memory the
+        caller knows is committed (so no touch between or after the two can have an
+        effect); otherwise None with nothing changed, and the caller makes the two
+        mallocs with its touches between them.
+
+        A new region's bitmap struct and bit data are allocated so: under churn
+        the exact lists of their sizes are empty (freed blocks merge into larger
+        ones) and the reserve's committed part holds them.
+        """
+        if self._adding_reserve or not self._leaky:  # not leaky: lists split blocks first
+            return None
+        size1 = (first + 15) & -8  # block_size_for, as in malloc (sizes from 1 byte)
+        size2 = (second + 15) & -8
+        nonempty = self._exact_nonempty
+        if (first <= 0 or second <= 0 or size1 > MAX_EXACT_SIZE or size2 > MAX_EXACT_SIZE
+                or (nonempty >> ((size1 - MIN_BLOCK_SIZE) >> 3)) & 1
+                or (nonempty >> ((size2 - MIN_BLOCK_SIZE) >> 3)) & 1):
+            return None  # a block would come from a list
+        reserves = self._reserves
+        if not reserves:
+            return None
+        reserve = reserves[0]
+        used = reserve.used
+        block = reserve.base + used
+        if (reserve.size - used < size1 + size2 or block < touched_lo
+                or block + size1 + size2 > touched_hi):
+            return None
+        reserve.used = used + size1 + size2
+        allocated = self._allocated
+        allocated[block] = size1
+        allocated[block + size1] = size2
+        # malloc's header touches: within committed memory they do nothing but
+        # remember the page of the last header
+        self._touched_page = (block + size1) >> 12
+        return block + HEADER_SIZE, block + size1 + HEADER_SIZE
+
     def free(self, payload: int) -> None:
         """`efree(payload)`; EnclaveAbort where the reference aborts.
 
@@ -495,7 +534,7 @@ class MetaAllocator:
         self._free_size[block] = size
         self._free_at_end[block + size] = block
         if size <= MAX_EXACT_SIZE:
-            index = _exact_index(size)
+            index = (size - MIN_BLOCK_SIZE) >> 3  # _exact_index, as in malloc
             self._exact[index][block] = None
             self._exact_nonempty |= 1 << index
         else:
@@ -506,7 +545,7 @@ class MetaAllocator:
         del self._free_size[block]
         del self._free_at_end[block + size]
         if size <= MAX_EXACT_SIZE:
-            index = _exact_index(size)
+            index = (size - MIN_BLOCK_SIZE) >> 3  # _exact_index, as in malloc
             lst = self._exact[index]
             del lst[block]
             if not lst:

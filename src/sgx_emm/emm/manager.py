@@ -305,7 +305,7 @@ class EnclaveMemoryManager:
         (unaligned, holes, no region), EACCES (a reservation, not writable or not REG), or the
         SGX code of a failing EACCEPT (named in the reason).
         """
-        self._commit(False, addr, size, guard_meta=True)
+        self._commit(False, addr, size, True)
 
     def uncommit(self, addr: int, size: int) -> None:
         """sgx_mm_uncommit on the user root: trim the range's committed pages. EmmError EINVAL
@@ -348,7 +348,7 @@ class EnclaveMemoryManager:
 
     def mm_commit(self, addr: int, size: int) -> None:
         """mm_commit: `commit` on the rts root."""
-        self._commit(True, addr, size, guard_meta=False)
+        self._commit(True, addr, size, False)
 
     def mm_uncommit(self, addr: int, size: int) -> None:
         """mm_uncommit: `uncommit` on the rts root."""
@@ -408,7 +408,7 @@ class EnclaveMemoryManager:
     def meta_commit(self, addr: int, size: int) -> None:
         """sgx_mm_commit on a new reserve; like the reference, its result is ignored."""
         with contextlib.suppress(EmmError):
-            self._commit(False, addr, size, guard_meta=False)
+            self._commit(False, addr, size, False)
 
     def meta_touch(self, addr: int, size: int) -> None:
         """Metadata bytes were written: commit untouched reserve pages as a #PF would.
@@ -677,9 +677,14 @@ class EnclaveMemoryManager:
 
     # ----------------------------------------------------- range-based calls
 
-    def _covered(self, root: RegionList, start: int, end: int, *, holes: bool,
-                 guard_meta: bool, check: _RegionCheck | None = None) -> Sequence[Ema]:
+    def _covered(self, root: RegionList, start: int, end: int, holes: bool,
+                 guard_meta: bool, check: _RegionCheck | None) -> Sequence[Ema]:
         """The regions a range call acts on, checked region by region in the reference's order.
+
+        Positional arguments (a keyword call is not inlined by the interpreter,
+        and every range call makes this one): `holes` refuses gaps between the
+        regions, `guard_meta` refuses the allocator's own regions, `check` is
+        the call's own test of each region.
 
         EINVAL: nothing overlaps; the range starts in free space (Deviation).
         Then, per region in address order: with `holes`, a gap before it is
@@ -717,15 +722,13 @@ class EnclaveMemoryManager:
                            f"region, which ends at {prev_end:#x}")
         return overlapped
 
-    def _commit(self, rts: bool, addr: int, size: int, *, guard_meta: bool) -> None:
+    def _commit(self, rts: bool, addr: int, size: int, guard_meta: bool) -> None:
         end = _check_range(addr, size)
         lock = self._api_lock
         lock.acquire()
         try:
             root = self._rts if rts else self._user
-            overlapped = self._covered(root, addr, end, holes=True,
-                                       guard_meta=guard_meta and not rts,
-                                       check=_check_commit)
+            overlapped = self._covered(root, addr, end, True, guard_meta and not rts, _check_commit)
             for ema in overlapped:
                 rc = self._ops.do_commit(ema, addr, end)
                 if rc:
@@ -740,8 +743,7 @@ class EnclaveMemoryManager:
         lock.acquire()
         try:
             root = self._rts if rts else self._user
-            overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
-                                       check=_check_uncommit)
+            overlapped = self._covered(root, addr, end, True, not rts, _check_uncommit)
             for ema in overlapped:
                 lo, hi = _clip(addr, end, ema)
                 prot = ema.si_flags & PROT_MASK
@@ -778,7 +780,7 @@ class EnclaveMemoryManager:
         lock.acquire()
         try:
             root = self._rts if rts else self._user
-            overlapped = self._covered(root, addr, end, holes=False, guard_meta=not rts)
+            overlapped = self._covered(root, addr, end, False, not rts, None)
             ops = self._ops
             for ema in overlapped:
                 lo, hi = _clip(addr, end, ema)
@@ -805,8 +807,7 @@ class EnclaveMemoryManager:
         lock.acquire()
         try:
             root = self._rts if rts else self._user
-            overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
-                                       check=_check_modify_permissions)
+            overlapped = self._covered(root, addr, end, True, not rts, _check_modify_permissions)
             for ema in overlapped:
                 self._ops.modify_permissions(root, ema, addr, end, prot)
         finally:
@@ -824,7 +825,7 @@ class EnclaveMemoryManager:
         lock.acquire()
         try:
             root = self._rts if rts else self._user
-            overlapped = self._covered(root, addr, end, holes=False, guard_meta=not rts)
+            overlapped = self._covered(root, addr, end, False, not rts, None)
             self._ops.change_to_tcs(root, overlapped[0], addr)
         finally:
             lock.release()
@@ -848,8 +849,7 @@ class EnclaveMemoryManager:
         lock.acquire()
         try:
             root = self._rts if rts else self._user
-            overlapped = self._covered(root, addr, end, holes=True, guard_meta=not rts,
-                                       check=_check_commit_data)
+            overlapped = self._covered(root, addr, end, True, not rts, _check_commit_data)
             ops = self._ops
             try:
                 for ema in overlapped:

@@ -62,16 +62,44 @@ class NullRuntime:
                  trace: Trace | None = None, register_ok: bool = True) -> None:
         self.enclave_base = enclave_base
         self.enclave_end = enclave_base + enclave_size
-        self.record = record
-        self.trace = trace
+        self._injections: dict[str, list[_Injection]] = {}
+        self._record_calls = record
+        self._trace = trace
+        self._count_only = False
+        self._update_count_only()
         self.register_ok = register_ok
         self.calls: list[Call] = []
         self._local = threading.local()
         self._per_thread: list[dict[str, int]] = []
         self.pf_handler: PfHandler | None = None
-        self._injections: dict[str, list[_Injection]] = {}
         self._guard = threading.Lock()
         self.primitives = NullPrimitives(self)
+
+    @property
+    def record(self) -> bool:
+        """Whether calls are recorded in `calls`."""
+        return self._record_calls
+
+    @record.setter
+    def record(self, value: bool) -> None:
+        self._record_calls = value
+        self._update_count_only()
+
+    @property
+    def trace(self) -> Trace | None:
+        """The trace that receives every call as an event, if any."""
+        return self._trace
+
+    @trace.setter
+    def trace(self, value: Trace | None) -> None:
+        self._trace = value
+        self._update_count_only()
+
+    def _update_count_only(self) -> None:
+        """Calls are only counted (the benchmark's path) while nothing is recorded,
+        traced or injected: one flag the calls test, kept by whatever changes those."""
+        self._count_only = not (self._record_calls or self._injections
+                                or self._trace is not None)
 
     # ---- failure injection ----
 
@@ -85,6 +113,7 @@ class NullRuntime:
             raise ValueError(f"unknown call {name!r}; one of {CALL_NAMES}")
         with self._guard:
             self._injections.setdefault(name, []).append(_Injection(result, times, match))
+            self._update_count_only()
 
     def clear_injections(self, name: str | None = None) -> None:
         """Drop pending failures: all of them, or only those of call `name`."""
@@ -93,6 +122,7 @@ class NullRuntime:
                 self._injections.clear()
             else:
                 self._injections.pop(name, None)
+            self._update_count_only()
 
     def reset(self) -> None:
         """Forget recorded calls and counts (injections stay)."""
@@ -125,21 +155,25 @@ class NullRuntime:
     def calls_named(self, *names: str) -> list[Call]:
         return [c for c in self.calls if c.name in names]
 
-    def _call(self, category: str, name: str, args: tuple[int, ...]) -> int:
+    def _count(self, name: str, n: int = 1) -> int:
+        """Count `n` calls named `name` on this thread (no lock); returns 0, success."""
         try:
             counts: dict[str, int] = self._local.counts
         except AttributeError:
             counts = self._thread_counts()
-        counts[name] += 1
-        if self.record or self._injections or self.trace is not None:
-            return self._record(category, name, args)
-        return 0  # the benchmark's path: count only
+        counts[name] += n
+        return 0
+
+    def _call(self, category: str, name: str, args: tuple[int, ...]) -> int:
+        """Count the call, then record, inject and trace it: its result."""
+        self._count(name)
+        return self._record(category, name, args)
 
     def _record(self, category: str, name: str, args: tuple[int, ...]) -> int:
         """Record the call, apply the first matching injection, trace it; the result."""
         result = 0
         with self._guard:
-            if self.record:
+            if self._record_calls:
                 self.calls.append(Call(name, args))
             pending = self._injections.get(name) if self._injections else None
             if pending:
@@ -151,16 +185,22 @@ class NullRuntime:
                             if inj.times <= 0:
                                 pending.remove(inj)
                         break
-        if self.trace is not None:
-            self.trace.emit(category, name, args=args, result=result)
+        if self._trace is not None:
+            self._trace.emit(category, name, args=args, result=result)
         return result
 
     # ---- RuntimeAbstraction ----
 
+    # Each call: only counted while nothing is recorded, traced or injected.
+
     def alloc_ocall(self, addr: int, length: int, page_type: int, alloc_flags: int) -> int:
+        if self._count_only:
+            return self._count(ALLOC_OCALL)
         return self._call(OCALL, ALLOC_OCALL, (addr, length, page_type, alloc_flags))
 
     def modify_ocall(self, addr: int, length: int, flags_from: int, flags_to: int) -> int:
+        if self._count_only:
+            return self._count(MODIFY_OCALL)
         return self._call(OCALL, MODIFY_OCALL, (addr, length, flags_from, flags_to))
 
     def register_pfhandler(self, handler: PfHandler) -> bool:
@@ -184,28 +224,32 @@ class NullPrimitives:
         self._rt = runtime
 
     def eaccept(self, secinfo: int, addr: int) -> int:
-        return self._rt._call(LEAF, EACCEPT, (secinfo, addr))
+        rt = self._rt
+        if rt._count_only:
+            return rt._count(EACCEPT)
+        return rt._call(LEAF, EACCEPT, (secinfo, addr))
 
     def eaccept_pages(self, secinfo: int, pages: range, done: list[int]) -> int:
         """EACCEPT over `pages` (`PagePrimitives`): one leaf per page as `eaccept`
         would be called; when nothing is recorded, injected or traced, the leaves
         are only counted, all at once."""
         rt = self._rt
-        if rt.record or rt._injections or rt.trace is not None:
+        if not rt._count_only:
             return eaccept_each(self.eaccept, secinfo, pages, done)
-        try:
-            counts: dict[str, int] = rt._local.counts
-        except AttributeError:
-            counts = rt._thread_counts()
-        counts[EACCEPT] += len(pages)
         done[0] = len(pages)
-        return 0
+        return rt._count(EACCEPT, len(pages))
 
     def eacceptcopy(self, secinfo: int, dest: int, src: int) -> int:
-        return self._rt._call(LEAF, EACCEPTCOPY, (secinfo, dest, src))
+        rt = self._rt
+        if rt._count_only:
+            return rt._count(EACCEPTCOPY)
+        return rt._call(LEAF, EACCEPTCOPY, (secinfo, dest, src))
 
     def emodpe(self, secinfo: int, addr: int) -> int:
-        return self._rt._call(LEAF, EMODPE, (secinfo, addr))
+        rt = self._rt
+        if rt._count_only:
+            return rt._count(EMODPE)
+        return rt._call(LEAF, EMODPE, (secinfo, addr))
 
 
 __all__ = ["CALL_NAMES", "Call", "NullPrimitives", "NullRuntime"]
