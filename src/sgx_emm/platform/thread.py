@@ -161,15 +161,8 @@ class EnclaveThread:
         return self._run(self._cpu.eaccept, secinfo_flags, addr, secinfo_addr)
 
     def _eaccept_flags(self, secinfo_flags: int, addr: int) -> int:
-        """EACCEPT of an already valid SECINFO: the fast pass (nobody listens and the
-        kernel has no hooks) as a batch of one page, or the general leaf."""
-        if not self._trace.listening and self._kernel.commit_fast_path:
-            owed = [0] * len(_COMMIT_PREFIX)
-            try:
-                return self._accept_pages(secinfo_flags, range(addr, addr + 1), owed, [0])
-            finally:
-                self._pay(owed)
-        return self._run(self._cpu.eaccept, secinfo_flags, addr, None)
+        """EACCEPT of an already valid SECINFO: a page loop of one page."""
+        return self.eaccept_pages(secinfo_flags, range(addr, addr + 1), [0])
 
     def eaccept_pages(self, secinfo_flags: int, pages: range, done: list[int]) -> int:
         """`eaccept(secinfo_flags, addr)` for each address of `pages` in order, stopping
