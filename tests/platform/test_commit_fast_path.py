@@ -409,3 +409,41 @@ def test_page_loop_without_exinfo() -> None:
         return _page_loop(s, t, DYN, DYN + 4 * PAGE)
 
     _run_both(scenario, _without_exinfo)
+
+
+def test_hooks_installed_during_a_page_loop_see_every_later_page() -> None:
+    """Hooks installed while a page loop runs (as another thread would) take effect
+    from the next page: the loop's batch ends there and the general path consults
+    them for every page after."""
+    from sgx_emm.platform.hooks import KernelHooks
+    from sgx_emm.platform.uapi import FaultResult
+
+    s = build_small()
+    kernel = s.machine.kernel
+    seen: list[int] = []
+
+    class Watch(KernelHooks):
+        def page_fault(self, addr: int, errcd: int) -> FaultResult | None:
+            seen.append(addr)
+            return None
+
+    class InstallAtRead:
+        """`commit_fast_path` as the loop reads it: the hooks arrive at the 4th read."""
+
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def __bool__(self) -> bool:
+            self.reads += 1
+            if self.reads == 4:
+                kernel.hooks = Watch()      # sets commit_fast_path to False
+                return False
+            return True
+
+    with s.machine.vdso.inline(Run(tcs=s.tcs1)) as t:
+        kernel.commit_fast_path = InstallAtRead()  # type: ignore[assignment]
+        done = [0]
+        pages = range(s.a(DYN), s.a(DYN + 8 * PAGE), PAGE)
+        assert t.eaccept_pages(ACCEPT_AUG, pages, done) == 0 and done == [8]
+    assert seen == list(pages[2:])      # read 1: the loop's choice; reads 2, 3: pages 0, 1
+    assert s.machine.trace.counts[("leaf", "EAUG")] == 8

@@ -272,3 +272,17 @@ def test_epc_paddr_roundtrip(s: Small) -> None:
     assert s.machine.epc.slot_of(Epc.paddr(7) + 1) is None
     assert s.machine.epc.slot_of(Epc.paddr(s.machine.epc.npages)) is None
     assert s.epcm(s.tcs1)["pt"] == PT_TCS
+
+
+def test_eaccepts_secinfo_set_is_the_sdm_rule() -> None:
+    """EACCEPT checks SECINFO.FLAGS by membership in the values that pass the rule: no
+    reserved bit, and a PT/state combination EACCEPT takes."""
+    from sgx_emm.platform.enclu import _ACCEPT_OK, _ACCEPT_SHAPE, _LEGAL_ACCEPT
+    from sgx_emm.platform.secinfo import SI_RESERVED_MASK
+
+    values = [*range(1 << 16), 1 << 16, 1 << 40, 1 << 63, (1 << 64) - 1, 0x20B | 1 << 20,
+              0x20B | 1 << 64, -0x20B]
+    for v in values:
+        rule = 0 <= v < 1 << 64 and not v & SI_RESERVED_MASK and v & _ACCEPT_SHAPE in _LEGAL_ACCEPT
+        assert (v in _ACCEPT_OK) == rule, hex(v)
+    assert len(_ACCEPT_OK) == 40

@@ -77,14 +77,10 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
 
-#: every SECINFO.FLAGS value EACCEPT takes: a legal combination with any RWX and no
-#: reserved bit (40 values), so its SECINFO check is one set lookup
+#: EACCEPT's SECINFO checks (no reserved bit, a legal combination) as the set of
+#: every SECINFO.FLAGS value that passes them, 40 of them: the check is one lookup
+#: (and an int test, as an equal float is in the set too)
 _ACCEPT_OK = frozenset(shape | rwx for shape in _LEGAL_ACCEPT for rwx in range(SI_RWX + 1))
-
-
-def _accept_secinfo_ok(secinfo: int) -> bool:
-    """EACCEPT's SECINFO checks: no reserved bit, and a legal combination."""
-    return secinfo in _ACCEPT_OK and isinstance(secinfo, int)
 
 
 def _bad_accept_secinfo(secinfo: int) -> GeneralProtection:
@@ -147,7 +143,7 @@ class EncluLeaves(Processor):
             raise GeneralProtection(
                 reason=f"EACCEPT: reserved bytes of the SECINFO at {secinfo_addr:#x} "
                        "are not zero")
-        if not _accept_secinfo_ok(secinfo):
+        if secinfo not in _ACCEPT_OK or not isinstance(secinfo, int):
             raise _bad_accept_secinfo(secinfo)
         slot = pte >> 3
         epc = self.epc
@@ -179,7 +175,7 @@ class EncluLeaves(Processor):
         wrote (VALID R W PENDING, REG, address `target`, epoch 0), so only the
         SECINFO, owner and match checks are left; the result is what
         `eaccept_locked` gives. The caller holds the lock; no event."""
-        if not _accept_secinfo_ok(secinfo):
+        if secinfo not in _ACCEPT_OK or not isinstance(secinfo, int):
             raise _bad_accept_secinfo(secinfo)
         if self.epc.owner[slot] != entry.enclave.secs_slot:
             raise PageFault(PFEC_LEAF, target,

@@ -343,8 +343,7 @@ class EntryLeaves(Processor):
         return (_U64.unpack_from(other, (gpr & (PAGE_SIZE - 1)) + GPR_RIP)[0]
                 if other is not None else 0)
 
-    def exinfo_writer(self, entry: EntryState,
-                      vector: int) -> Callable[[int, int], None] | None:
+    def exinfo_writer(self, entry: EntryState, vector: int) -> Callable[[int, int], None]:
         """What is left of `aex_eresume_locked(entry, vector, addr, errcd)` for a next
         fault in the same hold of the lock, once a call for this `vector` returned
         RIP_INTERRUPTED (its readiness checks passed and the AEX wrote the frame
@@ -356,12 +355,16 @@ class EntryLeaves(Processor):
         the frame's owner, the entry and tracking as they are (this TCS left the
         tracking cycle the first time); and the frame write puts the same EXITINFO
         and RIP into the same page. Only EXINFO differs: returns the function that
-        writes it, `(addr, errcd)`, or None when MISCSELECT.EXINFO does not report
-        this vector (nothing changes at all). Valid while the caller holds the lock
-        and does nothing but commits."""
+        writes it, `(addr, errcd)`, which does nothing when MISCSELECT.EXINFO does
+        not report this vector (nothing changes at all). Valid while the caller
+        holds the lock and does nothing but commits."""
         if not (entry.enclave.miscselect & MISC_EXINFO and vector in (VECTOR_PF, VECTOR_GP)):
-            return None
+            return _unreported
         tcs = entry.tcs
         gpr = tcs.ssa_base + (tcs.cssa + 1) * tcs.frame_bytes - GPRSGX_SIZE
         page = self.epc.writable_page(entry.ssa_slot)
         return partial(_EXINFO.pack_into, page, (gpr & (PAGE_SIZE - 1)) - EXINFO_SIZE)
+
+
+def _unreported(addr: int, errcd: int) -> None:
+    """`exinfo_writer`'s answer when the frame gets no EXINFO: nothing to write."""

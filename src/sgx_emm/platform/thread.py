@@ -351,12 +351,15 @@ class EnclaveThread:
         AEX + ERESUME went the plain way, everything of the next ones but
         the frame's EXINFO (`Cpu.exinfo_writer`). A page that goes otherwise leaves the pass at
         the step where it differs; the lock is released and it continues on the
-        general path from there (`_continue`), which ends the batch. Event counts
+        general path from there (`_continue`), which ends the batch; so does a
+        listener subscribing or hooks being installed meanwhile (from another
+        thread), before the next page. Event counts
         are tallied in `owed` (indexed by how many of `_COMMIT_EVENTS` a page ran).
         Returns: the first nonzero code, else 0; `done[0]` grows by the pages
         accepted, also when one raises."""
         cpu = self._cpu
         kernel = self._kernel
+        trace = self._trace
         entry = self.entry
         eaccept = cpu.eaccept_locked
         augmented = cpu.eaccept_augmented_locked
@@ -374,6 +377,8 @@ class EnclaveThread:
         try:
             try:
                 for addr in pages:
+                    if trace.listening or not kernel.commit_fast_path:
+                        return 0        # a listener or hooks came: the caller goes on
                     events = 1
                     ret = eaccept(entry, secinfo, addr)
                     if ret == NOT_PRESENT:
@@ -387,8 +392,9 @@ class EnclaveThread:
                             break
                         if resumes:
                             events = 6
-                            if exinfo is not None:
-                                exinfo(addr, PF_U)
+                            if exinfo is None:    # asked for at the second page, not the first
+                                exinfo = cpu.exinfo_writer(entry, VECTOR_PF)
+                            exinfo(addr, PF_U)
                             ret = augmented(entry, secinfo, addr, slot)
                         else:
                             resumed = cpu.aex_eresume_locked(entry, VECTOR_PF, addr, PF_U)
@@ -399,9 +405,7 @@ class EnclaveThread:
                                 break
                             events = 6
                             if resumed is not None:   # nothing else ran: as EAUGed
-                                if resumed == RIP_INTERRUPTED:
-                                    resumes = True
-                                    exinfo = cpu.exinfo_writer(entry, VECTOR_PF)
+                                resumes = resumed == RIP_INTERRUPTED
                                 ret = augmented(entry, secinfo, addr, slot)
                             else:
                                 ret = eaccept(entry, secinfo, addr)
