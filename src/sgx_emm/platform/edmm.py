@@ -49,6 +49,8 @@ from sgx_emm.trace import AEX, LEAF, Trace
 #: chunk): long enough to pay the lock and the event counts once for many pages,
 #: short enough to let other threads in between
 _BATCH = 512 * PAGE_SIZE
+#: a record's info byte without its type bits
+_NOT_TYPE = ~TYPE_MASK
 
 
 def driver_error(err: int, name: str, reason: str, count: int | None = None) -> OSError:
@@ -200,6 +202,7 @@ class EdmmWorkers(Encl):
         Batched under the lock, events counted per batch, as `_restrict`."""
         name = "MODIFY_TYPES"
         secinfo = secinfo_flags(0, new_type)
+        new_bits = new_type << TYPE_SHIFT       # the new type in a record's info byte
         secs = self.secs_paddr
         cpu = self._cpu
         trace = self._host.trace
@@ -250,7 +253,7 @@ class EdmmWorkers(Encl):
                     if not self._etrack(owed, secs):
                         raise self._partial(errno.EFAULT, name, "ETRACK failed", p, c)
                     # `_update_record(page, page_type=new_type)`, in place
-                    infos[i] = (infos[i] & ~TYPE_MASK) | (new_type << TYPE_SHIFT)
+                    infos[i] = (infos[i] & _NOT_TYPE) | new_bits
                     p.count = c + PAGE_SIZE
 
     def _remove_pages(self, p: RemovePages) -> None:

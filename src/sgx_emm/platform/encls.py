@@ -62,6 +62,13 @@ def _added_tcs(contents: bytes | None) -> bytes | None:
     return bytes(page)
 
 
+#: a page PENDING or MODIFIED has a change the enclave has not accepted yet:
+#: EMODPR and EMODT refuse it (SGX_PAGE_NOT_MODIFIABLE)
+_UNSETTLED = F_PENDING | F_MODIFIED
+#: the EPCM flags EMODT keeps (it clears RWX and PR) and EMODPR keeps (not RWX)
+_EMODT_KEEPS = ~(SI_RWX | F_PR)
+_EMODPR_KEEPS = ~SI_RWX
+
 class EnclsLeaves(Processor):
     """ECREATE ... ETRACK (the paging leaves, EPA ... ELDU, are in sealing.py)."""
     def _free_target(self, epc_page: int, leaf: str) -> int:
@@ -236,14 +243,14 @@ class EnclsLeaves(Processor):
             raise self._not_valid("EMODPR", slot)
         if self._conflicts and self._take_conflict(slot):
             return SGX_EPC_PAGE_CONFLICT
-        if f & (F_PENDING | F_MODIFIED):
+        if f & _UNSETTLED:
             return SGX_PAGE_NOT_MODIFIABLE
         if epc.pt[slot] != PT_REG:
             return NOT_REG
         enc = self.enclaves[epc.owner[slot]]
         if not enc.initialized:
             raise GeneralProtection(reason="EMODPR: the enclave is not initialized")
-        epc.flags[slot] = (f & ~SI_RWX) | (f & secinfo & SI_RWX) | F_PR
+        epc.flags[slot] = (f & _EMODPR_KEEPS) | (f & secinfo & SI_RWX) | F_PR
         epc.epoch[slot] = enc.epoch
         return 0
 
@@ -303,12 +310,12 @@ class EnclsLeaves(Processor):
             raise PageFault(PFEC_ENCLS, epc.paddr(slot),
                             f"EMODT: {pt_name(old_pt)} page {epc.paddr(slot):#x} cannot "
                             f"become {pt_name(new_pt)}")
-        if f & (F_PENDING | F_MODIFIED):
+        if f & _UNSETTLED:
             return SGX_PAGE_NOT_MODIFIABLE
         enc = self.enclaves[epc.owner[slot]]
         if not enc.initialized:
             raise GeneralProtection(reason="EMODT: the enclave is not initialized")
-        epc.flags[slot] = (f & ~(SI_RWX | F_PR)) | F_MODIFIED
+        epc.flags[slot] = (f & _EMODT_KEEPS) | F_MODIFIED
         epc.pt[slot] = new_pt
         epc.epoch[slot] = enc.epoch
         if self.tcs:
