@@ -307,7 +307,8 @@ class EmaOps:
                       notify_prot: int | None = None) -> None:
         """ema_do_uncommit_real: trim each maximal committed run of [start, end).
 
-        `notify_prot` (default `prot`) is the prot the trim-notify ocall carries;
+        The range need not be clipped to the region: its bitmap holds only its
+        own pages. `notify_prot` (default `prot`) is the prot the trim-notify ocall carries;
         the untrusted side gives the range that protection afterwards.
         Raises EmmError(EFAULT) on an ocall failure, aborts on an EACCEPT failure.
         """

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -205,6 +206,28 @@ def _check_commit_data(ema: Ema, start: int, end: int) -> None:
 def _metadata_refusal(ema: Ema) -> EmmError:
     """EACCES: a public call named one of the allocator's own reserves (Deviation)."""
     return EmmError(errno.EACCES, _region_says, _facts(ema), "holds the manager's own metadata")
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_alloc_flags(flags: int) -> tuple[int, int, int]:
+    """An alloc's flags as (alloc_flags, page type, alignment shift), EINVAL for the
+    flag checks that come before the size check; the alignment's range is checked
+    after the size. Pure, so cached: programs pass the same few flag words, and a
+    refused word is checked again each time (exceptions are not cached)."""
+    alloc_flags = flags & ALLOC_FLAGS_MASK
+    # Deviation: exactly one commit mode (the reference accepts several)
+    if alloc_flags & _MODE_BITS not in _COMMIT_MODES:
+        raise EmmError(errno.EINVAL, _commit_mode_problem(flags))
+    page_type = flags & PAGE_TYPE_MASK
+    if page_type not in _ALLOC_PAGE_TYPES:  # Deviation: values, not a bit mask
+        raise EmmError(errno.EINVAL, f"page type {page_type:#x} cannot be allocated "
+                       "(only REG, SS_FIRST or SS_REST)")
+    page_type = page_type or PAGE_TYPE_REG
+    if alloc_flags & COMMIT_NOW and page_type != PAGE_TYPE_REG:  # Deviation: SS now
+        raise EmmError(errno.EINVAL, f"COMMIT_NOW of page type {page_type:#x}: the kernel "
+                       "EAUGs only REG pages and EACCEPT refuses a shadow-stack PENDING "
+                       "SECINFO; allocate COMMIT_ON_DEMAND or RESERVE")
+    return alloc_flags, page_type, (flags & ALIGNMENT_MASK) >> ALIGNMENT_SHIFT or PAGE_SHIFT
 
 
 class _NotInitialized:
@@ -483,23 +506,10 @@ class EnclaveMemoryManager:
 
     def _alloc(self, rts: bool, addr: int | None, size: int, flags: int,
                handler: FaultHandler | None, private: Any) -> int:
-        alloc_flags = flags & ALLOC_FLAGS_MASK
-        # Deviation: exactly one commit mode (the reference accepts several)
-        if alloc_flags & _MODE_BITS not in _COMMIT_MODES:
-            raise EmmError(errno.EINVAL, _commit_mode_problem(flags))
-        page_type = flags & PAGE_TYPE_MASK
-        if page_type not in _ALLOC_PAGE_TYPES:  # Deviation: values, not a bit mask
-            raise EmmError(errno.EINVAL, f"page type {page_type:#x} cannot be allocated "
-                           "(only REG, SS_FIRST or SS_REST)")
-        page_type = page_type or PAGE_TYPE_REG
-        if alloc_flags & COMMIT_NOW and page_type != PAGE_TYPE_REG:  # Deviation: SS now
-            raise EmmError(errno.EINVAL, f"COMMIT_NOW of page type {page_type:#x}: the kernel "
-                           "EAUGs only REG pages and EACCEPT refuses a shadow-stack PENDING "
-                           "SECINFO; allocate COMMIT_ON_DEMAND or RESERVE")
+        alloc_flags, page_type, shift = _decode_alloc_flags(flags)
         if size <= 0 or size & _PAGE_MASK:  # Deviation: size 0
             raise EmmError(errno.EINVAL, f"size {size:#x} is not positive" if size <= 0 else
                            f"size {size:#x} is not a multiple of the page size")
-        shift = (flags & ALIGNMENT_MASK) >> ALIGNMENT_SHIFT or PAGE_SHIFT
         if shift < PAGE_SHIFT or shift > 63:  # Deviation: > 63
             raise EmmError(errno.EINVAL, f"alignment ALIGNED({shift}) is not between "
                            f"the page size (12) and 63")
@@ -745,11 +755,11 @@ class EnclaveMemoryManager:
             root = self._rts if rts else self._user
             overlapped = self._covered(root, addr, end, True, not rts, _check_uncommit)
             for ema in overlapped:
-                lo, hi = _clip(addr, end, ema)
                 prot = ema.si_flags & PROT_MASK
-                if prot:
-                    self._ops.uncommit_real(ema, lo, hi, prot)
+                if prot:  # unclipped: a region's bitmap holds only its own pages
+                    self._ops.uncommit_real(ema, addr, end, prot)
                     continue
+                lo, hi = _clip(addr, end, ema)
                 # Deviation: the trim notify carries the READ the region now has (the
                 # reference sends PROT_NONE, so the mapping stops matching the region)
                 target = self._readable_for_trim(root, ema, lo, hi)
