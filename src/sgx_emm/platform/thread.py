@@ -18,8 +18,9 @@ executed again.
 The commit of an untouched page by EACCEPT (the benchmark's and the manager's
 common case) takes a fast path while nobody listens to the trace and the kernel
 has no hostile hooks: the same steps in one pass under the machine lock, without
-exceptions, through the same check, EAUG and frame-writing functions
-(`_eaccept_direct`; docs/platform-model.md, "The commit fast path").
+exceptions, through the same check, EAUG and frame-writing functions; a page loop
+(`eaccept_pages`) runs its pages in batches under one hold of the lock
+(`_accept_pages`; docs/platform-model.md, "The commit fast path").
 """
 
 from __future__ import annotations
@@ -160,15 +161,8 @@ class EnclaveThread:
         return self._run(self._cpu.eaccept, secinfo_flags, addr, secinfo_addr)
 
     def _eaccept_flags(self, secinfo_flags: int, addr: int) -> int:
-        """EACCEPT of an already valid SECINFO: the fast pass (nobody listens and the
-        kernel has no hooks) as a batch of one page, or the general leaf."""
-        if not self._trace.listening and self._kernel.commit_fast_path:
-            owed = [0] * len(_COMMIT_PREFIX)
-            try:
-                return self._accept_pages(secinfo_flags, range(addr, addr + 1), owed, [0])
-            finally:
-                self._pay(owed)
-        return self._run(self._cpu.eaccept, secinfo_flags, addr, None)
+        """EACCEPT of an already valid SECINFO: a page loop of one page."""
+        return self.eaccept_pages(secinfo_flags, range(addr, addr + 1), [0])
 
     def eaccept_pages(self, secinfo_flags: int, pages: range, done: list[int]) -> int:
         """`eaccept(secinfo_flags, addr)` for each address of `pages` in order, stopping
@@ -348,15 +342,15 @@ class EnclaveThread:
         again) is one pass. Within the hold, two results carry from page to page
         instead of being recomputed: the VMA the kernel found for a first touch
         (`Kernel.first_touch_vma`, valid for all its addresses) and, once one
-        AEX + ERESUME went the plain way, everything of the next ones but
-        the frame's EXINFO (`Cpu.exinfo_writer`). A page that goes otherwise leaves the pass at
-        the step where it differs; the lock is released and it continues on the
-        general path from there (`_continue`), which ends the batch; so does a
-        listener subscribing or hooks being installed meanwhile (from another
-        thread), before the next page. Event counts
-        are tallied in `owed` (indexed by how many of `_COMMIT_EVENTS` a page ran).
-        Returns: the first nonzero code, else 0; `done[0]` grows by the pages
-        accepted, also when one raises."""
+        AEX + ERESUME went the plain way, everything of the next ones but the
+        frame's EXINFO (`Cpu.exinfo_writer`). A page that goes otherwise leaves the
+        pass at the step where it differs; the lock is released and it continues
+        on the general path from there (`_continue`), which ends the batch; so
+        does a listener subscribing or hooks being installed meanwhile (by another
+        thread), before the next page. Event counts are tallied in `owed`
+        (indexed by how many of `_COMMIT_EVENTS` a page ran). Returns: the first
+        nonzero code, else 0; `done[0]` grows by the pages accepted, also when one
+        raises."""
         cpu = self._cpu
         kernel = self._kernel
         trace = self._trace
