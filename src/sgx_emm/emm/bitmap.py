@@ -116,9 +116,9 @@ class CommitBitmap:
 
     def runs_list(self, lo: int, hi: int) -> list[tuple[int, int]]:
         """`runs` as a list, built without a generator (the manager's hot paths)."""
-        if lo >= hi:
-            return []
         b = self._b
+        if not b or lo >= hi:  # nothing committed (half the trims asked for)
+            return []
         i = bisect_right(b, lo)
         if i & 1:
             i -= 1

@@ -149,11 +149,19 @@ class GapIndex:
             partial = _class_floor(cls) < pages  # class `cls` holds smaller and larger gaps
             full_from = cls + 1 if partial else cls
         lists = self._lists
+        fitting = (self._mask >> full_from) << full_from  # classes whose every gap fits
+        if accept is None and not partial and not fitting & (fitting - 1):
+            # at most one such class (the usual case): its lowest gap is the answer
+            if not fitting:
+                return None
+            lst = lists[fitting.bit_length() - 1]
+            assert lst  # the mask names non-empty classes only
+            return lst[0] if isinstance(lst, list) else lst.min()
         length = self._length
         after = -1
         while True:
             best = -1
-            m = (self._mask >> full_from) << full_from
+            m = fitting
             while m:
                 low = m & -m
                 m ^= low

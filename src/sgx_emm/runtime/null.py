@@ -51,6 +51,17 @@ class _Injection:
     match: Callable[[tuple[int, ...]], bool] | None = field(default=None)
 
 
+class _ThreadCounts(threading.local):
+    """Each thread's call counters (`counts`), made on the thread's first call.
+
+    A `threading.local` subclass runs `__init__` in every thread that first
+    touches it, so counting is one subscript with no lock and no try.
+    """
+
+    def __init__(self, runtime: NullRuntime) -> None:
+        self.counts = runtime._new_thread_counts()
+
+
 class NullRuntime:
     """RuntimeAbstraction that succeeds, counts and records; primitives on `.primitives`.
 
@@ -69,10 +80,10 @@ class NullRuntime:
         self._update_count_only()
         self.register_ok = register_ok
         self.calls: list[Call] = []
-        self._local = threading.local()
-        self._per_thread: list[dict[str, int]] = []
         self.pf_handler: PfHandler | None = None
         self._guard = threading.Lock()
+        self._per_thread: list[dict[str, int]] = []
+        self._local = _ThreadCounts(self)  # after the two above, which it uses
         self.primitives = NullPrimitives(self)
 
     @property
@@ -144,10 +155,10 @@ class NullRuntime:
                     total[name] += n
         return total
 
-    def _thread_counts(self) -> dict[str, int]:
-        """This thread's counter dict (every call name at 0 to start): counting takes no lock."""
+    def _new_thread_counts(self) -> dict[str, int]:
+        """A new thread's counter dict (every call name at 0 to start), listed for
+        `counts`: counting into it takes no lock."""
         counts = dict.fromkeys(CALL_NAMES, 0)
-        self._local.counts = counts
         with self._guard:
             self._per_thread.append(counts)
         return counts
@@ -155,18 +166,9 @@ class NullRuntime:
     def calls_named(self, *names: str) -> list[Call]:
         return [c for c in self.calls if c.name in names]
 
-    def _count(self, name: str, n: int = 1) -> int:
-        """Count `n` calls named `name` on this thread (no lock); returns 0, success."""
-        try:
-            counts: dict[str, int] = self._local.counts
-        except AttributeError:
-            counts = self._thread_counts()
-        counts[name] += n
-        return 0
-
     def _call(self, category: str, name: str, args: tuple[int, ...]) -> int:
         """Count the call, then record, inject and trace it: its result."""
-        self._count(name)
+        self._local.counts[name] += 1
         return self._record(category, name, args)
 
     def _record(self, category: str, name: str, args: tuple[int, ...]) -> int:
@@ -195,12 +197,14 @@ class NullRuntime:
 
     def alloc_ocall(self, addr: int, length: int, page_type: int, alloc_flags: int) -> int:
         if self._count_only:
-            return self._count(ALLOC_OCALL)
+            self._local.counts[ALLOC_OCALL] += 1
+            return 0
         return self._call(OCALL, ALLOC_OCALL, (addr, length, page_type, alloc_flags))
 
     def modify_ocall(self, addr: int, length: int, flags_from: int, flags_to: int) -> int:
         if self._count_only:
-            return self._count(MODIFY_OCALL)
+            self._local.counts[MODIFY_OCALL] += 1
+            return 0
         return self._call(OCALL, MODIFY_OCALL, (addr, length, flags_from, flags_to))
 
     def register_pfhandler(self, handler: PfHandler) -> bool:
@@ -226,7 +230,8 @@ class NullPrimitives:
     def eaccept(self, secinfo: int, addr: int) -> int:
         rt = self._rt
         if rt._count_only:
-            return rt._count(EACCEPT)
+            rt._local.counts[EACCEPT] += 1
+            return 0
         return rt._call(LEAF, EACCEPT, (secinfo, addr))
 
     def eaccept_pages(self, secinfo: int, pages: range, done: list[int]) -> int:
@@ -236,19 +241,22 @@ class NullPrimitives:
         rt = self._rt
         if not rt._count_only:
             return eaccept_each(self.eaccept, secinfo, pages, done)
+        rt._local.counts[EACCEPT] += len(pages)
         done[0] = len(pages)
-        return rt._count(EACCEPT, len(pages))
+        return 0
 
     def eacceptcopy(self, secinfo: int, dest: int, src: int) -> int:
         rt = self._rt
         if rt._count_only:
-            return rt._count(EACCEPTCOPY)
+            rt._local.counts[EACCEPTCOPY] += 1
+            return 0
         return rt._call(LEAF, EACCEPTCOPY, (secinfo, dest, src))
 
     def emodpe(self, secinfo: int, addr: int) -> int:
         rt = self._rt
         if rt._count_only:
-            return rt._count(EMODPE)
+            rt._local.counts[EMODPE] += 1
+            return 0
         return rt._call(LEAF, EMODPE, (secinfo, addr))
 
 
