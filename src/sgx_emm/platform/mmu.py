@@ -134,8 +134,10 @@ class AddressSpace:
 
     def insert(self, vma: Vma) -> None:
         """Add a VMA over a range that `carve` cleared; merges nothing (Linux may merge,
-        nothing observable here depends on it)."""
+        nothing observable here depends on it). It becomes the `find_vma` cache: the
+        first touch of a new mapping looks it up next."""
         self._vmas.add(vma)
+        self._last = vma
 
     # --- page tables ---
     def pte(self, page: int) -> int:
@@ -170,7 +172,14 @@ class AddressSpace:
         """Zap (prot None or 0) or re-protect present PTEs of pages [first, last)."""
         if first >= last:
             return
-        keys = range(first >> CHUNK_SHIFT, ((last - 1) >> CHUNK_SHIFT) + 1)
+        key = first >> CHUNK_SHIFT
+        if key == (last - 1) >> CHUNK_SHIFT:    # one chunk (a call on a few pages): no key walk
+            chunk = self.chunks.get(key)
+            if chunk is not None:
+                self._walk_chunk(key, chunk, first - (key << CHUNK_SHIFT),
+                                 last - (key << CHUNK_SHIFT), prot)
+            return
+        keys = range(key, ((last - 1) >> CHUNK_SHIFT) + 1)
         if len(keys) > len(self.chunks):
             keys = sorted(k for k in self.chunks if keys.start <= k < keys.stop)  # type: ignore[assignment]
         for key in keys:
@@ -179,13 +188,20 @@ class AddressSpace:
                 continue
             lo = max(first, key << CHUNK_SHIFT) - (key << CHUNK_SHIFT)
             hi = min(last, (key + 1) << CHUNK_SHIFT) - (key << CHUNK_SHIFT)
-            if not prot:
-                if lo == 0 and hi == CHUNK_PAGES:
-                    del self.chunks[key]
-                else:
-                    chunk[lo:hi] = array("q", bytes(8 * (hi - lo)))
-                continue
-            for i in range(lo, hi):
-                entry = chunk[i]
-                if entry:
-                    chunk[i] = (entry & ~PTE_PROT_MASK) | prot
+            self._walk_chunk(key, chunk, lo, hi, prot)
+
+    def _walk_chunk(self, key: int, chunk: array[int], lo: int, hi: int,
+                    prot: int | None) -> None:
+        """`_walk` within one page-table chunk: entries [lo, hi) of chunk `key`."""
+        if not prot:
+            if lo == 0 and hi == CHUNK_PAGES:
+                del self.chunks[key]
+            elif hi - lo == 1:
+                chunk[lo] = 0
+            else:
+                chunk[lo:hi] = array("q", bytes(8 * (hi - lo)))
+            return
+        for i in range(lo, hi):
+            entry = chunk[i]
+            if entry:
+                chunk[i] = (entry & ~PTE_PROT_MASK) | prot
