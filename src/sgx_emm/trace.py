@@ -71,7 +71,10 @@ class Trace:
 
     def emit(self, category: str, name: str, **details: Any) -> None:
         """Record one event. O(1); builds an Event only when someone listens."""
-        counts = self._counts()
+        try:
+            counts = self._local.counts       # `_counts`, without its call once made
+        except AttributeError:
+            counts = self._counts()
         key = (category, name)
         counts[key] = counts.get(key, 0) + 1
         if self._listeners:
@@ -98,8 +101,22 @@ class Trace:
         leaves while `listening` was False and owes their counts; no listener is
         told, not even one that subscribed since, because none heard them happen."""
         if n > 0:
-            counts = self._counts()
+            try:
+                counts = self._local.counts
+            except AttributeError:
+                counts = self._counts()
             counts[key] = counts.get(key, 0) + n
+
+    def unheard(self, key: tuple[str, str]) -> None:
+        """`count_unheard(key, 1)`: one event of a per-call path (an ocall, an entry or
+        exit, an ioctl, a system call) that found `listening` False, so it skips
+        the details `emit` would take. A listener subscribing at that moment is
+        not told, as none heard it happen; every event after it is emitted."""
+        try:
+            counts = self._local.counts
+        except AttributeError:
+            counts = self._counts()
+        counts[key] = counts.get(key, 0) + 1
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` for every later event; returns the unsubscribe function."""

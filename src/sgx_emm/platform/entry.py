@@ -46,6 +46,9 @@ from sgx_emm.platform.state import EnclaveControl, EntryState, TcsControl
 from sgx_emm.trace import AEX, ENTRY
 
 _SSA_OK = F_VALID | F_R | F_W
+#: trace keys of the entry leaves, counted without details while nobody listens
+_EENTER = (ENTRY, "EENTER")
+_EEXIT = (ENTRY, "EEXIT")
 #: the `vector` of `write_frame` for an interrupt, which AEX does not report
 _INTERRUPT = -1
 #: TCS.FLAGS bits that are not reserved: DBGOPTIN (bit 0) and AEXNOTIFY (bit 1)
@@ -175,7 +178,19 @@ class EntryLeaves(Processor):
         valid TCS); #GP (enclave not initialized, reserved TCS.FLAGS, OSSA/OFSBASE/
         OGSBASE misaligned, CSSA >= NSSA); #PF (SSA frame pages); #GP (TCS busy)."""
         with self.lock:
-            self.trace.emit(ENTRY, "EENTER", tcs=tcs_addr)
+            trace = self.trace
+            if trace.listening:
+                trace.emit(ENTRY, "EENTER", tcs=tcs_addr)
+            else:
+                trace.unheard(_EENTER)
+            if entry is not None:
+                ssa_slot = self._reentry_ready(tcs_addr, entry)
+                if ssa_slot >= 0:       # an ocall's return: every check below passes
+                    tcs = entry.tcs
+                    tcs.busy = True
+                    entry.enclave.inside.add(tcs.slot)
+                    entry.level, entry.ssa_slot, entry.inside = tcs.cssa, ssa_slot, True
+                    return entry
             enc, tcs = self._tcs_operand(tcs_addr, "EENTER")
             if tcs.cssa >= tcs.nssa:
                 raise GeneralProtection(
@@ -190,6 +205,23 @@ class EntryLeaves(Processor):
             entry.enclave, entry.tcs, entry.level = enc, tcs, tcs.cssa
             entry.ssa_slot, entry.inside = ssa_slot, True
             return entry
+
+    def _reentry_ready(self, tcs_addr: int, entry: EntryState) -> int:
+        """EENTER's checks for `entry` entering its own TCS again (an ocall's return),
+        when they pass: the TCS is the one its control block was loaded for, not
+        busy, CSSA < NSSA, and ERESUME's readiness checks (`_resume_ready`: TCS
+        and SSA frame CSSA mapped, valid, of this enclave) hold at level CSSA.
+        Then EENTER would leave `entry`'s enclave and TCS as they are. Returns:
+        the frame's slot, or -1 (the caller runs every check in the SDM's order,
+        which raises the fault)."""
+        tcs = entry.tcs
+        if (tcs.linaddr != tcs_addr or tcs.busy or tcs.cssa >= tcs.nssa
+                or self.tcs.get(tcs.slot) is not tcs):
+            return -1
+        enc = self.enclaves.get(tcs.secs_slot)
+        if enc is None or enc is not entry.enclave:
+            return -1
+        return self._resume_ready(enc, tcs, tcs.cssa)
 
     def eresume(self, tcs_addr: int) -> tuple[EntryState | None, Rip, int]:
         """ERESUME: restore SSA frame CSSA-1.
@@ -237,7 +269,11 @@ class EntryLeaves(Processor):
     def eexit(self, entry: EntryState) -> None:
         """EEXIT. Returns: None. Raises: NotInsideEnclave."""
         with self.lock:
-            self.trace.emit(ENTRY, "EEXIT", tcs=entry.tcs.linaddr)
+            trace = self.trace
+            if trace.listening:
+                trace.emit(ENTRY, "EEXIT", tcs=entry.tcs.linaddr)
+            else:
+                trace.unheard(_EEXIT)
             self._require_inside(entry)
             tcs = entry.tcs
             tcs.busy = False

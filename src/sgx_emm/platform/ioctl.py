@@ -59,6 +59,11 @@ from sgx_emm.platform.uapi import (
 )
 from sgx_emm.trace import IOCTL
 
+#: trace keys of the EDMM ioctls, counted without details while nobody listens
+_RESTRICT = (IOCTL, "RESTRICT_PERMISSIONS")
+_MODIFY_TYPES = (IOCTL, "MODIFY_TYPES")
+_REMOVE_PAGES = (IOCTL, "REMOVE_PAGES")
+
 #: SECINFO.FLAGS bits ADD_PAGES refuses: everything but RWX and the page type
 #: (so PENDING, MODIFIED and PR too)
 _ADD_RESERVED = ~(SI_RWX | 0xFF00) & ((1 << 64) - 1)
@@ -330,7 +335,11 @@ class EnclaveFd(EdmmWorkers):
     # ------------------------------------------------------------ EDMM handlers
     def _ioc_restrict(self, p: RestrictPermissions) -> None:
         name = "RESTRICT_PERMISSIONS"
-        self._trace(name, offset=p.offset, length=p.length, permissions=p.permissions)
+        trace = self._host.trace
+        if trace.listening:
+            trace.emit(IOCTL, name, offset=p.offset, length=p.length, permissions=p.permissions)
+        else:
+            trace.unheard(_RESTRICT)
         self._check_edmm(name, p.offset, p.length)
         perm = p.permissions
         if not isinstance(perm, int) or perm & ~SI_RWX or perm < 0:
@@ -345,7 +354,11 @@ class EnclaveFd(EdmmWorkers):
 
     def _ioc_modify_types(self, p: ModifyTypes) -> None:
         name = "MODIFY_TYPES"
-        self._trace(name, offset=p.offset, length=p.length, page_type=p.page_type)
+        trace = self._host.trace
+        if trace.listening:
+            trace.emit(IOCTL, name, offset=p.offset, length=p.length, page_type=p.page_type)
+        else:
+            trace.unheard(_MODIFY_TYPES)
         self._check_edmm(name, p.offset, p.length)
         new_type = p.page_type if isinstance(p.page_type, int) else -1
         if new_type & ~0xFF or new_type < 0:
@@ -362,7 +375,11 @@ class EnclaveFd(EdmmWorkers):
 
     def _ioc_remove_pages(self, p: RemovePages) -> None:
         name = "REMOVE_PAGES"
-        self._trace(name, offset=p.offset, length=p.length)
+        trace = self._host.trace
+        if trace.listening:
+            trace.emit(IOCTL, name, offset=p.offset, length=p.length)
+        else:
+            trace.unheard(_REMOVE_PAGES)
         self._check_edmm(name, p.offset, p.length)
         if p.count:
             raise driver_error(errno.EINVAL, name, "count must be 0 on entry")

@@ -67,6 +67,10 @@ __all__ = [
     "RestrictPermissions",
 ]
 
+#: trace keys of the hot system calls, counted without details while nobody listens
+_MMAP = (SYSCALL, "mmap")
+_MPROTECT = (SYSCALL, "mprotect")
+
 _PF_NAMES = {code: f"{code:#x}" for code in (
     0x4, 0x5, 0x6, 0x7, 0x14, 0x15, 0x8005, 0x8007, 0x8015)}
 
@@ -153,7 +157,11 @@ class Kernel:
         MAP_PRIVATE), EBADF (not an enclave fd), ENOMEM (wraps past 2^64), EACCES
         (a used range without MAP_FIXED; outside ELRANGE after EINIT; prot above a
         page's max prot)."""
-        self.trace.emit(SYSCALL, "mmap", addr=addr, length=length, prot=prot, flags=flags)
+        trace = self.trace
+        if trace.listening:
+            trace.emit(SYSCALL, "mmap", addr=addr, length=length, prot=prot, flags=flags)
+        else:
+            trace.unheard(_MMAP)
         if (not isinstance(addr, int) or not isinstance(length, int) or length <= 0
                 or addr < 0 or addr % PAGE_SIZE or not isinstance(offset, int)
                 or offset % PAGE_SIZE or not isinstance(prot, int) or prot & ~PROT_MASK
@@ -198,7 +206,11 @@ class Kernel:
 
         Returns: None. Raises: OSError EINVAL (bad address, length, prot), ENOMEM
         (a hole in the range), EACCES (sgx_encl_may_map refuses)."""
-        self.trace.emit(SYSCALL, "mprotect", addr=addr, length=length, prot=prot)
+        trace = self.trace
+        if trace.listening:
+            trace.emit(SYSCALL, "mprotect", addr=addr, length=length, prot=prot)
+        else:
+            trace.unheard(_MPROTECT)
         if (not isinstance(addr, int) or not isinstance(length, int) or addr < 0
                 or addr % PAGE_SIZE or length < 0 or not isinstance(prot, int)
                 or prot & ~PROT_MASK or prot < 0):

@@ -19,6 +19,10 @@ from sgx_emm.emm.rt import Mutex, PfHandler, eaccept_each
 from sgx_emm.runtime.dispatcher import ExceptionDispatcher
 from sgx_emm.trace import OCALL, Trace
 
+#: the ocalls' trace keys, for counting them while nobody listens (`Trace.unheard`)
+_ALLOC_OCALL = (OCALL, "alloc_ocall")
+_MODIFY_OCALL = (OCALL, "modify_ocall")
+
 
 class OcallTarget(Protocol):
     """The untrusted runtime's services for the manager's two ocalls."""
@@ -63,15 +67,23 @@ class TrustedRuntime:
         self._untrusted = target
 
     def alloc_ocall(self, addr: int, length: int, page_type: int, alloc_flags: int) -> int:
-        self._trace.emit(OCALL, "alloc_ocall", addr=addr, length=length,
-                         page_type=page_type, flags=alloc_flags)
+        trace = self._trace
+        if trace.listening:
+            trace.emit(OCALL, "alloc_ocall", addr=addr, length=length,
+                       page_type=page_type, flags=alloc_flags)
+        else:
+            trace.unheard(_ALLOC_OCALL)
         ret = self._bridge(
             lambda: self._untrusted.alloc_ocall(addr, length, page_type, alloc_flags))
         return 0 if ret == 0 else errno.EFAULT
 
     def modify_ocall(self, addr: int, length: int, flags_from: int, flags_to: int) -> int:
-        self._trace.emit(OCALL, "modify_ocall", addr=addr, length=length,
-                         flags_from=flags_from, flags_to=flags_to)
+        trace = self._trace
+        if trace.listening:
+            trace.emit(OCALL, "modify_ocall", addr=addr, length=length,
+                       flags_from=flags_from, flags_to=flags_to)
+        else:
+            trace.unheard(_MODIFY_OCALL)
         ret = self._bridge(
             lambda: self._untrusted.modify_ocall(addr, length, flags_from, flags_to))
         return 0 if ret == 0 else errno.EFAULT
