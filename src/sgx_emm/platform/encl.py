@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
@@ -178,7 +178,16 @@ class Encl:
         allow `prot` (sgx_encl_may_map's loop), or None."""
         if not prot & PROT_MASK:        # no permission exceeds any max prot: skip the walk
             return None
-        for key, lo, hi, infos in self._chunk_spans(start, end):
+        first, last = start >> PAGE_SHIFT, (end + PAGE_SIZE - 1) >> PAGE_SHIFT
+        key = first >> CHUNK_SHIFT
+        spans: Iterable[tuple[int, int, int, bytearray]]
+        if first < last and key == (last - 1) >> CHUNK_SHIFT:
+            # one record chunk (an mmap of a few pages): its span without the generator
+            entry = self._records.get(key)
+            spans = ((key, first, last, entry[1]),) if entry is not None else ()
+        else:
+            spans = self._chunk_spans(start, end)
+        for key, lo, hi, infos in spans:
             for i in range(lo & CHUNK_MASK, ((hi - 1) & CHUNK_MASK) + 1):
                 info = infos[i]
                 if info and prot & ~info & PROT_MASK:

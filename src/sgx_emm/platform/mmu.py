@@ -89,15 +89,18 @@ class AddressSpace:
         last = self._last
         if last is not None and last.start <= start < last.end and end <= last.end:
             return [last]
+        # One walk down from the last VMA starting before `end` (at or before `start`
+        # for an empty range): VMAs do not overlap, so the first one ending at or
+        # before `start`, or starting at or before it, is the last to look at.
         out: list[Vma] = []
-        for vma in self._vmas.irange_key(max_key=start, reverse=True):
-            if vma.end > start:
-                out.append(vma)
-                if vma.end >= end:  # VMAs do not overlap: none other starts inside
-                    return out
-            break
-        if end > start:
-            out.extend(self._vmas.irange_key(start, end, inclusive=(False, False)))
+        for vma in self._vmas.irange_key(max_key=end if end > start else start + 1,
+                                         inclusive=(True, False), reverse=True):
+            if vma.end <= start:
+                break
+            out.append(vma)
+            if vma.start <= start:
+                break
+        out.reverse()
         return out
 
     def all_vmas(self) -> list[Vma]:
