@@ -461,14 +461,19 @@ class Enclave:
         try:
             return op()
         except FaultReported as exc:
-            what = ("the same fault repeated without progress (livelock)"
-                    if exc.run.extra.get("livelock") else "enclave exception not handled")
-            crash = self._crash(what, exc)
-            self._dead = self._dead or crash
-            raise crash from None
+            raise self._lost(exc) from None
         except EnclaveAbort as exc:
             self._dead = self._dead or exc
             raise
+
+    def _lost(self, exc: FaultReported) -> EnclaveCrashed:
+        """A fault reported out of the enclave: the enclave is dead; returns the crash
+        to raise (what `_guarded` and the page loop's inline guard raise)."""
+        what = ("the same fault repeated without progress (livelock)"
+                if exc.run.extra.get("livelock") else "enclave exception not handled")
+        crash = self._crash(what, exc)
+        self._dead = self._dead or crash
+        return crash
 
     def _crash(self, what: str, exc: FaultReported) -> EnclaveCrashed:
         """The user-facing end of a fault the vDSO reported back out of the enclave."""
@@ -537,7 +542,13 @@ class Enclave:
         inside = self._current_thread()
         if inside is None:
             return eaccept_each(self.primitives.eaccept, secinfo, pages, done)
-        return self._guarded(lambda: inside.eaccept_pages(secinfo, pages, done))
+        try:        # `_guarded`, written out: no closure and no call for each commit
+            return inside.eaccept_pages(secinfo, pages, done)
+        except FaultReported as exc:
+            raise self._lost(exc) from None
+        except EnclaveAbort as exc:
+            self._dead = self._dead or exc
+            raise
 
     # ------------------------------------------------------------ exceptions
     def _untrusted_exception_handler(self, run: Run) -> int:

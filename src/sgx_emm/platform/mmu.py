@@ -165,7 +165,13 @@ class AddressSpace:
 
     def zap(self, start: int, end: int) -> None:
         """Drop every PTE of [start, end) (byte addresses, page aligned)."""
-        self._walk(start >> PAGE_SHIFT, end >> PAGE_SHIFT, None)
+        first = start >> PAGE_SHIFT
+        if (end >> PAGE_SHIFT) - first == 1:    # one page (a one-page mmap or trim): its PTE
+            chunk = self.chunks.get(first >> CHUNK_SHIFT)
+            if chunk is not None:
+                chunk[first & CHUNK_MASK] = 0
+            return
+        self._walk(first, end >> PAGE_SHIFT, None)
 
     def reprotect(self, start: int, end: int, prot: int) -> None:
         """Give present PTEs of [start, end) the permissions of `prot` (mprotect)."""

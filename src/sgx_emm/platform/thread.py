@@ -156,13 +156,9 @@ class EnclaveThread:
         """EACCEPT; with `secinfo_addr` the SECINFO is read from enclave memory there
         (all RBX checks apply), otherwise `secinfo_flags` is used as an already
         valid, 64-byte aligned SECINFO. Returns: the SGX code (0 on success)."""
-        if secinfo_addr is None:
-            return self._eaccept_flags(secinfo_flags, addr)
+        if secinfo_addr is None:    # an already valid SECINFO: a page loop of one page
+            return self.eaccept_pages(secinfo_flags, range(addr, addr + 1), [0])
         return self._run(self._cpu.eaccept, secinfo_flags, addr, secinfo_addr)
-
-    def _eaccept_flags(self, secinfo_flags: int, addr: int) -> int:
-        """EACCEPT of an already valid SECINFO: a page loop of one page."""
-        return self.eaccept_pages(secinfo_flags, range(addr, addr + 1), [0])
 
     def eaccept_pages(self, secinfo_flags: int, pages: range, done: list[int]) -> int:
         """`eaccept(secinfo_flags, addr)` for each address of `pages` in order, stopping
@@ -195,6 +191,9 @@ class EnclaveThread:
         `_COMMIT_EVENTS` a pass ran), which ran while nobody listened: as the EDMM
         page loops do, a listener that subscribed since is not told of them."""
         trace = self._trace
+        if owed.count(0) == len(owed) - 1 and owed[-1]:     # the usual tally: plain commits
+            trace.count_unheard(_COMMIT_PREFIX[-1], owed[-1])
+            return
         for events, times in enumerate(owed):
             if times:
                 trace.count_unheard(_COMMIT_PREFIX[events], times)
@@ -213,22 +212,28 @@ class EnclaveThread:
         `untrusted` there, then EENTER again on the same TCS (the ORET). While it
         is outside, the thread holds no place in the enclave: an ETRACK does not
         wait for it and the kernel's IPIs do not interrupt it."""
-        self._cpu.eexit(self.entry)
+        entry, cpu = self.entry, self._cpu
+        cpu.eexit(entry)
         try:
             return untrusted()
         finally:
-            self._reenter()
+            try:            # the ORET: EENTER this thread's TCS again
+                cpu.eenter(entry.tcs.linaddr, entry)
+            except CpuFault as fault:
+                self._reenter(fault)
 
-    def _reenter(self) -> None:
-        """EENTER this thread's TCS again, letting the kernel fix faults of the leaf."""
-        for attempt in range(MAX_FIXES + 1):
+    def _reenter(self, fault: CpuFault) -> None:
+        """The ORET's EENTER raised `fault`: let the kernel fix it and EENTER again, as
+        long as it fixes them, MAX_FIXES times at most."""
+        for _ in range(MAX_FIXES):
+            if not self._kernel.fix(fault):
+                raise fault
             try:
                 self._cpu.eenter(self.tcs_addr, self.entry)
                 return
-            except CpuFault as fault:
-                if attempt < MAX_FIXES and self._kernel.fix(fault):
-                    continue
-                raise
+            except CpuFault as again:
+                fault = again
+        raise fault
 
     def eexit(self) -> None:
         """EEXIT. Raises: NotInsideEnclave."""
