@@ -488,8 +488,15 @@ class Enclave:
             vector=vector, errcd=errcd, addr=addr, cause=cause)
 
     def _current_thread(self) -> EnclaveThread | None:
-        """This Python thread's innermost entry into this enclave, if any."""
-        return next((t for e, t in reversed(_entries()) if e is self), None)
+        """This Python thread's innermost entry into this enclave, if any. A plain loop
+        over the thread's entry stack, innermost first (each ocall and page loop
+        asks, so no generator is built for the answer)."""
+        stack: list[tuple[Enclave, EnclaveThread]] | None = getattr(_tls, "stack", None)
+        if stack:
+            for enclave, thread in reversed(stack):
+                if enclave is self:
+                    return thread
+        return None
 
     def _ocall_bridge(self, untrusted: Callable[[], int]) -> int:
         """Leave through this Python thread's enclave thread for an ocall, if inside."""

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
 
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
 from sgx_emm.platform.encl import PROT_MASK, TYPE_MASK, TYPE_SHIFT, Encl
@@ -138,17 +137,10 @@ class EdmmWorkers(Encl):
         CPU runs on another lock (then every leaf goes through its locking call)."""
         return _Owed(leaf) if self._cpu.lock is self._lock else None
 
-    @contextmanager
-    def _batch(self, leaf: str) -> Iterator[_Owed | None]:
+    def _batch(self, leaf: str) -> _Batch:
         """One batch of a page loop: the machine lock held throughout, and the events
         the batch owes (`_owed`) paid when it ends, however it ends."""
-        owed = self._owed(leaf)
-        with self._lock:
-            try:
-                yield owed
-            finally:
-                if owed is not None:
-                    owed.pay(self._host.trace)
+        return _Batch(self._lock, self._owed(leaf), self._host.trace)
 
     def _issues(self, leaf: str, addr: int) -> bool:
         """The `page_leaf` hook: False if a hostile OS skips this page's leaf."""
@@ -309,6 +301,30 @@ class EdmmWorkers(Encl):
                         mm.zap(base + first, base + zap_end)
 
 
+class _Batch:
+    """`EdmmWorkers._batch`: a context manager written out (a generator-based one
+    costs more than a small ioctl's page loop) that takes the lock, hands out the
+    tally, pays it and releases the lock."""
+
+    __slots__ = ("_lock", "_owed", "_trace")
+
+    def __init__(self, lock: threading.RLock, owed: _Owed | None, trace: Trace) -> None:
+        self._lock = lock
+        self._owed = owed
+        self._trace = trace
+
+    def __enter__(self) -> _Owed | None:
+        self._lock.acquire()
+        return self._owed
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._owed is not None:
+                self._owed.pay(self._trace)
+        finally:
+            self._lock.release()
+
+
 class _Owed:
     """Events a batch of a page loop ran without emitting because nobody listened:
     paid to the trace at the batch's end, so N leaves cost one trace call, not N.
@@ -326,10 +342,14 @@ class _Owed:
     def pay(self, trace: Trace) -> None:
         """Count what is owed; nobody listened when these leaves ran (each was put
         here only after checking), so no listener is told."""
-        trace.count_unheard((LEAF, self.leaf), self.leaves)
-        trace.count_unheard((LEAF, "EREMOVE"), self.eremoves)
-        trace.count_unheard((LEAF, "ETRACK"), self.etracks)
-        trace.count_unheard((AEX, "INTR"), self.intrs)
+        if self.leaves:
+            trace.count_unheard((LEAF, self.leaf), self.leaves)
+        if self.eremoves:
+            trace.count_unheard((LEAF, "EREMOVE"), self.eremoves)
+        if self.etracks:
+            trace.count_unheard((LEAF, "ETRACK"), self.etracks)
+        if self.intrs:
+            trace.count_unheard((AEX, "INTR"), self.intrs)
         self.leaves = self.etracks = self.intrs = self.eremoves = 0
 
 

@@ -22,8 +22,7 @@ for a page the reclaimer holds (EAGAIN).
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
@@ -95,7 +94,8 @@ class EnclaveFd(EdmmWorkers):
         Returns: 0. Raises: OSError EBUSY (another ioctl of this enclave in
         flight), ENOTTY (unknown request), EFAULT (argument of the wrong type),
         and whatever the request's handler raises."""
-        with self._in_flight(f"ioctl {request:#x}"):
+        self._enter_flight(request)
+        try:
             entry = self._requests.get(request) if isinstance(request, int) else None
             if entry is None:
                 raise driver_error(errno.ENOTTY, f"ioctl {request!r}",
@@ -105,21 +105,21 @@ class EnclaveFd(EdmmWorkers):
                 raise driver_error(errno.EFAULT, f"ioctl {request:#x}",
                                    f"argument is a {type(arg).__name__}, not a {kind.__name__}")
             handler(arg)
-        return 0
-
-    @contextmanager
-    def _in_flight(self, name: str) -> Iterator[None]:
-        """test_and_set_bit(SGX_ENCL_IOCTL): one ioctl per enclave at a time."""
-        with self._lock:
-            if self._ioctl_busy:
-                raise driver_error(errno.EBUSY, name,
-                                   "another ioctl on this enclave is in flight")
-            self._ioctl_busy = True
-        try:
-            yield
         finally:
             with self._lock:
                 self._ioctl_busy = False
+        return 0
+
+    def _enter_flight(self, request: object) -> None:
+        """test_and_set_bit(SGX_ENCL_IOCTL): one ioctl per enclave at a time; `ioctl`
+        clears the bit when it returns (a try/finally there: a generator-based
+        context manager costs more than a small ioctl's work). Raises: EBUSY."""
+        with self._lock:
+            if self._ioctl_busy:
+                name = f"ioctl {request:#x}" if isinstance(request, int) else f"ioctl {request!r}"
+                raise driver_error(errno.EBUSY, name,
+                                   "another ioctl on this enclave is in flight")
+            self._ioctl_busy = True
 
     def _trace(self, name: str, **details: object) -> None:
         self._host.trace.emit(IOCTL, name, **details)

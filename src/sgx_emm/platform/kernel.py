@@ -30,7 +30,7 @@ from sgx_emm.platform.epcm import Epc
 from sgx_emm.platform.exceptions import CpuFault
 from sgx_emm.platform.hooks import KernelHooks
 from sgx_emm.platform.ioctl import EnclaveFd
-from sgx_emm.platform.mmu import AddressSpace, Vma
+from sgx_emm.platform.mmu import AddressSpace, Vma, covers
 from sgx_emm.platform.reclaim import Reclaimer
 from sgx_emm.platform.secinfo import PF_P, PF_SGX, PF_U, PF_W, VECTOR_PF
 from sgx_emm.platform.uapi import (
@@ -207,23 +207,25 @@ class Kernel:
         end = addr + length
         if not length:
             return
+        mm = self.mm
         with self.lock:
-            if not self.mm.is_covered(addr, end):
+            vmas = mm.vmas_overlapping(addr, end)     # one lookup for the check and the walk
+            if not covers(vmas, addr, end):
                 raise driver_error(errno.ENOMEM, "mprotect",
                                    f"[{addr:#x}, {end:#x}) is not fully mapped")
             if self._hooks is not None:
                 prot = self._hooks.map_prot("mprotect", addr, length, prot)
+                vmas = mm.vmas_overlapping(addr, end)     # whatever the hook did to them
             # mprotect_fixup, VMA by VMA: the first refusal stops the walk, and the
             # VMAs before it keep their new protection, as in Linux
-            for vma in self.mm.vmas_overlapping(addr, end):
+            for vma in vmas:
                 start, stop = max(addr, vma.start), min(end, vma.end)
                 self._may_map(vma.owner, start, stop, prot, "mprotect")
-                for piece in self.mm.carve(start, stop):
-                    self.mm.insert(Vma(piece.start, piece.end, prot, piece.owner))
+                mm.protect(vma, start, stop, prot)
                 if prot:
-                    self.mm.reprotect(start, stop, prot)
+                    mm.reprotect(start, stop, prot)
                 else:
-                    self.mm.zap(start, stop)
+                    mm.zap(start, stop)
 
     def munmap(self, addr: int, length: int) -> None:
         """munmap(2). Returns: None. Raises: OSError EINVAL (bad address or length)."""

@@ -42,6 +42,17 @@ class Vma:
         return f"Vma({self.start:#x}-{self.end:#x}, prot={self.prot})"
 
 
+def covers(vmas: list[Vma], start: int, end: int) -> bool:
+    """True if `vmas` (address-ordered, as `vmas_overlapping` gives them for [start,
+    end)) cover [start, end) without a hole."""
+    cursor = start
+    for vma in vmas:
+        if vma.start > cursor:
+            return False
+        cursor = vma.end
+    return cursor >= end
+
+
 def pte_prot(vma_prot: int) -> int:
     """PTE permissions a VMA's prot gives: any access right implies read on x86."""
     return (vma_prot | 0x1) & PTE_PROT_MASK if vma_prot else 0
@@ -72,11 +83,18 @@ class AddressSpace:
         return None
 
     def vmas_overlapping(self, start: int, end: int) -> list[Vma]:
-        """VMAs meeting [start, end), in address order. O(log n + k)."""
+        """VMAs meeting [start, end), in address order. O(log n + k); O(1) when the
+        last VMA found holds the whole range (a syscall on one mapping, the usual
+        case, then walks no tree)."""
+        last = self._last
+        if last is not None and last.start <= start < last.end and end <= last.end:
+            return [last]
         out: list[Vma] = []
         for vma in self._vmas.irange_key(max_key=start, reverse=True):
             if vma.end > start:
                 out.append(vma)
+                if vma.end >= end:  # VMAs do not overlap: none other starts inside
+                    return out
             break
         if end > start:
             out.extend(self._vmas.irange_key(start, end, inclusive=(False, False)))
@@ -87,12 +105,18 @@ class AddressSpace:
 
     def is_covered(self, start: int, end: int) -> bool:
         """True if VMAs cover [start, end) without a hole."""
-        cursor = start
-        for vma in self.vmas_overlapping(start, end):
-            if vma.start > cursor:
-                return False
-            cursor = vma.end
-        return cursor >= end
+        return covers(self.vmas_overlapping(start, end), start, end)
+
+    def protect(self, vma: Vma, start: int, end: int, prot: int) -> None:
+        """Give [start, end), a part of `vma` (a VMA of this space), the protection
+        `prot`, splitting `vma` at the ends as needed (mprotect_fixup). A `vma`
+        lying wholly inside the range changes in place: the same VMA a carve and
+        an insert would rebuild, without two tree updates. PTEs are the caller's."""
+        if vma.start == start and vma.end == end:
+            vma.prot = prot
+            return
+        for piece in self.carve(start, end):
+            self._vmas.add(Vma(piece.start, piece.end, prot, piece.owner))
 
     def carve(self, start: int, end: int) -> list[Vma]:
         """Remove [start, end) from the VMA list, splitting at the ends; returns the
@@ -110,8 +134,10 @@ class AddressSpace:
 
     def insert(self, vma: Vma) -> None:
         """Add a VMA over a range that `carve` cleared; merges nothing (Linux may merge,
-        nothing observable here depends on it)."""
+        nothing observable here depends on it). It becomes the `find_vma` cache: the
+        first touch of a new mapping looks it up next."""
         self._vmas.add(vma)
+        self._last = vma
 
     # --- page tables ---
     def pte(self, page: int) -> int:
@@ -146,7 +172,14 @@ class AddressSpace:
         """Zap (prot None or 0) or re-protect present PTEs of pages [first, last)."""
         if first >= last:
             return
-        keys = range(first >> CHUNK_SHIFT, ((last - 1) >> CHUNK_SHIFT) + 1)
+        key = first >> CHUNK_SHIFT
+        if key == (last - 1) >> CHUNK_SHIFT:    # one chunk (a call on a few pages): no key walk
+            chunk = self.chunks.get(key)
+            if chunk is not None:
+                self._walk_chunk(key, chunk, first - (key << CHUNK_SHIFT),
+                                 last - (key << CHUNK_SHIFT), prot)
+            return
+        keys = range(key, ((last - 1) >> CHUNK_SHIFT) + 1)
         if len(keys) > len(self.chunks):
             keys = sorted(k for k in self.chunks if keys.start <= k < keys.stop)  # type: ignore[assignment]
         for key in keys:
@@ -155,13 +188,20 @@ class AddressSpace:
                 continue
             lo = max(first, key << CHUNK_SHIFT) - (key << CHUNK_SHIFT)
             hi = min(last, (key + 1) << CHUNK_SHIFT) - (key << CHUNK_SHIFT)
-            if not prot:
-                if lo == 0 and hi == CHUNK_PAGES:
-                    del self.chunks[key]
-                else:
-                    chunk[lo:hi] = array("q", bytes(8 * (hi - lo)))
-                continue
-            for i in range(lo, hi):
-                entry = chunk[i]
-                if entry:
-                    chunk[i] = (entry & ~PTE_PROT_MASK) | prot
+            self._walk_chunk(key, chunk, lo, hi, prot)
+
+    def _walk_chunk(self, key: int, chunk: array[int], lo: int, hi: int,
+                    prot: int | None) -> None:
+        """`_walk` within one page-table chunk: entries [lo, hi) of chunk `key`."""
+        if not prot:
+            if lo == 0 and hi == CHUNK_PAGES:
+                del self.chunks[key]
+            elif hi - lo == 1:
+                chunk[lo] = 0
+            else:
+                chunk[lo:hi] = array("q", bytes(8 * (hi - lo)))
+            return
+        for i in range(lo, hi):
+            entry = chunk[i]
+            if entry:
+                chunk[i] = (entry & ~PTE_PROT_MASK) | prot
