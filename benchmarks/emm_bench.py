@@ -153,8 +153,13 @@ def run(n: int, m: int, seed: int, backend: Backend) -> tuple[float, float, int]
 def run_timed(n: int, m: int, seed: int,
               backend: Backend) -> tuple[float, float, float, int]:
     """(setup s, loop s, loop CPU s of this process, final region count)."""
+    return run_sequence(n, draws(m, seed, n), backend)
+
+
+def run_sequence(n: int, seq: list[tuple[int, int, int]],
+                 backend: Backend) -> tuple[float, float, float, int]:
+    """`run_timed` over calls drawn beforehand (`draws`): the setup, then `seq`."""
     emm = backend.emm
-    seq = draws(m, seed, n)
     t0 = time.perf_counter()
     addr = [emm.alloc(None, PAGE, COMMIT_ON_DEMAND) for _ in range(n)]
     committed = [False] * n

@@ -576,7 +576,7 @@ class EnclaveMemoryManager:
                 self._restore_reserves(root, saved)
             raise EmmError(errno.EFAULT, ocall_problem(
                 self._rt, f"alloc_ocall for {node.start:#x}-{node.end:#x}"))
-        commit_now = bool(alloc_flags & COMMIT_NOW)
+        commit_now = alloc_flags & COMMIT_NOW != 0
         if commit_now:
             try:
                 ops.commit_pages(node.start, node.size, node.si_flags,
