@@ -498,6 +498,9 @@ class Enclave:
         asks, so no generator is built for the answer)."""
         stack: list[tuple[Enclave, EnclaveThread]] | None = getattr(_tls, "stack", None)
         if stack:
+            enclave, thread = stack[-1]
+            if enclave is self:         # the usual case: the innermost entry is this one
+                return thread
             for enclave, thread in reversed(stack):
                 if enclave is self:
                     return thread

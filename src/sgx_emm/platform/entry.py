@@ -184,13 +184,21 @@ class EntryLeaves(Processor):
             else:
                 trace.unheard(_EENTER)
             if entry is not None:
-                ssa_slot = self._reentry_ready(tcs_addr, entry)
-                if ssa_slot >= 0:       # an ocall's return: every check below passes
-                    tcs = entry.tcs
-                    tcs.busy = True
-                    entry.enclave.inside.add(tcs.slot)
-                    entry.level, entry.ssa_slot, entry.inside = tcs.cssa, ssa_slot, True
-                    return entry
+                # an ocall's return: entering the TCS it left, whose control block is
+                # the one loaded for it, not busy, CSSA < NSSA, in the enclave of the
+                # entry: if ERESUME's readiness checks hold at level CSSA, every check
+                # below passes and leaves the entry's enclave and TCS as they are
+                tcs = entry.tcs
+                enc = entry.enclave
+                if (tcs.linaddr == tcs_addr and not tcs.busy and tcs.cssa < tcs.nssa
+                        and self.tcs.get(tcs.slot) is tcs
+                        and self.enclaves.get(tcs.secs_slot) is enc):
+                    ssa_slot = self._resume_ready(enc, tcs, tcs.cssa)
+                    if ssa_slot >= 0:
+                        tcs.busy = True
+                        enc.inside.add(tcs.slot)
+                        entry.level, entry.ssa_slot, entry.inside = tcs.cssa, ssa_slot, True
+                        return entry
             enc, tcs = self._tcs_operand(tcs_addr, "EENTER")
             if tcs.cssa >= tcs.nssa:
                 raise GeneralProtection(
@@ -205,23 +213,6 @@ class EntryLeaves(Processor):
             entry.enclave, entry.tcs, entry.level = enc, tcs, tcs.cssa
             entry.ssa_slot, entry.inside = ssa_slot, True
             return entry
-
-    def _reentry_ready(self, tcs_addr: int, entry: EntryState) -> int:
-        """EENTER's checks for `entry` entering its own TCS again (an ocall's return),
-        when they pass: the TCS is the one its control block was loaded for, not
-        busy, CSSA < NSSA, and ERESUME's readiness checks (`_resume_ready`: TCS
-        and SSA frame CSSA mapped, valid, of this enclave) hold at level CSSA.
-        Then EENTER would leave `entry`'s enclave and TCS as they are. Returns:
-        the frame's slot, or -1 (the caller runs every check in the SDM's order,
-        which raises the fault)."""
-        tcs = entry.tcs
-        if (tcs.linaddr != tcs_addr or tcs.busy or tcs.cssa >= tcs.nssa
-                or self.tcs.get(tcs.slot) is not tcs):
-            return -1
-        enc = self.enclaves.get(tcs.secs_slot)
-        if enc is None or enc is not entry.enclave:
-            return -1
-        return self._resume_ready(enc, tcs, tcs.cssa)
 
     def eresume(self, tcs_addr: int) -> tuple[EntryState | None, Rip, int]:
         """ERESUME: restore SSA frame CSSA-1.
@@ -274,10 +265,15 @@ class EntryLeaves(Processor):
                 trace.emit(ENTRY, "EEXIT", tcs=entry.tcs.linaddr)
             else:
                 trace.unheard(_EEXIT)
-            self._require_inside(entry)
+            if not entry.inside:
+                self._require_inside(entry)
             tcs = entry.tcs
             tcs.busy = False
-            self._leave(entry.enclave, tcs.slot)
+            enc = entry.enclave
+            if enc.track_waiting:
+                self._leave(enc, tcs.slot)
+            else:                       # `_leave` when no ETRACK waits: only this
+                enc.inside.discard(tcs.slot)
             entry.inside = False
 
     # ------------------------------------------------------------ AEX

@@ -1,7 +1,7 @@
 """The process's address space: VMAs and page tables.
 
 One `AddressSpace` per simulated process. VMAs are kept address-ordered in a
-`SortedKeyList` (O(log n) lookup, range walks touch only overlapped VMAs); page
+`VmaIndex` (O(log n) lookup, range walks touch only overlapped VMAs); page
 tables are two-level like x86's last levels: a dict of 512-entry `array('q')`
 chunks keyed by `page >> 9`, so memory grows with touched 2 MiB areas, not with
 the address-space size. A PTE packs `slot << 3 | prot`; 0 is "not present" (a
@@ -15,10 +15,10 @@ page-table half and computes nothing else.
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-
-from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
 
 from sgx_emm.flags import PAGE_SHIFT
 
@@ -58,11 +58,123 @@ def pte_prot(vma_prot: int) -> int:
     return (vma_prot | 0x1) & PTE_PROT_MASK if vma_prot else 0
 
 
+#: VMAs per sublist of a `VmaIndex`: split at twice this, merged below half
+_LOAD = 512
+
+
+class VmaIndex:
+    """Non-overlapping VMAs ordered by start: sorted sublists of about `_LOAD` starts,
+    their VMAs in step, and each sublist's last start, as in a B-tree's last two
+    levels. Every operation is one Python call whose searches are C bisects: the
+    kernel looks VMAs up on every mmap, mprotect and first touch.
+
+    Complexity: add, remove, `overlapping` O(log n + LOAD + k) (k VMAs returned);
+    memory one slot per VMA and three per sublist."""
+
+    __slots__ = ("_starts", "_vmas", "_maxes")
+
+    def __init__(self) -> None:
+        self._starts: list[list[int]] = []
+        self._vmas: list[list[Vma]] = []
+        self._maxes: list[int] = []
+
+    def __iter__(self) -> Iterator[Vma]:
+        for sub in self._vmas:
+            yield from sub
+
+    def add(self, vma: Vma) -> None:
+        """Insert `vma`, which overlaps none of the others."""
+        start = vma.start
+        maxes = self._maxes
+        if not maxes:
+            self._starts.append([start])
+            self._vmas.append([vma])
+            maxes.append(start)
+            return
+        pos = bisect_right(maxes, start)
+        if pos == len(maxes):           # past every start: append to the last sublist
+            pos -= 1
+            self._starts[pos].append(start)
+            self._vmas[pos].append(vma)
+            maxes[pos] = start
+        else:
+            starts = self._starts[pos]
+            i = bisect_right(starts, start)
+            starts.insert(i, start)
+            self._vmas[pos].insert(i, vma)
+        if len(self._starts[pos]) > 2 * _LOAD:
+            self._split(pos)
+
+    def _split(self, pos: int) -> None:
+        starts, vmas = self._starts[pos], self._vmas[pos]
+        self._starts[pos:pos + 1] = [starts[:_LOAD], starts[_LOAD:]]
+        self._vmas[pos:pos + 1] = [vmas[:_LOAD], vmas[_LOAD:]]
+        self._maxes[pos:pos + 1] = [starts[_LOAD - 1], starts[-1]]
+
+    def remove(self, vma: Vma) -> None:
+        """Remove `vma` (a VMA of the index). Raises: ValueError if it is not one."""
+        start = vma.start
+        maxes = self._maxes
+        pos = bisect_left(maxes, start)
+        starts = self._starts[pos] if pos < len(maxes) else []
+        i = bisect_left(starts, start)
+        if i == len(starts) or self._vmas[pos][i] is not vma:
+            raise ValueError(f"{vma!r} is not in the index")
+        del starts[i]
+        del self._vmas[pos][i]
+        if starts:
+            maxes[pos] = starts[-1]
+            if len(starts) < _LOAD // 2 and len(maxes) > 1:     # merge with a neighbour
+                left = pos - 1 if pos else pos
+                self._starts[left:left + 2] = [self._starts[left] + self._starts[left + 1]]
+                self._vmas[left:left + 2] = [self._vmas[left] + self._vmas[left + 1]]
+                self._maxes[left:left + 2] = [self._maxes[left + 1]]
+                if len(self._starts[left]) > 2 * _LOAD:
+                    self._split(left)
+        else:
+            del self._starts[pos]
+            del self._vmas[pos]
+            del maxes[pos]
+
+    def overlapping(self, start: int, end: int) -> list[Vma]:
+        """VMAs meeting [start, end), in address order; for an empty range (end <=
+        start), the VMA holding `start`, if any. One walk down from the last VMA
+        starting before the range's end: VMAs do not overlap, so the first one
+        ending at or before `start`, or starting at or before it, is the last to
+        look at."""
+        key = end if end > start else start + 1
+        maxes = self._maxes
+        pos = bisect_left(maxes, key)       # the first sublist reaching `key`
+        if pos == len(maxes):
+            if not pos:
+                return []
+            pos -= 1
+        i = bisect_left(self._starts[pos], key)     # starts[:i] begin before `key`
+        out: list[Vma] = []
+        while True:
+            vmas = self._vmas[pos]
+            while i:
+                i -= 1
+                vma = vmas[i]
+                if vma.end <= start:
+                    out.reverse()
+                    return out
+                out.append(vma)
+                if vma.start <= start:
+                    out.reverse()
+                    return out
+            if not pos:
+                out.reverse()
+                return out
+            pos -= 1
+            i = len(self._vmas[pos])
+
+
 class AddressSpace:
     """VMAs and page tables of one process."""
 
     def __init__(self) -> None:
-        self._vmas: SortedKeyList[Vma] = SortedKeyList(key=lambda v: v.start)
+        self._vmas = VmaIndex()
         self.chunks: dict[int, array[int]] = {}
         self._last: Vma | None = None   # like the kernel's per-mm VMA cache
 
@@ -72,14 +184,10 @@ class AddressSpace:
         last = self._last
         if last is not None and last.start <= addr < last.end:
             return last
-        # by key, not by position: positional access walks (and after a sublist
-        # split rebuilds) SortedList's index tree, which made a long mmap
-        # sequence quadratic
-        for vma in self._vmas.irange_key(max_key=addr, reverse=True):
-            if addr < vma.end:
-                self._last = vma
-                return vma  # type: ignore[no-any-return]
-            break
+        found = self._vmas.overlapping(addr, addr)
+        if found:
+            self._last = found[0]
+            return found[0]
         return None
 
     def vmas_overlapping(self, start: int, end: int) -> list[Vma]:
@@ -89,19 +197,7 @@ class AddressSpace:
         last = self._last
         if last is not None and last.start <= start < last.end and end <= last.end:
             return [last]
-        # One walk down from the last VMA starting before `end` (at or before `start`
-        # for an empty range): VMAs do not overlap, so the first one ending at or
-        # before `start`, or starting at or before it, is the last to look at.
-        out: list[Vma] = []
-        for vma in self._vmas.irange_key(max_key=end if end > start else start + 1,
-                                         inclusive=(True, False), reverse=True):
-            if vma.end <= start:
-                break
-            out.append(vma)
-            if vma.start <= start:
-                break
-        out.reverse()
-        return out
+        return self._vmas.overlapping(start, end)
 
     def all_vmas(self) -> list[Vma]:
         return list(self._vmas)
