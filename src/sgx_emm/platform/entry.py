@@ -46,6 +46,8 @@ from sgx_emm.platform.state import EnclaveControl, EntryState, TcsControl
 from sgx_emm.trace import AEX, ENTRY
 
 _SSA_OK = F_VALID | F_R | F_W
+#: SSA levels whose frame spots a TCS keeps (`TcsControl.frame_spots`); the SDK uses 2
+_SPOT_LEVELS = 8
 #: trace keys of the entry leaves, counted without details while nobody listens
 _EENTER = (ENTRY, "EENTER")
 _EEXIT = (ENTRY, "EEXIT")
@@ -96,6 +98,10 @@ class EntryLeaves(Processor):
             tcs = TcsControl(slot, tcs_addr, enc.secs_slot, image.ossa, image.nssa, image.cssa,
                              ssa_base=enc.base + image.ossa,
                              frame_bytes=enc.ssa_frame_size * PAGE_SIZE)
+            page = tcs_addr >> PAGE_SHIFT
+            tcs.tcs_spot = (page >> CHUNK_SHIFT, page & CHUNK_MASK)
+            tcs.frame_spots = tuple(_frame_spot(enc, tcs, level)
+                                    for level in range(min(tcs.nssa, _SPOT_LEVELS)))
             self.tcs[slot] = tcs
         return enc, tcs
 
@@ -107,9 +113,9 @@ class EntryLeaves(Processor):
         frame's slot, or -1 if any check does not pass (the caller then runs
         `_tcs_operand` / `_ssa_slot`, which raise the fault)."""
         epc = self.epc
-        page = tcs.linaddr >> PAGE_SHIFT
-        chunk = self.mm.chunks.get(page >> CHUNK_SHIFT)     # `mm.pte`, inline
-        tcs_pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
+        key, index = tcs.tcs_spot
+        chunk = self.mm.chunks.get(key)     # `mm.pte`, inline
+        tcs_pte = chunk[index] if chunk is not None else 0
         slot = tcs_pte >> 3
         if not (tcs_pte and slot == tcs.slot and (epc.flags[slot] & BLOCKING) == F_VALID
                 and epc.pt[slot] == PT_TCS and epc.linaddr[slot] == tcs.linaddr
@@ -119,13 +125,15 @@ class EntryLeaves(Processor):
 
     def _frame_ready(self, enc: EnclaveControl, tcs: TcsControl, level: int) -> int:
         """The slot of SSA frame `level` if it is the usual one page, inside the
-        enclave, mapped writable and an accepted RW REG page there; else -1."""
-        frame = tcs.ssa_base + level * PAGE_SIZE
-        if tcs.frame_bytes != PAGE_SIZE or not enc.base <= frame < enc.base + enc.size:
+        enclave, mapped writable and an accepted RW REG page there; else -1.
+        `enc` is the TCS's enclave."""
+        spots = tcs.frame_spots
+        spot = spots[level] if 0 <= level < len(spots) else _frame_spot(enc, tcs, level)
+        if spot is None:
             return -1
-        page = frame >> PAGE_SHIFT
-        chunk = self.mm.chunks.get(page >> CHUNK_SHIFT)     # `mm.pte`, inline
-        pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
+        frame, key, index = spot
+        chunk = self.mm.chunks.get(key)     # `mm.pte`, inline
+        pte = chunk[index] if chunk is not None else 0
         slot = pte >> 3
         epc = self.epc
         if (pte & PF_W and (epc.flags[slot] & (BLOCKING | F_R | F_W)) == _SSA_OK
@@ -396,6 +404,18 @@ class EntryLeaves(Processor):
         gpr = tcs.ssa_base + (tcs.cssa + 1) * tcs.frame_bytes - GPRSGX_SIZE
         page = self.epc.writable_page(entry.ssa_slot)
         return partial(_EXINFO.pack_into, page, (gpr & (PAGE_SIZE - 1)) - EXINFO_SIZE)
+
+
+def _frame_spot(enc: EnclaveControl, tcs: TcsControl,
+                level: int) -> tuple[int, int, int] | None:
+    """(address, page-table chunk key, index in the chunk) of SSA frame `level` of
+    `tcs` (a TCS of `enc`) if that frame is one page inside the enclave, else None:
+    what `_frame_ready` checks first, kept per level in `TcsControl.frame_spots`."""
+    frame = tcs.ssa_base + level * PAGE_SIZE
+    if tcs.frame_bytes != PAGE_SIZE or not enc.base <= frame < enc.base + enc.size:
+        return None
+    page = frame >> PAGE_SHIFT
+    return frame, page >> CHUNK_SHIFT, page & CHUNK_MASK
 
 
 def _unreported(addr: int, errcd: int) -> None:
