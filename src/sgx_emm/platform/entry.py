@@ -46,6 +46,10 @@ from sgx_emm.platform.state import EnclaveControl, EntryState, TcsControl
 from sgx_emm.trace import AEX, ENTRY
 
 _SSA_OK = F_VALID | F_R | F_W
+_SSA_MASK = BLOCKING | F_R | F_W
+#: where GPRSGX starts in the last page of an SSA frame: frames are whole pages from
+#: a page-aligned OSSA, so it is the same for every frame
+_GPR_OFFSET = PAGE_SIZE - GPRSGX_SIZE
 #: SSA levels whose frame spots a TCS keeps (`TcsControl.frame_spots`); the SDK uses 2
 _SPOT_LEVELS = 8
 #: trace keys of the entry leaves, counted without details while nobody listens
@@ -127,8 +131,10 @@ class EntryLeaves(Processor):
         """The slot of SSA frame `level` if it is the usual one page, inside the
         enclave, mapped writable and an accepted RW REG page there; else -1.
         `enc` is the TCS's enclave."""
-        spots = tcs.frame_spots
-        spot = spots[level] if 0 <= level < len(spots) else _frame_spot(enc, tcs, level)
+        try:                # levels are never negative: CSSA, or CSSA - 1 when CSSA > 0
+            spot = tcs.frame_spots[level]
+        except IndexError:
+            spot = _frame_spot(enc, tcs, level)
         if spot is None:
             return -1
         frame, key, index = spot
@@ -136,7 +142,7 @@ class EntryLeaves(Processor):
         pte = chunk[index] if chunk is not None else 0
         slot = pte >> 3
         epc = self.epc
-        if (pte & PF_W and (epc.flags[slot] & (BLOCKING | F_R | F_W)) == _SSA_OK
+        if (pte & PF_W and (epc.flags[slot] & _SSA_MASK) == _SSA_OK
                 and epc.pt[slot] == PT_REG and epc.owner[slot] == enc.secs_slot
                 and epc.linaddr[slot] == frame):
             return slot
@@ -169,7 +175,7 @@ class EntryLeaves(Processor):
                                 f"{leaf}: the page-table entry of SSA frame {level} page "
                                 f"{addr:#x} is not writable")
             slot = pte >> 3
-            if ((epc.flags[slot] & (BLOCKING | F_R | F_W)) != _SSA_OK
+            if ((epc.flags[slot] & _SSA_MASK) != _SSA_OK
                     or epc.pt[slot] != PT_REG or epc.owner[slot] != enc.secs_slot
                     or epc.linaddr[slot] != addr):
                 raise PageFault(PFEC_LEAF_W, addr,
@@ -300,11 +306,10 @@ class EntryLeaves(Processor):
         a #PF or #GP only when SECS.MISCSELECT.EXINFO selects reporting it, then
         with EXINFO {MADDR, ERRCD} too) or 0 for an interrupt (`vector` < 0). An
         override of that frame's RIP is dropped. The caller holds the lock."""
-        gpr = tcs.ssa_base + (tcs.cssa + 1) * tcs.frame_bytes - GPRSGX_SIZE
         page = self.epc.contents.get(slot)
         if page is None:
             page = self.epc.writable_page(slot)
-        off = gpr & (PAGE_SIZE - 1)
+        off = _GPR_OFFSET
         exinfo = enc.miscselect & MISC_EXINFO and vector in (VECTOR_PF, VECTOR_GP)
         reported = vector >= 0 and (exinfo or vector not in (VECTOR_PF, VECTOR_GP))
         _U32.pack_into(page, off + GPR_EXITINFO,
@@ -313,7 +318,8 @@ class EntryLeaves(Processor):
         if exinfo:
             _EXINFO.pack_into(page, off - EXINFO_SIZE, addr, errcd)
         if self.rip_overrides:
-            self.rip_overrides.pop(gpr, None)
+            self.rip_overrides.pop(tcs.ssa_base + (tcs.cssa + 1) * tcs.frame_bytes - GPRSGX_SIZE,
+                                   None)
 
     def interrupt(self, enc: EnclaveControl) -> int:
         """An interrupt (the kernel's IPI) reaching every logical processor inside the
