@@ -10,34 +10,66 @@ hostile test double all plug in here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 
-@dataclass(frozen=True, slots=True)
 class PfInfo:
-    """The page-fault record the SSA's MISC.EXINFO gives the enclave."""
+    """The page-fault record the SSA's MISC.EXINFO gives the enclave.
 
-    maddr: int
-    errcd: int
+    Immutable and compared by value, like a frozen dataclass, but made with a
+    plain `__init__`: every delivered #PF builds one, and a frozen dataclass's
+    `__init__` (an `object.__setattr__` call per field) cost more than the
+    manager's handling of a committed page. The fields live in private slots;
+    `maddr` and `errcd` are read-only views of them, so assigning either raises
+    AttributeError.
+    """
+
+    __slots__ = ("_maddr", "_errcd")
+    __match_args__ = ("maddr", "errcd")
+
+    def __init__(self, maddr: int, errcd: int) -> None:
+        self._maddr = maddr
+        self._errcd = errcd
+
+    if TYPE_CHECKING:
+        @property
+        def maddr(self) -> int:
+            """The faulting linear address."""
+
+        @property
+        def errcd(self) -> int:
+            """The page-fault error code (PFEC)."""
+    else:  # C getters: no Python frame per read
+        maddr = property(attrgetter("_maddr"), doc="The faulting linear address.")
+        errcd = property(attrgetter("_errcd"), doc="The page-fault error code (PFEC).")
 
     @property
     def p(self) -> bool:
         """PFEC bit 0: the page was present (a protection fault)."""
-        return bool(self.errcd & 0x1)
+        return bool(self._errcd & 0x1)
 
     @property
     def rw(self) -> bool:
         """PFEC bit 1: the access was a write."""
-        return bool(self.errcd & 0x2)
+        return bool(self._errcd & 0x2)
 
     @property
     def sgx(self) -> bool:
         """PFEC bit 15: the EPCM, not the page tables, refused the access."""
-        return bool(self.errcd & 0x8000)
+        return bool(self._errcd & 0x8000)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, PfInfo)
+        return self._maddr == other._maddr and self._errcd == other._errcd
+
+    def __hash__(self) -> int:
+        return hash((self._maddr, self._errcd))
 
     def __repr__(self) -> str:
-        return f"PfInfo(maddr={self.maddr:#x}, errcd={self.errcd:#x})"
+        return f"PfInfo(maddr={self._maddr:#x}, errcd={self._errcd:#x})"
 
 
 #: A custom fault handler of a region: `handler(pfinfo, private) -> int`.
