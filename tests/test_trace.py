@@ -140,3 +140,52 @@ def test_counting_unheard_events_adds_up_and_tells_no_listener() -> None:
     trace.count_unheard(BATCH, 1)
     assert seen == []
     assert trace.total(LEAF, "EMODT") == 5 and trace.total(AEX, "#PF") == 5
+
+
+def test_one_unheard_event_counts_once_and_tells_no_listener() -> None:
+    trace = Trace()
+    trace.unheard((ENTRY, "EENTER"))
+    seen: list[Event] = []
+    trace.subscribe(seen.append)
+    trace.unheard((ENTRY, "EENTER"))
+    assert seen == []
+    assert trace.counts == {(ENTRY, "EENTER"): 2}
+
+
+def _one_page_round_trip(listen: bool) -> tuple[dict[tuple[str, str], int], list[Event]]:
+    """Trace counts of one one-page COMMIT_NOW alloc and its dealloc on the simulated
+    enclave, and what a listener (if any) heard."""
+    import sgx_emm
+    from sgx_emm.flags import COMMIT_NOW, PAGE_SIZE
+
+    enc = sgx_emm.Enclave.create()
+    heard: list[Event] = []
+    with enc.enter():
+        enc.emm.dealloc(enc.emm.alloc(None, PAGE_SIZE, COMMIT_NOW), PAGE_SIZE)  # warm up
+        before = enc.trace.counts
+        unsubscribe = enc.trace.subscribe(heard.append) if listen else None
+        addr = enc.emm.alloc(None, PAGE_SIZE, COMMIT_NOW)
+        enc.emm.dealloc(addr, PAGE_SIZE)
+        if unsubscribe is not None:
+            unsubscribe()
+        after = enc.trace.counts
+    return {k: n - before[k] for k, n in after.items() if n != before[k]}, heard
+
+
+def test_per_call_events_count_the_same_whether_or_not_anyone_listens() -> None:
+    quiet, _ = _one_page_round_trip(listen=False)
+    loud, heard = _one_page_round_trip(listen=True)
+    assert quiet == loud
+    for key in ((ENTRY, "EEXIT"), (ENTRY, "EENTER"), ("ocall", "alloc_ocall"),
+                ("ocall", "modify_ocall"), ("syscall", "mmap"), ("syscall", "mprotect"),
+                ("ioctl", "MODIFY_TYPES"), ("ioctl", "REMOVE_PAGES")):
+        assert quiet[key] >= 1, key
+    # a listener hears each of them, with its details
+    by_key = {(e.category, e.name): e for e in heard}
+    assert "tcs" in by_key[(ENTRY, "EENTER")].details
+    assert {"addr", "length", "flags_from", "flags_to"} <= set(
+        by_key[("ocall", "modify_ocall")].details)
+    assert {"offset", "length"} <= set(by_key[("ioctl", "REMOVE_PAGES")].details)
+    assert by_key[("syscall", "mmap")].details["length"] == 0x1000
+    assert sum(1 for e in heard if (e.category, e.name) == (ENTRY, "EEXIT")) == quiet[
+        (ENTRY, "EEXIT")]

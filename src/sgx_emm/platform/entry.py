@@ -46,6 +46,12 @@ from sgx_emm.platform.state import EnclaveControl, EntryState, TcsControl
 from sgx_emm.trace import AEX, ENTRY
 
 _SSA_OK = F_VALID | F_R | F_W
+_SSA_MASK = BLOCKING | F_R | F_W
+#: where GPRSGX starts in the last page of an SSA frame: frames are whole pages from
+#: a page-aligned OSSA, so it is the same for every frame
+_GPR_OFFSET = PAGE_SIZE - GPRSGX_SIZE
+#: SSA levels whose frame spots a TCS keeps (`TcsControl.frame_spots`); the SDK uses 2
+_SPOT_LEVELS = 8
 #: trace keys of the entry leaves, counted without details while nobody listens
 _EENTER = (ENTRY, "EENTER")
 _EEXIT = (ENTRY, "EEXIT")
@@ -96,6 +102,10 @@ class EntryLeaves(Processor):
             tcs = TcsControl(slot, tcs_addr, enc.secs_slot, image.ossa, image.nssa, image.cssa,
                              ssa_base=enc.base + image.ossa,
                              frame_bytes=enc.ssa_frame_size * PAGE_SIZE)
+            page = tcs_addr >> PAGE_SHIFT
+            tcs.tcs_spot = (page >> CHUNK_SHIFT, page & CHUNK_MASK)
+            tcs.frame_spots = tuple(_frame_spot(enc, tcs, level)
+                                    for level in range(min(tcs.nssa, _SPOT_LEVELS)))
             self.tcs[slot] = tcs
         return enc, tcs
 
@@ -107,9 +117,9 @@ class EntryLeaves(Processor):
         frame's slot, or -1 if any check does not pass (the caller then runs
         `_tcs_operand` / `_ssa_slot`, which raise the fault)."""
         epc = self.epc
-        page = tcs.linaddr >> PAGE_SHIFT
-        chunk = self.mm.chunks.get(page >> CHUNK_SHIFT)     # `mm.pte`, inline
-        tcs_pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
+        key, index = tcs.tcs_spot
+        chunk = self.mm.chunks.get(key)     # `mm.pte`, inline
+        tcs_pte = chunk[index] if chunk is not None else 0
         slot = tcs_pte >> 3
         if not (tcs_pte and slot == tcs.slot and (epc.flags[slot] & BLOCKING) == F_VALID
                 and epc.pt[slot] == PT_TCS and epc.linaddr[slot] == tcs.linaddr
@@ -119,16 +129,20 @@ class EntryLeaves(Processor):
 
     def _frame_ready(self, enc: EnclaveControl, tcs: TcsControl, level: int) -> int:
         """The slot of SSA frame `level` if it is the usual one page, inside the
-        enclave, mapped writable and an accepted RW REG page there; else -1."""
-        frame = tcs.ssa_base + level * PAGE_SIZE
-        if tcs.frame_bytes != PAGE_SIZE or not enc.base <= frame < enc.base + enc.size:
+        enclave, mapped writable and an accepted RW REG page there; else -1.
+        `enc` is the TCS's enclave."""
+        try:                # levels are never negative: CSSA, or CSSA - 1 when CSSA > 0
+            spot = tcs.frame_spots[level]
+        except IndexError:
+            spot = _frame_spot(enc, tcs, level)
+        if spot is None:
             return -1
-        page = frame >> PAGE_SHIFT
-        chunk = self.mm.chunks.get(page >> CHUNK_SHIFT)     # `mm.pte`, inline
-        pte = chunk[page & CHUNK_MASK] if chunk is not None else 0
+        frame, key, index = spot
+        chunk = self.mm.chunks.get(key)     # `mm.pte`, inline
+        pte = chunk[index] if chunk is not None else 0
         slot = pte >> 3
         epc = self.epc
-        if (pte & PF_W and (epc.flags[slot] & (BLOCKING | F_R | F_W)) == _SSA_OK
+        if (pte & PF_W and (epc.flags[slot] & _SSA_MASK) == _SSA_OK
                 and epc.pt[slot] == PT_REG and epc.owner[slot] == enc.secs_slot
                 and epc.linaddr[slot] == frame):
             return slot
@@ -161,7 +175,7 @@ class EntryLeaves(Processor):
                                 f"{leaf}: the page-table entry of SSA frame {level} page "
                                 f"{addr:#x} is not writable")
             slot = pte >> 3
-            if ((epc.flags[slot] & (BLOCKING | F_R | F_W)) != _SSA_OK
+            if ((epc.flags[slot] & _SSA_MASK) != _SSA_OK
                     or epc.pt[slot] != PT_REG or epc.owner[slot] != enc.secs_slot
                     or epc.linaddr[slot] != addr):
                 raise PageFault(PFEC_LEAF_W, addr,
@@ -292,11 +306,10 @@ class EntryLeaves(Processor):
         a #PF or #GP only when SECS.MISCSELECT.EXINFO selects reporting it, then
         with EXINFO {MADDR, ERRCD} too) or 0 for an interrupt (`vector` < 0). An
         override of that frame's RIP is dropped. The caller holds the lock."""
-        gpr = tcs.ssa_base + (tcs.cssa + 1) * tcs.frame_bytes - GPRSGX_SIZE
         page = self.epc.contents.get(slot)
         if page is None:
             page = self.epc.writable_page(slot)
-        off = gpr & (PAGE_SIZE - 1)
+        off = _GPR_OFFSET
         exinfo = enc.miscselect & MISC_EXINFO and vector in (VECTOR_PF, VECTOR_GP)
         reported = vector >= 0 and (exinfo or vector not in (VECTOR_PF, VECTOR_GP))
         _U32.pack_into(page, off + GPR_EXITINFO,
@@ -305,7 +318,8 @@ class EntryLeaves(Processor):
         if exinfo:
             _EXINFO.pack_into(page, off - EXINFO_SIZE, addr, errcd)
         if self.rip_overrides:
-            self.rip_overrides.pop(gpr, None)
+            self.rip_overrides.pop(tcs.ssa_base + (tcs.cssa + 1) * tcs.frame_bytes - GPRSGX_SIZE,
+                                   None)
 
     def interrupt(self, enc: EnclaveControl) -> int:
         """An interrupt (the kernel's IPI) reaching every logical processor inside the
@@ -396,6 +410,18 @@ class EntryLeaves(Processor):
         gpr = tcs.ssa_base + (tcs.cssa + 1) * tcs.frame_bytes - GPRSGX_SIZE
         page = self.epc.writable_page(entry.ssa_slot)
         return partial(_EXINFO.pack_into, page, (gpr & (PAGE_SIZE - 1)) - EXINFO_SIZE)
+
+
+def _frame_spot(enc: EnclaveControl, tcs: TcsControl,
+                level: int) -> tuple[int, int, int] | None:
+    """(address, page-table chunk key, index in the chunk) of SSA frame `level` of
+    `tcs` (a TCS of `enc`) if that frame is one page inside the enclave, else None:
+    what `_frame_ready` checks first, kept per level in `TcsControl.frame_spots`."""
+    frame = tcs.ssa_base + level * PAGE_SIZE
+    if tcs.frame_bytes != PAGE_SIZE or not enc.base <= frame < enc.base + enc.size:
+        return None
+    page = frame >> PAGE_SHIFT
+    return frame, page >> CHUNK_SHIFT, page & CHUNK_MASK
 
 
 def _unreported(addr: int, errcd: int) -> None:

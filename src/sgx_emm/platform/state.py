@@ -94,3 +94,10 @@ class TcsControl:
     frames: dict[int, EntryState] = field(default_factory=dict)
     ssa_base: int = 0        # linear address of SSA frame 0
     frame_bytes: int = PAGE_BYTES
+    #: the first SSA levels' frames as ERESUME's quick check needs them: (address,
+    #: page-table chunk key, index in the chunk) of a one-page frame inside the
+    #: enclave, None for any other frame. Derived once (entry.py), because OSSA,
+    #: the frame size and ELRANGE never change
+    frame_spots: tuple[tuple[int, int, int] | None, ...] = ()
+    #: (page-table chunk key, index in the chunk) of the TCS page itself
+    tcs_spot: tuple[int, int] = (0, 0)

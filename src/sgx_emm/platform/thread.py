@@ -184,16 +184,14 @@ class EnclaveThread:
                     return rc
             return 0
         finally:
-            self._pay(owed)
+            if any(owed):
+                self._pay(owed)
 
     def _pay(self, owed: list[int]) -> None:
         """Count the events of the fast passes tallied in `owed` (index: how many of
         `_COMMIT_EVENTS` a pass ran), which ran while nobody listened: as the EDMM
         page loops do, a listener that subscribed since is not told of them."""
         trace = self._trace
-        if owed.count(0) == len(owed) - 1 and owed[-1]:     # the usual tally: plain commits
-            trace.count_unheard(_COMMIT_PREFIX[-1], owed[-1])
-            return
         for events, times in enumerate(owed):
             if times:
                 trace.count_unheard(_COMMIT_PREFIX[events], times)
@@ -352,10 +350,10 @@ class EnclaveThread:
         pass at the step where it differs; the lock is released and it continues
         on the general path from there (`_continue`), which ends the batch; so
         does a listener subscribing or hooks being installed meanwhile (by another
-        thread), before the next page. Event counts are tallied in `owed`
-        (indexed by how many of `_COMMIT_EVENTS` a page ran). Returns: the first
-        nonzero code, else 0; `done[0]` grows by the pages accepted, also when one
-        raises."""
+        thread), before the next page. The pass counts its plain commits (all six
+        events) itself when it ends; other pages are tallied in `owed` (indexed by
+        how many of `_COMMIT_EVENTS` they ran). Returns: the first nonzero code,
+        else 0; `done[0]` grows by the pages accepted, also when one raises."""
         cpu = self._cpu
         kernel = self._kernel
         trace = self._trace
@@ -427,7 +425,8 @@ class EnclaveThread:
         finally:
             lock.release()
             owed[1] += quick
-            owed[6] += plain
+            if plain:       # the usual tally, paid here: the pass's plain commits
+                trace.count_unheard(_COMMIT_EVENTS, plain)
             done[0] += n
         owed[events] += 1
         rc = self._continue(secinfo, addr, events, fault, rip)

@@ -111,12 +111,12 @@ class TrustedRuntime:
 
     def is_within_enclave(self, addr: int, size: int) -> bool:
         """`sgx_is_within_enclave`: size 0 checks the one address; wrap is outside."""
+        if size > 0 and addr >= 0:      # the usual question: a non-empty range
+            last = addr + size - 1
+            return self._base <= addr and last < self._end and last < 1 << 64
         if addr < 0 or size < 0:
             return False
-        last = addr + size - 1 if size else addr
-        if last >= 1 << 64:
-            return False
-        return self._base <= addr and last < self._end
+        return self._base <= addr < self._end and addr < 1 << 64
 
 
 #: `run_pages(secinfo, pages, done)`: EACCEPT over `pages` on the caller's enclave
