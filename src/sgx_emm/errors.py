@@ -65,7 +65,9 @@ class EmmError(OSError):
         self._reason: str | Callable[..., str] | None = reason
         self._reason_args = reason_args
         self._text: str | None = None
-        OSError.__init__(self, err, "")  # sets errno; strerror and args are read lazily below
+        # errno is OSError's own writable field; OSError.__init__ (an argument parse
+        # of its own) is not called: strerror and args are properties below
+        self.errno = err
 
     @property
     def reason(self) -> str:
