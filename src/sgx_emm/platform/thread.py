@@ -174,8 +174,8 @@ class EnclaveThread:
             while done[0] < total:
                 n = done[0]
                 if not self._trace.listening and self._kernel.commit_fast_path:
-                    rc = self._accept_pages(secinfo_flags, pages[n:n + _BATCH_PAGES], owed,
-                                            done)
+                    batch = pages if not n and total <= _BATCH_PAGES else pages[n:n + _BATCH_PAGES]
+                    rc = self._accept_pages(secinfo_flags, batch, owed, done)
                 else:
                     rc = self._run(self._cpu.eaccept, secinfo_flags, pages[n], None)
                     if not rc:
