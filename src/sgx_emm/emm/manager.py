@@ -308,9 +308,6 @@ class EnclaveMemoryManager:
         lock.acquire()
         return lock
 
-    def _root(self, rts: bool) -> tuple[RegionList, RootBounds]:
-        return (self._rts, self._rts_bounds) if rts else (self._user, self._user_bounds)
-
     @staticmethod
     def _is_meta(ema: Ema) -> bool:
         """One of the metadata allocator's own reserves (its record is in the meta area)."""
@@ -526,16 +523,18 @@ class EnclaveMemoryManager:
                            f"the page size (12) and 63")
         align = 1 << shift
         start = addr or 0
-        if start & (align - 1) or start < 0:
-            raise EmmError(errno.EINVAL, f"address {start:#x} is not aligned to {align:#x}"
-                           if start >= 0 else f"address {start:#x} is negative")
-        if start and not self._rt.is_within_enclave(start, size):
-            raise EmmError(errno.EACCES, f"range {start:#x} + size {size:#x} is not inside "
-                           "the enclave")
+        if start:  # a wanted address (most allocs let the manager choose: no checks)
+            if start & (align - 1) or start < 0:
+                raise EmmError(errno.EINVAL, f"address {start:#x} is not aligned to {align:#x}"
+                               if start >= 0 else f"address {start:#x} is negative")
+            if not self._rt.is_within_enclave(start, size):
+                raise EmmError(errno.EACCES, f"range {start:#x} + size {size:#x} is not "
+                               "inside the enclave")
         lock = self._api_lock
         lock.acquire()
         try:
-            root, bounds = self._root(rts)
+            root, bounds = (self._rts, self._rts_bounds) if rts else (self._user,
+                                                                       self._user_bounds)
             si_flags = PROT_NONE if alloc_flags & RESERVE else PROT_READ_WRITE | page_type
             node: Ema | None = None
             saved: list[_Saved] = []
