@@ -50,6 +50,8 @@ from sgx_emm.trace import AEX, LEAF, Trace
 _BATCH = 512 * PAGE_SIZE
 #: a record's info byte without its type bits
 _NOT_TYPE = ~TYPE_MASK
+_ETRACK = (LEAF, "ETRACK")
+_EREMOVE = (LEAF, "EREMOVE")
 
 
 def driver_error(err: int, name: str, reason: str, count: int | None = None) -> OSError:
@@ -341,7 +343,15 @@ class _Owed:
 
     def pay(self, trace: Trace) -> None:
         """Count what is owed; nobody listened when these leaves ran (each was put
-        here only after checking), so no listener is told."""
+        here only after checking), so no listener is told. A loop's usual tally,
+        one leaf and one ETRACK or EREMOVE per page and no IPI, is one count of
+        the pair (a `bump_all` batch)."""
+        n = self.leaves
+        if n and not self.intrs and (self.etracks, self.eremoves) in ((n, 0), (0, n)):
+            trace.count_unheard(((LEAF, self.leaf), _ETRACK if self.etracks else _EREMOVE),
+                                n)
+            self.leaves = self.etracks = self.eremoves = 0
+            return
         if self.leaves:
             trace.count_unheard((LEAF, self.leaf), self.leaves)
         if self.eremoves:

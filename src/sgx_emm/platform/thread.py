@@ -350,10 +350,11 @@ class EnclaveThread:
         pass at the step where it differs; the lock is released and it continues
         on the general path from there (`_continue`), which ends the batch; so
         does a listener subscribing or hooks being installed meanwhile (by another
-        thread), before the next page. The pass counts its plain commits (all six
-        events) itself when it ends; other pages are tallied in `owed` (indexed by
-        how many of `_COMMIT_EVENTS` they ran). Returns: the first nonzero code,
-        else 0; `done[0]` grows by the pages accepted, also when one raises."""
+        thread), before the next page. The pass counts its quick accepts (one
+        event) and plain commits (all six) itself when it ends; other pages are
+        tallied in `owed` (indexed by how many of `_COMMIT_EVENTS` they ran).
+        Returns: the first nonzero code, else 0; `done[0]` grows by the pages
+        accepted, also when one raises."""
         cpu = self._cpu
         kernel = self._kernel
         trace = self._trace
@@ -424,8 +425,9 @@ class EnclaveThread:
                 raise
         finally:
             lock.release()
-            owed[1] += quick
-            if plain:       # the usual tally, paid here: the pass's plain commits
+            if quick:       # the usual tallies, paid here: pages accepted at once
+                trace.count_unheard(_COMMIT_PREFIX[1], quick)
+            if plain:       # and plain commits
                 trace.count_unheard(_COMMIT_EVENTS, plain)
             done[0] += n
         owed[events] += 1
