@@ -192,7 +192,8 @@ def _check_modify_permissions(ema: Ema, start: int, end: int) -> _Refusal | None
     if not ema.si_flags & PAGE_TYPE_REG:
         return errno.EACCES, _region_says, _facts(ema), "is not of type REG"
     bm = ema.bitmap
-    lo, hi = _clip(start, end, ema)
+    s, e = ema.start, ema.end  # _clip written out: every mprotect checks here
+    lo, hi = (start if start > s else s), (end if end < e else e)
     if bm is None or not bm.all_set(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT):
         return _uncommitted_refusal(ema, lo, hi)
     return None
@@ -807,7 +808,8 @@ class EnclaveMemoryManager:
             overlapped = self._covered(root, addr, end, False, not rts, None)
             ops = self._ops
             for ema in overlapped:
-                lo, hi = _clip(addr, end, ema)
+                s, e = ema.start, ema.end  # _clip written out: every dealloc runs it
+                lo, hi = (addr if addr > s else s), (end if end < e else e)
                 node = ema
                 if not ema.alloc_flags & RESERVE:
                     if not ema.si_flags & PROT_MASK:
@@ -919,7 +921,9 @@ class EnclaveMemoryManager:
         held = True
         try:
             page = pfinfo.maddr & ~_PAGE_MASK
-            ema = self._user.find(page) or self._rts.find(page)
+            user = self._user
+            # a fault in a region's first page (most) is found without find's call
+            ema = user.by_start.get(page) or user.find(page) or self._rts.find(page)
             if ema is None:
                 return EXCEPTION_CONTINUE_SEARCH
             handler = ema.handler
