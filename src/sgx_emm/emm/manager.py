@@ -79,23 +79,23 @@ _Saved = tuple[int, int, int, int, FaultHandler | None, Any]
 
 def _check_range(addr: int, size: int) -> int:
     """Deviation: unaligned, empty or wrapping ranges are EINVAL. Returns the end."""
-    if addr < 0 or size <= 0 or (addr | size) & _PAGE_MASK:
-        raise EmmError(errno.EINVAL, _range_problem(addr, size))
     end = addr + size
-    if end > U64:  # size_t wrap-around
-        raise EmmError(errno.EINVAL, f"range {addr:#x} + size {size:#x} wraps around 2^64")
+    if addr < 0 or size <= 0 or (addr | size) & _PAGE_MASK or end > U64:
+        raise EmmError(errno.EINVAL, _range_problem(addr, size))
     return end
 
 
 def _range_problem(addr: int, size: int) -> str:
-    """Why (addr, size) is not a page-aligned, non-empty range (cold path)."""
+    """Why (addr, size) is not a page-aligned, non-empty range below 2^64 (cold path)."""
     if addr < 0:
         return f"address {addr:#x} is negative"
     if size <= 0:
         return f"size {size:#x} is not positive"
     if addr & _PAGE_MASK:
         return f"address {addr:#x} is not page aligned"
-    return f"size {size:#x} is not a multiple of the page size"
+    if size & _PAGE_MASK:
+        return f"size {size:#x} is not a multiple of the page size"
+    return f"range {addr:#x} + size {size:#x} wraps around 2^64"  # size_t wrap-around
 
 
 def _region(ema: Ema) -> str:
@@ -963,7 +963,8 @@ class EnclaveMemoryManager:
                 cause=(f"{sgx_result_name(rc)} ({rc}) from EACCEPT at {page:#x} while "
                        f"committing it on demand in {_region(ema)}: the OS did not EAUG "
                        "the page the fault asked for"))
-        ops.match_region_prot(ema, page)  # Deviation: the page gets the region's prot
+        if ema.si_flags & PROT_MASK != PROT_READ_WRITE:  # as EACCEPTed: nothing to match
+            ops.match_region_prot(ema, page)  # Deviation: the page gets the region's prot
 
 
 __all__ = ["EnclaveMemoryManager", "Region"]
