@@ -79,23 +79,23 @@ _Saved = tuple[int, int, int, int, FaultHandler | None, Any]
 
 def _check_range(addr: int, size: int) -> int:
     """Deviation: unaligned, empty or wrapping ranges are EINVAL. Returns the end."""
-    if addr < 0 or size <= 0 or (addr | size) & _PAGE_MASK:
-        raise EmmError(errno.EINVAL, _range_problem(addr, size))
     end = addr + size
-    if end > U64:  # size_t wrap-around
-        raise EmmError(errno.EINVAL, f"range {addr:#x} + size {size:#x} wraps around 2^64")
+    if addr < 0 or size <= 0 or (addr | size) & _PAGE_MASK or end > U64:
+        raise EmmError(errno.EINVAL, _range_problem(addr, size))
     return end
 
 
 def _range_problem(addr: int, size: int) -> str:
-    """Why (addr, size) is not a page-aligned, non-empty range (cold path)."""
+    """Why (addr, size) is not a page-aligned, non-empty range below 2^64 (cold path)."""
     if addr < 0:
         return f"address {addr:#x} is negative"
     if size <= 0:
         return f"size {size:#x} is not positive"
     if addr & _PAGE_MASK:
         return f"address {addr:#x} is not page aligned"
-    return f"size {size:#x} is not a multiple of the page size"
+    if size & _PAGE_MASK:
+        return f"size {size:#x} is not a multiple of the page size"
+    return f"range {addr:#x} + size {size:#x} wraps around 2^64"  # size_t wrap-around
 
 
 def _region(ema: Ema) -> str:
@@ -192,7 +192,8 @@ def _check_modify_permissions(ema: Ema, start: int, end: int) -> _Refusal | None
     if not ema.si_flags & PAGE_TYPE_REG:
         return errno.EACCES, _region_says, _facts(ema), "is not of type REG"
     bm = ema.bitmap
-    lo, hi = _clip(start, end, ema)
+    s, e = ema.start, ema.end  # _clip written out: every mprotect checks here
+    lo, hi = (start if start > s else s), (end if end < e else e)
     if bm is None or not bm.all_set(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT):
         return _uncommitted_refusal(ema, lo, hi)
     return None
@@ -807,7 +808,8 @@ class EnclaveMemoryManager:
             overlapped = self._covered(root, addr, end, False, not rts, None)
             ops = self._ops
             for ema in overlapped:
-                lo, hi = _clip(addr, end, ema)
+                s, e = ema.start, ema.end  # _clip written out: every dealloc runs it
+                lo, hi = (addr if addr > s else s), (end if end < e else e)
                 node = ema
                 if not ema.alloc_flags & RESERVE:
                     if not ema.si_flags & PROT_MASK:
@@ -919,7 +921,9 @@ class EnclaveMemoryManager:
         held = True
         try:
             page = pfinfo.maddr & ~_PAGE_MASK
-            ema = self._user.find(page) or self._rts.find(page)
+            user = self._user
+            # a fault in a region's first page (most) is found without find's call
+            ema = user.by_start.get(page) or user.find(page) or self._rts.find(page)
             if ema is None:
                 return EXCEPTION_CONTINUE_SEARCH
             handler = ema.handler
@@ -959,7 +963,8 @@ class EnclaveMemoryManager:
                 cause=(f"{sgx_result_name(rc)} ({rc}) from EACCEPT at {page:#x} while "
                        f"committing it on demand in {_region(ema)}: the OS did not EAUG "
                        "the page the fault asked for"))
-        ops.match_region_prot(ema, page)  # Deviation: the page gets the region's prot
+        if ema.si_flags & PROT_MASK != PROT_READ_WRITE:  # as EACCEPTed: nothing to match
+            ops.match_region_prot(ema, page)  # Deviation: the page gets the region's prot
 
 
 __all__ = ["EnclaveMemoryManager", "Region"]
