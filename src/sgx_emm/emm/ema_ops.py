@@ -362,12 +362,12 @@ class EmaOps:
         secinfo = new_prot | PAGE_TYPE_REG | PR
         extends = (new_prot | prot) != prot
         accept = (new_prot & _WX) != _WX
-        emodpe, eaccept = self.prims.emodpe, self.prims.eaccept
+        prims = self.prims  # leaves called as methods: no bound method made (one page, mostly)
         for page in range(lo, hi, PAGE_SIZE):
             if extends:
-                emodpe(secinfo, page)
+                prims.emodpe(secinfo, page)
             if accept:
-                rc = eaccept(secinfo, page)
+                rc = prims.eaccept(secinfo, page)
                 if rc:
                     error = EmmError.from_leaf(rc, "EACCEPT", page,
                                                f"secinfo {secinfo_text(secinfo)}")
