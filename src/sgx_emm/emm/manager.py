@@ -714,22 +714,18 @@ class EnclaveMemoryManager:
         last region is EINVAL once every region has passed.
         """
         first = root.by_start.get(start)
+        overlapped: Sequence[Ema]
         if first is not None and end <= first.end:
-            # the usual call: inside the region it names (no hole, nothing past it)
-            if guard_meta and first.is_meta:
-                raise _metadata_refusal(first)
-            if check is not None:
-                refusal = check(first, start, end)
-                if refusal is not None:
-                    raise EmmError(*refusal)
-            return (first,)
-        overlapped = root.overlapping(start, end)
-        if not overlapped:
-            raise EmmError(errno.EINVAL, f"no region overlaps {start:#x}-{end:#x}")
-        first = overlapped[0]
-        if first.start > start:
-            raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free "
-                           f"space (the first region starts at {first.start:#x})")
+            # the usual call: inside the region it names, found without a search
+            overlapped = (first,)
+        else:
+            overlapped = root.overlapping(start, end)
+            if not overlapped:
+                raise EmmError(errno.EINVAL, f"no region overlaps {start:#x}-{end:#x}")
+            first = overlapped[0]
+            if first.start > start:
+                raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free "
+                               f"space (the first region starts at {first.start:#x})")
         prev_end = first.start
         for ema in overlapped:
             if holes and ema.start != prev_end:
@@ -921,9 +917,7 @@ class EnclaveMemoryManager:
         held = True
         try:
             page = pfinfo.maddr & ~_PAGE_MASK
-            user = self._user
-            # a fault in a region's first page (most) is found without find's call
-            ema = user.by_start.get(page) or user.find(page) or self._rts.find(page)
+            ema = self._user.find(page) or self._rts.find(page)
             if ema is None:
                 return EXCEPTION_CONTINUE_SEARCH
             handler = ema.handler
@@ -963,8 +957,7 @@ class EnclaveMemoryManager:
                 cause=(f"{sgx_result_name(rc)} ({rc}) from EACCEPT at {page:#x} while "
                        f"committing it on demand in {_region(ema)}: the OS did not EAUG "
                        "the page the fault asked for"))
-        if ema.si_flags & PROT_MASK != PROT_READ_WRITE:  # as EACCEPTed: nothing to match
-            ops.match_region_prot(ema, page)  # Deviation: the page gets the region's prot
+        ops.match_region_prot(ema, page)  # Deviation: the page gets the region's prot
 
 
 __all__ = ["EnclaveMemoryManager", "Region"]

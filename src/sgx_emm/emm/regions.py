@@ -151,11 +151,13 @@ class RegionList:
 
     def find(self, addr: int) -> Ema | None:
         """The region holding `addr`, or None."""
-        node = self.by_start.get(addr)  # the usual case, without a call
-        if node is None:
-            node = self._floor(addr)
-            if node is None:
+        by_start = self.by_start
+        node = by_start.get(addr)  # the usual case, without a call
+        if node is None:  # not a start: the index (`_floor` would probe the dict again)
+            start = self._sorted_starts().floor(addr)
+            if start is None:
                 return None
+            node = by_start[start]
         return node if addr < node.end else None
 
     def first_overlap(self, start: int, end: int) -> Ema | None:
