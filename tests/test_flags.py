@@ -41,3 +41,31 @@ def test_pfinfo_bit_views_follow_the_pfec() -> None:
     assert (write.p, write.rw, write.sgx) == (True, True, True)
     read = PfInfo(0x7000_0123, 0x4)
     assert (read.p, read.rw, read.sgx) == (False, False, False)
+
+
+def test_pfinfo_is_an_immutable_value() -> None:
+    """A record compared and hashed by its two fields, made by position or keyword,
+    matched by field, pickled whole, and read-only: a handler cannot rewrite the fault
+    it was given."""
+    import pickle
+
+    from sgx_emm.emm.rt import PfInfo
+
+    a = PfInfo(0x7000_1000, 0x6)
+    assert a == PfInfo(maddr=0x7000_1000, errcd=0x6)
+    assert hash(a) == hash(PfInfo(0x7000_1000, 0x6))
+    assert a != PfInfo(0x7000_1000, 0x4) and a != PfInfo(0x7000_2000, 0x6)
+    assert a != (0x7000_1000, 0x6)  # a value of its own, not a tuple
+    assert len({a, PfInfo(0x7000_1000, 0x6), PfInfo(0x7000_2000, 0x6)}) == 2
+    assert pickle.loads(pickle.dumps(a)) == a
+    match a:
+        case PfInfo(maddr, errcd):
+            assert (maddr, errcd) == (0x7000_1000, 0x6)
+    for field in ("maddr", "errcd", "other"):
+        try:
+            setattr(a, field, 0)
+        except AttributeError:
+            pass
+        else:
+            raise AssertionError(f"PfInfo.{field} was assigned")
+    assert (a.maddr, a.errcd) == (0x7000_1000, 0x6)

@@ -61,6 +61,18 @@ def test_unknown_ioctl_is_enotty(s: Small) -> None:
     assert errno_of(lambda: s.fd.ioctl(0xC028A4FF, None)) == errno.ENOTTY
 
 
+@pytest.mark.parametrize("request_number", ["SGX_IOC_ENCLAVE_INIT", 1.5, None])
+def test_ioctl_request_that_is_no_number_is_enotty_and_frees_the_fd(
+        s: Small, request_number: object) -> None:
+    """A request that is not an int is no SGX ioctl: ENOTTY with the request named, and
+    the in-flight bit is cleared (the next ioctl is not EBUSY)."""
+    with pytest.raises(OSError) as caught:
+        s.fd.ioctl(request_number, None)  # type: ignore[arg-type]
+    assert caught.value.errno == errno.ENOTTY
+    assert repr(request_number) in str(caught.value)
+    assert errno_of(lambda: s.fd.ioctl(0xC028A4FF, None)) == errno.ENOTTY
+
+
 def test_ioctl_dispatch(s: Small) -> None:
     params = RestrictPermissions(DATA, PAGE, 1)
     assert s.fd.ioctl(SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS, params) == 0
