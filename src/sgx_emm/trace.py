@@ -95,28 +95,23 @@ class Trace:
         for key in keys:
             self.emit(*key)
 
-    def count_unheard(self, key: Any, n: int) -> None:
+    def count_unheard(self, key: Any, n: int = 1) -> None:
         """Count `n` events that happened while nobody listened, in one call: `key` is
         a (category, name) or a `bump_all` batch. For a page loop that ran its
-        leaves while `listening` was False and owes their counts; no listener is
-        told, not even one that subscribed since, because none heard them happen."""
+        leaves while `listening` was False and owes their counts, and (as `unheard`,
+        n = 1) for one event of a per-call path (an ocall, an entry or exit, an
+        ioctl, a system call) that skipped the details `emit` would take. No
+        listener is told, not even one that subscribed since, because none heard
+        them happen; every event after it is emitted."""
         if n > 0:
             try:
-                counts = self._local.counts
+                counts = self._local.counts  # `_counts`, without its call once made
             except AttributeError:
                 counts = self._counts()
             counts[key] = counts.get(key, 0) + n
 
-    def unheard(self, key: tuple[str, str]) -> None:
-        """`count_unheard(key, 1)`: one event of a per-call path (an ocall, an entry or
-        exit, an ioctl, a system call) that found `listening` False, so it skips
-        the details `emit` would take. A listener subscribing at that moment is
-        not told, as none heard it happen; every event after it is emitted."""
-        try:
-            counts = self._local.counts
-        except AttributeError:
-            counts = self._counts()
-        counts[key] = counts.get(key, 0) + 1
+    #: One unheard event of a per-call path: `count_unheard(key)`.
+    unheard = count_unheard
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` for every later event; returns the unsubscribe function."""
