@@ -3,8 +3,10 @@
 Models the reference's `bit_array` (one bit per page) but
 stores *runs* instead of bits: a sorted list of boundaries
 ``[s0, e0, s1, e1, ...]`` where every ``[s_i, e_i)`` is a maximal run of
-committed pages. Page numbers are absolute (``address >> 12``), so a split
-never has to renumber the upper half.
+committed pages. The manager keeps the boundaries as byte addresses (page
+aligned): they are what every caller has in hand, so no call shifts an
+address into a page number and back, and a split never has to renumber the
+upper half. The class itself only orders integers; any unit works.
 
 Why runs: memory must not grow with untouched pages, a COMMIT_NOW region of a
 million pages is one run, and the operations the manager needs (test one page,
@@ -175,7 +177,8 @@ class CommitBitmap:
             yield cur, hi
 
     def count(self, lo: int, hi: int) -> int:
-        """Committed pages in ``[lo, hi)``. O(log r + k)."""
+        """Committed positions in ``[lo, hi)`` (bytes, when the boundaries are addresses).
+        O(log r + k)."""
         return sum(e - s for s, e in self.runs(lo, hi))
 
     def split(self, page: int) -> CommitBitmap:

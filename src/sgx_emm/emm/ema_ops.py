@@ -140,8 +140,7 @@ class EmaOps:
             if pair is None:
                 return False
         ema.map_struct, ema.map_data = pair
-        lo = ema.start >> PAGE_SHIFT
-        ema.bitmap = CommitBitmap([lo, lo + pages] if full and pages else [])
+        ema.bitmap = CommitBitmap([ema.start, ema.end] if full and pages else [])
         return True
 
     def _malloc_bitmap(self, nbytes: int) -> tuple[int, int] | None:
@@ -216,7 +215,7 @@ class EmaOps:
         new.payload = new_payload
         new.is_meta = meta.in_meta_area(new_payload)
         self.touch(new_payload, SIZEOF_EMA)
-        upper_bits = ema.bitmap.split(addr >> PAGE_SHIFT) if ema.bitmap is not None else None
+        upper_bits = ema.bitmap.split(addr) if ema.bitmap is not None else None
         root.split(ema, addr, new, new_lower)
         lower, upper = (new, ema) if new_lower else (ema, new)
         if new_lower and ema.bitmap is not None:
@@ -274,21 +273,21 @@ class EmaOps:
         bm = ema.bitmap
         assert bm is not None
         s, e = ema.start, ema.end
-        lo = (start if start > s else s) >> PAGE_SHIFT
-        hi = (end if end < e else e) >> PAGE_SHIFT
-        if hi - lo == 1:  # one page (most calls): its one EACCEPT, no hole list
-            return 0 if bm.test(lo) else self.commit_page(bm, lo << PAGE_SHIFT)
+        lo = start if start > s else s
+        hi = end if end < e else e
+        if hi - lo == PAGE_SIZE:  # one page (most calls): its one EACCEPT, no hole list
+            return 0 if bm.test(lo) else self.commit_page(bm, lo)
         holes = bm.holes_list(lo, hi)
         if not holes:
             return 0
         accept_pages = self.accept_pages
         done = [0]
         for s, e in holes:
-            rc = accept_pages(_REG_RW_PENDING,
-                              range(s << PAGE_SHIFT, e << PAGE_SHIFT, PAGE_SIZE), done)
+            rc = accept_pages(_REG_RW_PENDING, range(s, e, PAGE_SIZE), done)
             if rc:
-                bm.set_range(s, s + done[0])
-                self.failed_page = (s + done[0]) << PAGE_SHIFT
+                failed = s + done[0] * PAGE_SIZE
+                bm.set_range(s, failed)
+                self.failed_page = failed
                 return rc
             bm.set_range(s, e)
         return 0
@@ -299,8 +298,7 @@ class EmaOps:
         if rc:
             self.failed_page = addr
             return rc
-        page = addr >> PAGE_SHIFT
-        bm.set_range(page, page + 1)
+        bm.set_range(addr, addr + PAGE_SIZE)
         return 0
 
     def uncommit_real(self, ema: Ema, start: int, end: int, prot: int,
@@ -316,23 +314,23 @@ class EmaOps:
             return
         bm = ema.bitmap
         assert bm is not None
-        runs = bm.runs_list(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+        runs = bm.runs_list(start, end)
         if not runs:
             return
         notify = (prot if notify_prot is None else notify_prot) | PAGE_TYPE_TRIM
         page_type = ema.si_flags & PAGE_TYPE_MASK
         modify = self.rt.modify_ocall
         done = [0]
-        for s, e in runs:
-            addr, length = s << PAGE_SHIFT, (e - s) << PAGE_SHIFT
+        for addr, e in runs:
+            length = e - addr
             if modify(addr, length, prot | page_type, prot | PAGE_TYPE_TRIM):
                 raise EmmError(errno.EFAULT, ocall_problem(
                     self.rt, _modify_what(addr, length, prot | page_type,
                                           prot | PAGE_TYPE_TRIM)))
-            rc = self.accept_pages(_TRIM_MODIFIED, range(addr, addr + length, PAGE_SIZE), done)
+            rc = self.accept_pages(_TRIM_MODIFIED, range(addr, e, PAGE_SIZE), done)
             if rc:
-                raise _accept_abort(rc, _TRIM_MODIFIED, addr + (done[0] << PAGE_SHIFT))
-            bm.clear_range(s, e)
+                raise _accept_abort(rc, _TRIM_MODIFIED, addr + done[0] * PAGE_SIZE)
+            bm.clear_range(addr, e)
             if modify(addr, length, notify, notify):
                 raise EmmError(errno.EFAULT, ocall_problem(
                     self.rt, _modify_what(addr, length, notify, notify)))
@@ -470,12 +468,12 @@ class EmaOps:
         for page in range(start, end, PAGE_SIZE):
             rc = eacceptcopy(secinfo, page, src)
             if rc:
-                bm.set_range(start >> PAGE_SHIFT, page >> PAGE_SHIFT)
+                bm.set_range(start, page)
                 raise EmmError(errno.EFAULT, f"EACCEPTCOPY of {src:#x} to {page:#x} "
                                f"(secinfo {secinfo_text(secinfo)}) failed with "
                                f"{sgx_result_name(rc)} ({rc})")
             src += PAGE_SIZE
-        bm.set_range(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+        bm.set_range(start, end)
 
 
 def ocall_problem(rt: object, what: str) -> str:

@@ -73,7 +73,7 @@ class Ema:
     def committed(self, addr: int) -> bool:
         """The reference's ema_page_committed: False without a bitmap."""
         bm = self.bitmap
-        return bm is not None and bm.test(addr >> PAGE_SHIFT)
+        return bm is not None and bm.test(addr)
 
     def clone_attrs(self, start: int, end: int) -> Ema:
         """A record with this one's attributes over another range (ema_clone)."""
@@ -208,7 +208,7 @@ class RegionList:
         if nxt is not None:
             nxt.prev = ema
             if nxt.start - end >= PAGE_SIZE:  # smaller gaps are not recorded
-                gaps.add(end, nxt.start - end)
+                gaps.set(end, nxt.start - end)
         else:
             self.last = ema
 
@@ -225,7 +225,7 @@ class RegionList:
         gaps = self.gaps
         if nxt is not None:
             if nxt.start - end >= PAGE_SIZE:  # a gap is recorded only from a page
-                gaps.remove(end)
+                gaps.set(end, 0)
             nxt.prev = prev
         else:
             self.last = prev
@@ -234,7 +234,7 @@ class RegionList:
             if nxt is not None:
                 gaps.set(prev.end, nxt.start - prev.end)
             else:
-                gaps.remove(prev.end)
+                gaps.set(prev.end, 0)
         else:
             self.first = nxt
         ema.prev = ema.next = None
@@ -383,8 +383,9 @@ class Region:
 
 
 def snapshot(ema: Ema, is_meta: bool) -> Region:
-    base = ema.start >> PAGE_SHIFT
-    bounds = tuple(b - base for b in ema.bitmap.bounds) if ema.bitmap is not None else ()
+    base = ema.start
+    bounds = (tuple((b - base) >> PAGE_SHIFT for b in ema.bitmap.bounds)
+              if ema.bitmap is not None else ())
     view = CommittedView(ema.pages, bounds)
     return Region(ema.start, ema.size, ema.alloc_flags, ema.si_flags, view,
                   is_meta, ema.handler is not None,
