@@ -327,7 +327,9 @@ class EmaOps:
                 raise EmmError(errno.EFAULT, ocall_problem(
                     self.rt, _modify_what(addr, length, prot | page_type,
                                           prot | PAGE_TYPE_TRIM)))
-            rc = self.accept_pages(_TRIM_MODIFIED, range(addr, e, PAGE_SIZE), done)
+            # a one-page run (most trims) is one EACCEPT, as in do_commit
+            rc = (self.prims.eaccept(_TRIM_MODIFIED, addr) if length == PAGE_SIZE else
+                  self.accept_pages(_TRIM_MODIFIED, range(addr, e, PAGE_SIZE), done))
             if rc:
                 raise _accept_abort(rc, _TRIM_MODIFIED, addr + done[0] * PAGE_SIZE)
             bm.clear_range(addr, e)
