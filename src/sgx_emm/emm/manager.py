@@ -225,12 +225,40 @@ def _metadata_refusal(ema: Ema) -> EmmError:
     return EmmError(errno.EACCES, _region_says, _facts(ema), "holds the manager's own metadata")
 
 
+class _AllocMode:
+    """What an alloc's flag word asks for, decoded once per distinct word.
+
+    Bit tests on ints are never specialized by CPython 3.11 (each one costs
+    about as much as a call's argument handling), and every alloc made the same
+    eight of them on the same few words; the decoded answers are read as slots.
+    """
+
+    __slots__ = ("alloc_flags", "page_type", "shift", "align", "si_flags", "reserve",
+                 "commit_now", "grow_up")
+
+    def __init__(self, alloc_flags: int, page_type: int, shift: int) -> None:
+        self.alloc_flags = alloc_flags
+        self.page_type = page_type
+        self.shift = shift
+        self.align = 1 << shift
+        self.reserve = alloc_flags & RESERVE != 0
+        #: the region's SECINFO flags: a reservation has no pages, so no type
+        self.si_flags = PROT_NONE if self.reserve else PROT_READ_WRITE | page_type
+        self.commit_now = alloc_flags & COMMIT_NOW != 0
+        self.grow_up = not alloc_flags & GROWSDOWN
+
+
 @functools.lru_cache(maxsize=64)
-def _decode_alloc_flags(flags: int) -> tuple[int, int, int]:
-    """An alloc's flags as (alloc_flags, page type, alignment shift), EINVAL for the
-    flag checks that come before the size check; the alignment's range is checked
-    after the size. Pure, so cached: programs pass the same few flag words, and a
-    refused word is checked again each time (exceptions are not cached)."""
+def _decode_alloc_flags(flags: int, public: bool) -> _AllocMode:
+    """An alloc's flag word decoded, EINVAL for the flag checks that come before the
+    size check (the alignment's range is checked after the size). `public`: the
+    call came through `alloc`, which may not ask for SYSTEM. Pure, so cached:
+    programs pass the same few flag words, and a refused word is checked again
+    each time (exceptions are not cached)."""
+    flags = int(flags)  # an IntFlag is cached as its int (equal, same hash)
+    if public and flags & SYSTEM:
+        raise EmmError(errno.EINVAL, "SYSTEM is reserved for the runtime's own regions "
+                       "(mm_alloc)")
     alloc_flags = flags & ALLOC_FLAGS_MASK
     # Deviation: exactly one commit mode (the reference accepts several)
     if alloc_flags & _MODE_BITS not in _COMMIT_MODES:
@@ -244,7 +272,8 @@ def _decode_alloc_flags(flags: int) -> tuple[int, int, int]:
         raise EmmError(errno.EINVAL, f"COMMIT_NOW of page type {page_type:#x}: the kernel "
                        "EAUGs only REG pages and EACCEPT refuses a shadow-stack PENDING "
                        "SECINFO; allocate COMMIT_ON_DEMAND or RESERVE")
-    return alloc_flags, page_type, (flags & ALIGNMENT_MASK) >> ALIGNMENT_SHIFT or PAGE_SHIFT
+    return _AllocMode(alloc_flags, page_type,
+                      (flags & ALIGNMENT_MASK) >> ALIGNMENT_SHIFT or PAGE_SHIFT)
 
 
 class _NotInitialized:
@@ -324,10 +353,6 @@ class EnclaveMemoryManager:
     def alloc(self, addr: int | None, size: int, flags: int,
               handler: FaultHandler | None = None, private: Any = None) -> int:
         """sgx_mm_alloc on the user root; returns the region's address."""
-        flags = int(flags)
-        if flags & SYSTEM:
-            raise EmmError(errno.EINVAL, "SYSTEM is reserved for the runtime's own regions "
-                           "(mm_alloc)")
         return self._alloc(False, addr, size, flags, handler, private)
 
     def dealloc(self, addr: int, size: int) -> None:
@@ -377,7 +402,7 @@ class EnclaveMemoryManager:
     def mm_alloc(self, addr: int | None, size: int, flags: int,
                  handler: FaultHandler | None = None, private: Any = None) -> int:
         """mm_alloc: `alloc` on the runtime's (rts) root; SYSTEM allowed."""
-        return self._alloc(True, addr, size, int(flags), handler, private)
+        return self._alloc(True, addr, size, flags, handler, private)
 
     def mm_dealloc(self, addr: int, size: int) -> None:
         """mm_dealloc: `dealloc` on the rts root."""
@@ -520,14 +545,16 @@ class EnclaveMemoryManager:
 
     def _alloc(self, rts: bool, addr: int | None, size: int, flags: int,
                handler: FaultHandler | None, private: Any) -> int:
-        alloc_flags, page_type, shift = _decode_alloc_flags(flags)
-        if size <= 0 or size & _PAGE_MASK:  # Deviation: size 0
+        mode = _decode_alloc_flags(flags, not rts)
+        if size <= 0 or size % PAGE_SIZE:  # Deviation: size 0
             raise EmmError(errno.EINVAL, f"size {size:#x} is not positive" if size <= 0 else
                            f"size {size:#x} is not a multiple of the page size")
+        shift = mode.shift
         if shift < PAGE_SHIFT or shift > 63:  # Deviation: > 63
             raise EmmError(errno.EINVAL, f"alignment ALIGNED({shift}) is not between "
                            f"the page size (12) and 63")
-        align = 1 << shift
+        align = mode.align
+        alloc_flags = mode.alloc_flags
         start = addr or 0
         if start:  # a wanted address (most allocs let the manager choose: no checks)
             if start & (align - 1) or start < 0:
@@ -541,7 +568,7 @@ class EnclaveMemoryManager:
         try:
             root, bounds = (self._rts, self._rts_bounds) if rts else (self._user,
                                                                        self._user_bounds)
-            si_flags = PROT_NONE if alloc_flags & RESERVE else PROT_READ_WRITE | page_type
+            si_flags = mode.si_flags
             node: Ema | None = None
             saved: list[_Saved] = []
             found: int | None = None
@@ -574,29 +601,28 @@ class EnclaveMemoryManager:
                                      handler, private)
                 if node is None:
                     raise EmmError(errno.ENOMEM, "no metadata memory for the region record")
-            self._do_alloc(root, node, saved)
+            if not mode.reserve:
+                self._do_alloc(root, node, saved, mode)
             return node.start
         finally:
             lock.release()
 
-    def _do_alloc(self, root: RegionList, node: Ema, saved: list[_Saved]) -> None:
-        """ema_do_alloc: ocall, COMMIT_NOW EACCEPTs, bitmap; the region goes on failure."""
-        alloc_flags = node.alloc_flags
-        if alloc_flags & RESERVE:
-            return
+    def _do_alloc(self, root: RegionList, node: Ema, saved: list[_Saved],
+                  mode: _AllocMode) -> None:
+        """ema_do_alloc for a committing region (`mode`: its flags, decoded): ocall,
+        COMMIT_NOW EACCEPTs, bitmap; the region goes on failure."""
         ops = self._ops
-        if self._rt.alloc_ocall(node.start, node.end - node.start,
-                                node.si_flags & PAGE_TYPE_MASK, alloc_flags):
+        if self._rt.alloc_ocall(node.start, node.end - node.start, mode.page_type,
+                                mode.alloc_flags):
             ops.destroy(root, node)
             if saved:  # Deviation: a re-used reserve stays in place
                 self._restore_reserves(root, saved)
             raise EmmError(errno.EFAULT, ocall_problem(
                 self._rt, f"alloc_ocall for {node.start:#x}-{node.end:#x}"))
-        commit_now = alloc_flags & COMMIT_NOW != 0
+        commit_now = mode.commit_now
         if commit_now:
             try:
-                ops.commit_pages(node.start, node.size, node.si_flags,
-                                 grow_up=not alloc_flags & GROWSDOWN)
+                ops.commit_pages(node.start, node.size, node.si_flags, grow_up=mode.grow_up)
             except BaseException as exc:
                 self._record_partial_commit(node, getattr(exc, "accepted", (0, 0)))
                 raise
@@ -722,7 +748,9 @@ class EnclaveMemoryManager:
         overlapped: Sequence[Ema]
         if first is not None and end <= first.end:
             # the usual call: inside the region it names, found without a search
+            # (one region holding the whole range has no hole to look for)
             overlapped = (first,)
+            holes = False
         else:
             overlapped = root.overlapping(start, end)
             if not overlapped:
