@@ -20,6 +20,7 @@ from sgx_emm.emm.emalloc import (
     GUARD_SIZE,
     HEADER_SIZE,
     INITIAL_RESERVE_SIZE,
+    MAX_EXACT_SIZE,
     MAX_RESERVE_SIZE,
     META_AREA_SIZE,
     RESERVE_HEADER_SIZE,
@@ -577,7 +578,7 @@ def _state(alloc: MetaAllocator, records: list[tuple[int, int, int]]) -> object:
 
 @settings(max_examples=60, deadline=None)
 @given(leaky=st.booleans(), legacy=st.booleans(),
-       ops=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 50), st.integers(1, 600)),
+       ops=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 50), st.integers(0, 600)),
                     max_size=120))
 def test_free_region_and_bump_pair_leave_the_state_the_single_calls_leave(
         leaky: bool, legacy: bool, ops: list[tuple[int, int, int]]) -> None:
@@ -643,7 +644,8 @@ def test_bump_pair_declines_what_two_mallocs_would_not_take_from_the_bump() -> N
     used = alloc.reserves()[0].used
     assert alloc.bump_pair(BITMAP, 1, lo, hi) is None  # the struct would be `a`
     assert alloc.bump_pair(1, 1, lo, lo + 0x100) is None  # not in committed memory
-    assert alloc.bump_pair(1, 0, lo, hi) is None
+    assert alloc.bump_pair(1, -1, lo, hi) is None  # malloc raises ValueError
+    assert alloc.bump_pair(MAX_EXACT_SIZE, 1, lo, hi) is None  # from the best-fit list
     assert alloc.reserves()[0].used == used
     pair = alloc.bump_pair(1, 1, lo, hi)
     assert pair is not None and pair[1] == pair[0] + 16

@@ -84,6 +84,11 @@ class MetaAllocatorLike(Protocol):
     def in_meta_area(self, payload: int) -> bool: ...
 
     @property
+    def meta_payloads(self) -> range:
+        """Payload addresses in the static meta area (`in_meta_area` as a range)."""
+        ...
+
+    @property
     def adding_reserve(self) -> bool: ...
 
 
@@ -122,7 +127,7 @@ class EmaOps:
             root.remove(ema)
             return None
         ema.payload = payload
-        ema.is_meta = self.meta.in_meta_area(payload)
+        ema.is_meta = payload in self.meta.meta_payloads  # in_meta_area, without a call
         if not (self.touched_lo <= payload and payload + SIZEOF_EMA <= self.touched_hi):
             self.touch(payload, SIZEOF_EMA)
         return ema
@@ -130,7 +135,7 @@ class EmaOps:
     def new_bitmap(self, ema: Ema, full: bool) -> bool:
         """bit_array_new_set / _reset for the whole region; False = ENOMEM."""
         pages = (ema.end - ema.start) >> PAGE_SHIFT
-        nbytes = bitmap_bytes(pages)
+        nbytes = (pages + 7) >> 3  # bitmap_bytes(pages), without a call: every alloc runs it
         meta = self.meta
         # both blocks from committed metadata in one step (nothing to touch), else
         # the two mallocs with the touches between them
