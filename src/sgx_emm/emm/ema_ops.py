@@ -134,19 +134,17 @@ class EmaOps:
 
     def new_bitmap(self, ema: Ema, full: bool) -> bool:
         """bit_array_new_set / _reset for the whole region; False = ENOMEM."""
-        pages = (ema.end - ema.start) >> PAGE_SHIFT
-        nbytes = (pages + 7) >> 3  # bitmap_bytes(pages), without a call: every alloc runs it
-        meta = self.meta
+        lo, hi = ema.start >> PAGE_SHIFT, ema.end >> PAGE_SHIFT
+        nbytes = (hi - lo + 7) >> 3  # bitmap_bytes(pages), without a call: every alloc runs it
         # both blocks from committed metadata in one step (nothing to touch), else
         # the two mallocs with the touches between them
-        pair = meta.bump_pair(SIZEOF_BIT_ARRAY, nbytes, self.touched_lo, self.touched_hi)
+        pair = self.meta.bump_pair(SIZEOF_BIT_ARRAY, nbytes, self.touched_lo, self.touched_hi)
         if pair is None:
             pair = self._malloc_bitmap(nbytes)
             if pair is None:
                 return False
         ema.map_struct, ema.map_data = pair
-        lo = ema.start >> PAGE_SHIFT
-        ema.bitmap = CommitBitmap([lo, lo + pages] if full and pages else [])
+        ema.bitmap = CommitBitmap([lo, hi] if full and hi > lo else [])
         return True
 
     def _malloc_bitmap(self, nbytes: int) -> tuple[int, int] | None:

@@ -102,7 +102,12 @@ class _ReserveState:
 
 
 def block_size_for(size: int) -> int:
-    """Block size that `malloc(size)` takes: size + header, rounded to 8, at least 16."""
+    """Block size that `malloc(size)` takes: size + header, rounded to 8, at least 16.
+
+    Raises ValueError for a negative size, which malloc refuses.
+    """
+    if size < 0:
+        raise ValueError(f"negative allocation size {size:#x}")
     bsize = (size + HEADER_SIZE + BLOCK_ALIGN - 1) & ~(BLOCK_ALIGN - 1)
     return max(bsize, MIN_BLOCK_SIZE)
 
@@ -114,6 +119,8 @@ def _exact_index(bsize: int) -> int:
 
 #: Request sizes whose blocks have an exact-size list (0 .. 2048 bytes).
 _EXACT_REQUESTS = range(MAX_EXACT_SIZE - HEADER_SIZE + 1)
+#: No request size (what `bump_pair` serves while it must decline every pair).
+_NO_REQUESTS = range(0)
 #: (block size, exact-list index) of each request in `_EXACT_REQUESTS`: a tuple
 #: lookup costs less than the rounding, the minimum and the index arithmetic it
 #: replaces on the paths that run for every region record and bitmap.
@@ -184,6 +191,11 @@ class MetaAllocator:
         self._leaky = leaky
         self._legacy_2022 = legacy_2022
         self._adding_reserve = False
+        # Request sizes `bump_pair` may serve, none while a reserve is being added
+        # (blocks then come from the meta area) or in the non-leaky deviation (it
+        # splits listed blocks before it bumps): one range test per size is all of
+        # bump_pair's eligibility test but the exact lists.
+        self._pair_sizes = _EXACT_REQUESTS if leaky else _NO_REQUESTS
         self._increment = INITIAL_RESERVE_SIZE
         # Reserves newest first (allocation order), and sorted by base (lookup).
         # Both start with a placeholder that has no room and owns no block, so that
@@ -260,15 +272,10 @@ class MetaAllocator:
         exact-size list, and the newest reserve's bump pointer. Splitting,
         best fit and adding a reserve stay in helpers.
         """
+        if self._adding_reserve:
+            return self._alloc_from_meta(block_size_for(size))
         if size in _EXACT_REQUESTS:
             bsize, index = _EXACT_FIT[size]
-        elif size < 0:
-            raise ValueError(f"negative allocation size {size:#x}")
-        else:
-            bsize, index = block_size_for(size), -1
-        if self._adding_reserve:
-            return self._alloc_from_meta(bsize)
-        if index >= 0:
             lst = self._exact[index]
             if lst:  # the list head is its newest entry (LIFO)
                 block = lst.popitem()[0]
@@ -284,6 +291,7 @@ class MetaAllocator:
                 if taken is not None:
                     return taken + HEADER_SIZE
         else:
+            bsize = block_size_for(size)  # ValueError for a negative size
             taken = self._take_free_block(bsize)
             if taken is not None:
                 return taken + HEADER_SIZE
@@ -324,10 +332,8 @@ class MetaAllocator:
         the exact lists of their sizes are empty (freed blocks merge into larger
         ones) and the reserve's committed part holds them.
         """
-        # While a reserve is added blocks come from the meta area; the non-leaky
-        # deviation splits listed blocks before it uses the bump pointer.
-        if (self._adding_reserve or not self._leaky or first not in _EXACT_REQUESTS
-                or second not in _EXACT_REQUESTS):
+        pair_sizes = self._pair_sizes
+        if first not in pair_sizes or second not in pair_sizes:
             return None
         size1, index1 = _EXACT_FIT[first]
         size2, index2 = _EXACT_FIT[second]
@@ -538,6 +544,7 @@ class MetaAllocator:
         self._increment = max(self._increment, wanted)
         increment = self._increment
         self._adding_reserve = True
+        pair_sizes, self._pair_sizes = self._pair_sizes, _NO_REQUESTS
         try:
             try:
                 base = self._host.meta_alloc_region(None, increment + 2 * GUARD_SIZE,
@@ -553,6 +560,7 @@ class MetaAllocator:
             return True
         finally:
             self._adding_reserve = False
+            self._pair_sizes = pair_sizes
 
     def _new_reserve(self, region: int, increment: int) -> None:
         self._host.meta_touch(region, RESERVE_HEADER_SIZE)
