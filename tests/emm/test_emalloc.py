@@ -635,6 +635,20 @@ def test_free_region_of_an_unknown_block_aborts_as_free_does() -> None:
         alloc.free_region(struct + 0x1000, struct, rec)
 
 
+def test_free_region_whose_record_is_already_free_frees_the_bitmap_then_aborts() -> None:
+    """The record is not in the books: nothing is one run, and the blocks taken out
+    for the run test go back before the frees, one by one, reach the record."""
+    alloc, _ = make()
+    rec = alloc.malloc(EMA)
+    struct, data = alloc.malloc(BITMAP), alloc.malloc(1)
+    assert rec and struct and data and alloc.malloc(EMA)  # not at the bump
+    alloc.free(rec)
+    with pytest.raises(EnclaveAbort, match="unknown metadata block"):
+        alloc.free_region(data, struct, rec)
+    assert alloc.block_size(struct) is None and alloc.block_size(data) is None
+    assert alloc.free_blocks() == [(rec - HEADER_SIZE, 80), (struct - HEADER_SIZE, 48)]
+
+
 def test_bump_pair_declines_what_two_mallocs_would_not_take_from_the_bump() -> None:
     alloc, _ = make()
     lo, hi = USER_BASE, USER_BASE + 0x40000

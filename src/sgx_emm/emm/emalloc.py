@@ -193,8 +193,8 @@ class MetaAllocator:
         self._adding_reserve = False
         # Request sizes `bump_pair` may serve, none while a reserve is being added
         # (blocks then come from the meta area) or in the non-leaky deviation (it
-        # splits listed blocks before it bumps): one range test per size is all of
-        # bump_pair's eligibility test but the exact lists.
+        # splits listed blocks before it bumps): so bump_pair's eligibility, but
+        # for the exact lists, is one range test per size.
         self._pair_sizes = _EXACT_REQUESTS if leaky else _NO_REQUESTS
         self._increment = INITIAL_RESERVE_SIZE
         # Reserves newest first (allocation order), and sorted by base (lookup).
@@ -361,8 +361,9 @@ class MetaAllocator:
         Meta-area blocks are ignored while a reserve is being added and fatal at
         any other time; a block that no reserve handed out (or already free) is
         fatal (the reference aborts when no reserve's used part holds it, and
-        corrupts its lists on a double free; we abort on both). One block is a
-        region of one block to `free_region`, which holds the one body of both.
+        corrupts its lists on a double free; we abort on both). The work is
+        `free_region`'s for a region whose only block is this one, so that one
+        body serves both.
         """
         self.free_region(None, None, payload)
 
@@ -383,19 +384,8 @@ class MetaAllocator:
         pointer) runs in this one Python call.
         """
         allocated = self._allocated
-        if data is None and struct is None:  # one block (`free`, or a region without bitmap)
-            if record is None:
-                return
-            start = record - HEADER_SIZE
-            size = allocated.pop(start, None)
-            if size is None:
-                self._free_unallocated(record)
-                return
-            end = start + size
-        else:
-            if data is None or struct is None or record is None or self._legacy_2022:
-                self._free_each(data, struct, record)
-                return
+        if data is not None and struct is not None and record is not None and (
+                not self._legacy_2022):
             start, mid_block, last_block = (record - HEADER_SIZE, struct - HEADER_SIZE,
                                             data - HEADER_SIZE)
             # sizes of the blocks taken out of the books; 0: not allocated
@@ -410,6 +400,18 @@ class MetaAllocator:
                 self._free_each(data, struct, record)
                 return
             end = last_block + last
+        elif data is None and struct is None:  # one block (`free`, or a region without bitmap)
+            if record is None:
+                return
+            start = record - HEADER_SIZE
+            size = allocated.pop(start, 0)  # 0: not allocated, as above
+            if not size:
+                self._free_unallocated(record)
+                return
+            end = start + size
+        else:
+            self._free_each(data, struct, record)
+            return
         # `find_used_in_reserve`: the reserve with the highest base <= start
         reserve = self._by_base[bisect_right(self._bases, start) - 1]
         bump = reserve.bump
@@ -457,7 +459,8 @@ class MetaAllocator:
     # --------------------------------------------------------------- internals
 
     def _free_each(self, data: int | None, struct: int | None, record: int | None) -> None:
-        """`free_region`'s blocks freed one by one, in its order."""
+        """`free_region`'s blocks freed one by one, in its order (each as a region of
+        one block: `free` without its extra call)."""
         for payload in (data, struct, record):
             if payload is not None:
                 self.free_region(None, None, payload)
