@@ -84,6 +84,11 @@ class MetaAllocatorLike(Protocol):
     def in_meta_area(self, payload: int) -> bool: ...
 
     @property
+    def meta_payloads(self) -> range:
+        """Payload addresses in the static meta area (`in_meta_area` as a range)."""
+        ...
+
+    @property
     def adding_reserve(self) -> bool: ...
 
 
@@ -122,25 +127,25 @@ class EmaOps:
             root.remove(ema)
             return None
         ema.payload = payload
-        ema.is_meta = self.meta.in_meta_area(payload)
+        ema.is_meta = payload in self.meta.meta_payloads  # in_meta_area, without a call
         if not (self.touched_lo <= payload and payload + SIZEOF_EMA <= self.touched_hi):
             self.touch(payload, SIZEOF_EMA)
         return ema
 
     def new_bitmap(self, ema: Ema, full: bool) -> bool:
         """bit_array_new_set / _reset for the whole region; False = ENOMEM."""
-        pages = (ema.end - ema.start) >> PAGE_SHIFT
-        nbytes = bitmap_bytes(pages)
-        meta = self.meta
+        start, end = ema.start, ema.end
+        # bitmap_bytes(pages), without a call: every alloc runs it
+        nbytes = (((end - start) >> PAGE_SHIFT) + 7) >> 3
         # both blocks from committed metadata in one step (nothing to touch), else
         # the two mallocs with the touches between them
-        pair = meta.bump_pair(SIZEOF_BIT_ARRAY, nbytes, self.touched_lo, self.touched_hi)
+        pair = self.meta.bump_pair(SIZEOF_BIT_ARRAY, nbytes, self.touched_lo, self.touched_hi)
         if pair is None:
             pair = self._malloc_bitmap(nbytes)
             if pair is None:
                 return False
         ema.map_struct, ema.map_data = pair
-        ema.bitmap = CommitBitmap([ema.start, ema.end] if full and pages else [])
+        ema.bitmap = CommitBitmap([start, end] if full and end > start else [])
         return True
 
     def _malloc_bitmap(self, nbytes: int) -> tuple[int, int] | None:

@@ -83,22 +83,31 @@ class Reserve:
 
 
 class _ReserveState:
-    """The live `mm_reserve_t`; `base` is just past its 32-byte header."""
+    """The live `mm_reserve_t`: blocks are carved from [base, limit) at `bump`.
 
-    __slots__ = ("base", "size", "used")
+    `base` is just past its 32-byte header. The reference keeps (base, size,
+    used); we keep the two addresses its hot paths compare against instead, so
+    that a malloc or a free adds no offsets to find them.
+    """
+
+    __slots__ = ("base", "bump", "limit")
 
     def __init__(self, base: int, size: int) -> None:
         self.base = base
-        self.size = size
-        self.used = 0
+        self.limit = base + size
+        self.bump = base
 
-    @property
-    def bump(self) -> int:
-        return self.base + self.used
+    def snapshot(self) -> Reserve:
+        return Reserve(self.base, self.limit - self.base, self.bump - self.base)
 
 
 def block_size_for(size: int) -> int:
-    """Block size that `malloc(size)` takes: size + header, rounded to 8, at least 16."""
+    """Block size that `malloc(size)` takes: size + header, rounded to 8, at least 16.
+
+    Raises ValueError for a negative size, which malloc refuses.
+    """
+    if size < 0:
+        raise ValueError(f"negative allocation size {size:#x}")
     bsize = (size + HEADER_SIZE + BLOCK_ALIGN - 1) & ~(BLOCK_ALIGN - 1)
     return max(bsize, MIN_BLOCK_SIZE)
 
@@ -106,6 +115,17 @@ def block_size_for(size: int) -> int:
 def _exact_index(bsize: int) -> int:
     """The exact-size list of blocks of `bsize` bytes (16 -> 0, 24 -> 1, ...)."""
     return (bsize - MIN_BLOCK_SIZE) >> 3  # BLOCK_ALIGN is 8
+
+
+#: Request sizes whose blocks have an exact-size list (0 .. 2048 bytes).
+_EXACT_REQUESTS = range(MAX_EXACT_SIZE - HEADER_SIZE + 1)
+#: No request size (what `bump_pair` serves while it must decline every pair).
+_NO_REQUESTS = range(0)
+#: (block size, exact-list index) of each request in `_EXACT_REQUESTS`: a tuple
+#: lookup costs less than the rounding, the minimum and the index arithmetic it
+#: replaces on the paths that run for every region record and bitmap.
+_EXACT_FIT: tuple[tuple[int, int], ...] = tuple(
+    (block_size_for(n), _exact_index(block_size_for(n))) for n in _EXACT_REQUESTS)
 
 
 def _round_up(value: int, align: int) -> int:
@@ -163,21 +183,42 @@ class MetaAllocator:
         self._host = host
         self._meta_base = meta_area_base
         self._meta_used = 0
+        #: Payload addresses of blocks in the static meta area: `is_emalloc_reserve`
+        #: is a test against this range, which the manager makes inline for every
+        #: region record (read-only; the meta area never moves).
+        self.meta_payloads = range(meta_area_base + HEADER_SIZE,
+                                   meta_area_base + META_AREA_SIZE + HEADER_SIZE)
         self._leaky = leaky
         self._legacy_2022 = legacy_2022
         self._adding_reserve = False
+        # Request sizes `bump_pair` may serve, none while a reserve is being added
+        # (blocks then come from the meta area) or in the non-leaky deviation (it
+        # splits listed blocks before it bumps): so bump_pair's eligibility, but
+        # for the exact lists, is one range test per size.
+        self._pair_sizes = _EXACT_REQUESTS if leaky else _NO_REQUESTS
         self._increment = INITIAL_RESERVE_SIZE
         # Reserves newest first (allocation order), and sorted by base (lookup).
+        # Both start with a placeholder that has no room and owns no block, so that
+        # the hot paths need no "no reserve yet" test: a malloc from it finds no
+        # room and takes the slow path, and a block found in it is outside every
+        # reserve. The lookup list's placeholder sorts below every address.
+        no_reserve = _ReserveState(0, 0)
+        self._newest = no_reserve
         self._reserves: list[_ReserveState] = []
-        self._bases: list[int] = []
-        self._by_base: list[_ReserveState] = []  # in the order of _bases
+        self._bases: list[int] = [-1]
+        self._by_base: list[_ReserveState] = [no_reserve]  # in the order of _bases
         # Blocks in reserves: allocated ones, and free ones in exactly one list.
         self._allocated: dict[int, int] = {}
         self._free_size: dict[int, int] = {}
+        # Free blocks by end address, for `_pull_back_to_reserve`. The reference pulls
+        # back only best-fit blocks, so the leaky model indexes only those; the
+        # non-leaky deviation pulls back (and splits) every free block.
         self._free_at_end: dict[int, int] = {}
         # Exact lists: insertion-ordered dicts whose last key is the list head.
         self._exact: list[dict[int, None]] = [{} for _ in range(NUM_EXACT_LISTS)]
-        self._exact_nonempty = 0  # bit i set iff exact list i holds a block
+        # Bit i set iff exact list i holds a block; kept (and read) only by the
+        # non-leaky deviation, which splits the smallest larger exact block.
+        self._exact_nonempty = 0
         self._large: dict[int, int] = {}  # addr -> size; last item is the head
         self._touched_page = -1  # the page of the last header touch (see malloc)
 
@@ -231,22 +272,18 @@ class MetaAllocator:
         exact-size list, and the newest reserve's bump pointer. Splitting,
         best fit and adding a reserve stay in helpers.
         """
-        if size < 0:
-            raise ValueError(f"negative allocation size {size:#x}")
-        bsize = (size + 15) & -8  # block_size_for: + HEADER_SIZE, rounded up to BLOCK_ALIGN
-        if bsize < MIN_BLOCK_SIZE:
-            bsize = MIN_BLOCK_SIZE
         if self._adding_reserve:
-            return self._alloc_from_meta(bsize)
-        if bsize <= MAX_EXACT_SIZE:
-            index = (bsize - MIN_BLOCK_SIZE) >> 3
+            return self._alloc_from_meta(block_size_for(size))
+        if size in _EXACT_REQUESTS:
+            bsize, index = _EXACT_FIT[size]
             lst = self._exact[index]
             if lst:  # the list head is its newest entry (LIFO)
                 block = lst.popitem()[0]
-                if not lst:
-                    self._exact_nonempty &= ~(1 << index)
                 del self._free_size[block]
-                del self._free_at_end[block + bsize]
+                if not self._leaky:  # the deviation's extra books (see _unlist)
+                    del self._free_at_end[block + bsize]
+                    if not lst:
+                        self._exact_nonempty &= ~(1 << index)
                 self._allocated[block] = bsize
                 return block + HEADER_SIZE
             if not self._leaky:
@@ -254,19 +291,21 @@ class MetaAllocator:
                 if taken is not None:
                     return taken + HEADER_SIZE
         else:
+            bsize = block_size_for(size)  # ValueError for a negative size
             taken = self._take_free_block(bsize)
             if taken is not None:
                 return taken + HEADER_SIZE
-        reserves = self._reserves
-        reserve = reserves[0] if reserves else None
-        if reserve is None or reserve.size - reserve.used < bsize:
+        reserve = self._newest
+        block = reserve.bump
+        end = block + bsize
+        if end > reserve.limit:
             # older reserves (newest first), then a new one: rare
-            reserve = self._reserve_with_room(bsize)
-            if reserve is None:
+            found = self._reserve_with_room(bsize)
+            if found is None:
                 return None
-        used = reserve.used
-        block = reserve.base + used
-        reserve.used = used + bsize
+            reserve, block = found, found.bump
+            end = block + bsize
+        reserve.bump = end
         self._allocated[block] = bsize
         # The header write is emalloc's only write; it faults in a page past the
         # committed part. The caller touches the payload bytes it writes, in its
@@ -293,32 +332,28 @@ class MetaAllocator:
         the exact lists of their sizes are empty (freed blocks merge into larger
         ones) and the reserve's committed part holds them.
         """
-        if self._adding_reserve or not self._leaky:  # not leaky: lists split blocks first
+        pair_sizes = self._pair_sizes
+        if first not in pair_sizes or second not in pair_sizes:
             return None
-        size1 = (first + 15) & -8  # block_size_for, as in malloc (sizes from 1 byte)
-        size2 = (second + 15) & -8
-        nonempty = self._exact_nonempty
-        if (first <= 0 or second <= 0 or size1 > MAX_EXACT_SIZE or size2 > MAX_EXACT_SIZE
-                or (nonempty >> ((size1 - MIN_BLOCK_SIZE) >> 3)) & 1
-                or (nonempty >> ((size2 - MIN_BLOCK_SIZE) >> 3)) & 1):
+        size1, index1 = _EXACT_FIT[first]
+        size2, index2 = _EXACT_FIT[second]
+        exact = self._exact
+        if exact[index1] or exact[index2]:
             return None  # a block would come from a list
-        reserves = self._reserves
-        if not reserves:
+        reserve = self._newest
+        block = reserve.bump
+        block2 = block + size1
+        end = block2 + size2
+        if end > reserve.limit or block < touched_lo or end > touched_hi:
             return None
-        reserve = reserves[0]
-        used = reserve.used
-        block = reserve.base + used
-        if (reserve.size - used < size1 + size2 or block < touched_lo
-                or block + size1 + size2 > touched_hi):
-            return None
-        reserve.used = used + size1 + size2
+        reserve.bump = end
         allocated = self._allocated
         allocated[block] = size1
-        allocated[block + size1] = size2
+        allocated[block2] = size2
         # malloc's header touches: within committed memory they do nothing but
         # remember the page of the last header
-        self._touched_page = (block + size1) >> 12
-        return block + HEADER_SIZE, block + size1 + HEADER_SIZE
+        self._touched_page = block2 >> 12
+        return block + HEADER_SIZE, block2 + HEADER_SIZE
 
     def free(self, payload: int) -> None:
         """`efree(payload)`; EnclaveAbort where the reference aborts.
@@ -326,28 +361,11 @@ class MetaAllocator:
         Meta-area blocks are ignored while a reserve is being added and fatal at
         any other time; a block that no reserve handed out (or already free) is
         fatal (the reference aborts when no reserve's used part holds it, and
-        corrupts its lists on a double free; we abort on both). The common case
-        (merge with free right neighbours, then list the block or give it back
-        to the bump pointer) runs in this one call.
+        corrupts its lists on a double free; we abort on both). The work is
+        `free_region`'s for a region whose only block is this one, so that one
+        body serves both.
         """
-        block = payload - HEADER_SIZE
-        meta_base = self._meta_base
-        if meta_base <= block < meta_base + META_AREA_SIZE:
-            if self._adding_reserve:
-                return
-            raise EnclaveAbort(f"efree of meta-area block {payload:#x} outside add_reserve")
-        allocated = self._allocated
-        size = allocated.get(block)
-        if size is None:
-            raise EnclaveAbort(f"efree of unknown metadata block {payload:#x}")
-        # `find_used_in_reserve`: the reserve with the highest base <= block
-        i = bisect_right(self._bases, block) - 1
-        reserve = self._by_base[i] if i >= 0 else None
-        if reserve is None or block + size > (bump := reserve.base + reserve.used):
-            # never: allocated blocks always lie in a reserve
-            raise EnclaveAbort(f"efree of block {payload:#x} outside every reserve")
-        del allocated[block]
-        self._release(block, size, reserve, bump)
+        self.free_region(None, None, payload)
 
     def free_region(self, data: int | None, struct: int | None, record: int | None) -> None:
         """ema_destroy's frees: bit data, `bit_array`, `ema_t`, in that order (None: the
@@ -360,45 +378,62 @@ class MetaAllocator:
         blocks listed in between are unlisted again, leaving every list in its
         old order, and only the free that reaches the bump pointer gives space
         back to it. That one free is made here; otherwise (blocks elsewhere, the
-        never-merging legacy model) the blocks are freed one by one.
+        never-merging legacy model) the blocks are freed one by one, each as a
+        run of one block through the same code. The common case (merge with
+        free right neighbours, then list the run or give it back to the bump
+        pointer) runs in this one Python call.
         """
+        allocated = self._allocated
         if data is not None and struct is not None and record is not None and (
                 not self._legacy_2022):
-            allocated = self._allocated
-            d, s, r = data - HEADER_SIZE, struct - HEADER_SIZE, record - HEADER_SIZE
-            d_size = allocated.get(d)
-            # both tests fail for a block that is not allocated (free says why)
-            if d_size is not None and allocated.get(s) == d - s and allocated.get(r) == s - r:
-                i = bisect_right(self._bases, r) - 1
-                reserve = self._by_base[i] if i >= 0 else None
-                if reserve is not None and d + d_size <= (bump := reserve.base + reserve.used):
-                    del allocated[d], allocated[s], allocated[r]
-                    self._release(r, d + d_size - r, reserve, bump)
-                    return
-        for payload in (data, struct, record):
-            if payload is not None:
-                self.free(payload)
-
-    def _release(self, block: int, size: int, reserve: _ReserveState, bump: int) -> None:
-        """Make an unlisted block of `reserve` free: merge, then list it or give it back."""
+            start, mid_block, last_block = (record - HEADER_SIZE, struct - HEADER_SIZE,
+                                            data - HEADER_SIZE)
+            # sizes of the blocks taken out of the books; 0: not allocated
+            first = allocated.pop(start, 0)
+            mid = allocated.pop(mid_block, 0)
+            last = allocated.pop(last_block, 0)
+            if not (first and mid and last and start + first == mid_block
+                    and mid_block + mid == last_block):
+                for block, size in ((start, first), (mid_block, mid), (last_block, last)):
+                    if size:  # not one run: put back what was taken
+                        allocated[block] = size
+                self._free_each(data, struct, record)
+                return
+            end = last_block + last
+        elif data is None and struct is None:  # one block (`free`, or a region without bitmap)
+            if record is None:
+                return
+            start = record - HEADER_SIZE
+            size = allocated.pop(start, 0)  # 0: not allocated, as above
+            if not size:
+                self._free_unallocated(record)
+                return
+            end = start + size
+        else:
+            self._free_each(data, struct, record)
+            return
+        # `find_used_in_reserve`: the reserve with the highest base <= start
+        reserve = self._by_base[bisect_right(self._bases, start) - 1]
+        bump = reserve.bump
+        if end > bump:  # never: allocated blocks lie below their reserve's bump pointer
+            raise EnclaveAbort(f"efree of block {start + HEADER_SIZE:#x} outside every reserve")
         if not self._legacy_2022:
             # Merge free right neighbours up to the first allocated one or the bump
             # (no free block starts at or past a bump pointer; an 8-byte tail lost
             # by the best-fit list stops the merge too).
             free_size = self._free_size
-            while (right := free_size.get(block + size)) is not None:
-                self._unlist(block + size, right)
-                size += right
-        if block + size == bump:
-            reserve.used -= size
+            while (right := free_size.get(end)) is not None:
+                self._unlist(end, right)
+                end += right
+        if end == bump:
+            reserve.bump = start
             self._pull_back_to_reserve(reserve)
             return
-        self._put_free(block, size)
+        self._put_free(start, end - start)
 
     def in_meta_area(self, payload: int) -> bool:
         """`is_emalloc_reserve`: the block lies in the static meta area."""
-        block = payload - HEADER_SIZE
-        return self._meta_base <= block < self._meta_base + META_AREA_SIZE
+        return payload in self.meta_payloads
 
     def can_erealloc(self, payload: int) -> bool:
         """The reference's `can_erealloc`: may alloc re-use the region this record tracks?
@@ -407,11 +442,11 @@ class MetaAllocator:
         except while the reserve is being added (its FIXED alloc over its own
         RESERVE region).
         """
-        return self._adding_reserve or not self.in_meta_area(payload)
+        return self._adding_reserve or payload not in self.meta_payloads
 
     def reserves(self) -> list[Reserve]:
         """Snapshots of the reserves, newest first (the order blocks are sought in)."""
-        return [Reserve(r.base, r.size, r.used) for r in self._reserves]
+        return [r.snapshot() for r in self._reserves]
 
     def block_size(self, payload: int) -> int | None:
         """Size of the allocated reserve block at `payload`, or None."""
@@ -422,6 +457,25 @@ class MetaAllocator:
         return sorted(self._free_size.items())
 
     # --------------------------------------------------------------- internals
+
+    def _free_each(self, data: int | None, struct: int | None, record: int | None) -> None:
+        """`free_region`'s blocks freed one by one, in its order (each as a region of
+        one block: `free` without its extra call)."""
+        for payload in (data, struct, record):
+            if payload is not None:
+                self.free_region(None, None, payload)
+
+    def _free_unallocated(self, payload: int) -> None:
+        """efree of a block no reserve has handed out (or already free).
+
+        Meta-area blocks are freed by the manager's own clean-up while a reserve
+        is being added, and ignored; anything else is fatal.
+        """
+        if payload in self.meta_payloads:
+            if self._adding_reserve:
+                return
+            raise EnclaveAbort(f"efree of meta-area block {payload:#x} outside add_reserve")
+        raise EnclaveAbort(f"efree of unknown metadata block {payload:#x}")
 
     def _alloc_from_meta(self, bsize: int) -> int | None:
         if self._meta_used + bsize > META_AREA_SIZE:
@@ -477,12 +531,12 @@ class MetaAllocator:
         """The newest reserve with room for `bsize` (reserves are walked newest first);
         when none has any, a reserve is added and returned (None if that fails)."""
         for reserve in self._reserves:
-            if reserve.size - reserve.used >= bsize:
+            if reserve.limit - reserve.bump >= bsize:
                 return reserve
         if not self._add_reserve(_round_up(bsize + RESERVE_HEADER_SIZE, INITIAL_RESERVE_SIZE)):
             return None
-        reserve = self._reserves[0]
-        if reserve.size - reserve.used < bsize:  # the reference's "should never happen"
+        reserve = self._newest
+        if reserve.limit - reserve.bump < bsize:  # the reference's "should never happen"
             return None
         return reserve
 
@@ -493,6 +547,7 @@ class MetaAllocator:
         self._increment = max(self._increment, wanted)
         increment = self._increment
         self._adding_reserve = True
+        pair_sizes, self._pair_sizes = self._pair_sizes, _NO_REQUESTS
         try:
             try:
                 base = self._host.meta_alloc_region(None, increment + 2 * GUARD_SIZE,
@@ -508,50 +563,55 @@ class MetaAllocator:
             return True
         finally:
             self._adding_reserve = False
+            self._pair_sizes = pair_sizes
 
     def _new_reserve(self, region: int, increment: int) -> None:
         self._host.meta_touch(region, RESERVE_HEADER_SIZE)
         reserve = _ReserveState(region + RESERVE_HEADER_SIZE, increment - RESERVE_HEADER_SIZE)
         self._reserves.insert(0, reserve)
+        self._newest = reserve
         i = bisect_right(self._bases, reserve.base)
         self._bases.insert(i, reserve.base)
         self._by_base.insert(i, reserve)
 
     def _pull_back_to_reserve(self, reserve: _ReserveState) -> None:
-        """`merge_large_blocks_to_reserve`: give free blocks at the bump back to it."""
-        while True:
-            block = self._free_at_end.get(reserve.bump)
-            if block is None:
-                return
-            size = self._free_size[block]
-            if self._leaky and size <= MAX_EXACT_SIZE:
-                return  # the reference only looks in the best-fit list
-            self._unlist(block, size)
-            reserve.used -= size
+        """`merge_large_blocks_to_reserve`: give free blocks at the bump back to it.
+
+        Only indexed blocks are found (`_free_at_end`): in the leaky model those of
+        the best-fit list, the only ones the reference looks at.
+        """
+        while (block := self._free_at_end.get(reserve.bump)) is not None:
+            self._unlist(block, self._free_size[block])
+            reserve.bump = block
 
     def _put_free(self, block: int, size: int) -> None:
         """`put_free_block`: prepend to its exact list or to the best-fit list."""
         self._free_size[block] = size
-        self._free_at_end[block + size] = block
         if size <= MAX_EXACT_SIZE:
             index = (size - MIN_BLOCK_SIZE) >> 3  # _exact_index, as in malloc
             self._exact[index][block] = None
-            self._exact_nonempty |= 1 << index
+            if not self._leaky:  # the deviation's extra books (see __init__)
+                self._free_at_end[block + size] = block
+                self._exact_nonempty |= 1 << index
         else:
             self._large[block] = size
+            self._free_at_end[block + size] = block
 
     def _unlist(self, block: int, size: int) -> None:
         """Take a free block out of its lists."""
         del self._free_size[block]
-        del self._free_at_end[block + size]
         if size <= MAX_EXACT_SIZE:
             index = (size - MIN_BLOCK_SIZE) >> 3  # _exact_index, as in malloc
             lst = self._exact[index]
             del lst[block]
-            if not lst:
-                self._exact_nonempty &= ~(1 << index)
+            if not self._leaky:
+                del self._free_at_end[block + size]
+                if not lst:
+                    self._exact_nonempty &= ~(1 << index)
         else:
             del self._large[block]
+            del self._free_at_end[block + size]
+
 
 
 __all__ = [
