@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sgx_emm.errors import EmmError, EnclaveAbort
-from sgx_emm.flags import COMMIT_ON_DEMAND, FIXED, RESERVE
+from sgx_emm.flags import COMMIT_ON_DEMAND, FIXED, PAGE_SIZE, RESERVE
 
 #: Every block starts with an 8-byte header (size | allocated bit).
 HEADER_SIZE = 8
@@ -52,6 +52,7 @@ MAX_RESERVE_SIZE = 0x10000000
 GUARD_SIZE = 0x8000
 #: `mm_reserve_t` (base, size, used, next) at the start of every reserve region.
 RESERVE_HEADER_SIZE = 32
+_PAGE_MASK = PAGE_SIZE - 1
 
 
 class MetaHost(Protocol):
@@ -87,15 +88,19 @@ class _ReserveState:
 
     `base` is just past its 32-byte header. The reference keeps (base, size,
     used); we keep the two addresses its hot paths compare against instead, so
-    that a malloc or a free adds no offsets to find them.
+    that a malloc or a free adds no offsets to find them. `touched_to` is the end
+    of the last page a block header was touched on (at most `limit`; `base` before
+    the first): memory below it has all been written, so a block that ends below
+    it needs no header touch and fits, and malloc's common case is one comparison.
     """
 
-    __slots__ = ("base", "bump", "limit")
+    __slots__ = ("base", "bump", "limit", "touched_to")
 
     def __init__(self, base: int, size: int) -> None:
         self.base = base
         self.limit = base + size
         self.bump = base
+        self.touched_to = base
 
     def snapshot(self) -> Reserve:
         return Reserve(self.base, self.limit - self.base, self.bump - self.base)
@@ -117,15 +122,15 @@ def _exact_index(bsize: int) -> int:
     return (bsize - MIN_BLOCK_SIZE) >> 3  # BLOCK_ALIGN is 8
 
 
-#: Request sizes whose blocks have an exact-size list (0 .. 2048 bytes).
-_EXACT_REQUESTS = range(MAX_EXACT_SIZE - HEADER_SIZE + 1)
-#: No request size (what `bump_pair` serves while it must decline every pair).
-_NO_REQUESTS = range(0)
-#: (block size, exact-list index) of each request in `_EXACT_REQUESTS`: a tuple
-#: lookup costs less than the rounding, the minimum and the index arithmetic it
-#: replaces on the paths that run for every region record and bitmap.
+#: Largest request whose block has an exact-size list (requests 0 .. 2048 bytes).
+#: The hot paths test `0 <= size <= _MAX_EXACT_REQUEST` with two int comparisons:
+#: a `size in range(...)` test costs three times as much (it also takes a remainder).
+_MAX_EXACT_REQUEST = MAX_EXACT_SIZE - HEADER_SIZE
+#: (block size, exact-list index) of each request up to `_MAX_EXACT_REQUEST`: a
+#: tuple lookup costs less than the rounding, the minimum and the index arithmetic
+#: it replaces on the paths that run for every region record and bitmap.
 _EXACT_FIT: tuple[tuple[int, int], ...] = tuple(
-    (block_size_for(n), _exact_index(block_size_for(n))) for n in _EXACT_REQUESTS)
+    (block_size_for(n), _exact_index(block_size_for(n))) for n in range(_MAX_EXACT_REQUEST + 1))
 
 
 def _round_up(value: int, align: int) -> int:
@@ -191,11 +196,10 @@ class MetaAllocator:
         self._leaky = leaky
         self._legacy_2022 = legacy_2022
         self._adding_reserve = False
-        # Request sizes `bump_pair` may serve, none while a reserve is being added
-        # (blocks then come from the meta area) or in the non-leaky deviation (it
-        # splits listed blocks before it bumps): so bump_pair's eligibility, but
-        # for the exact lists, is one range test per size.
-        self._pair_sizes = _EXACT_REQUESTS if leaky else _NO_REQUESTS
+        # Whether `bump_pair` may serve pairs: not while a reserve is being added
+        # (blocks then come from the meta area), nor in the non-leaky deviation (it
+        # splits listed blocks before it bumps).
+        self._pairs = leaky
         self._increment = INITIAL_RESERVE_SIZE
         # Reserves newest first (allocation order), and sorted by base (lookup).
         # Both start with a placeholder that has no room and owns no block, so that
@@ -220,7 +224,6 @@ class MetaAllocator:
         # non-leaky deviation, which splits the smallest larger exact block.
         self._exact_nonempty = 0
         self._large: dict[int, int] = {}  # addr -> size; last item is the head
-        self._touched_page = -1  # the page of the last header touch (see malloc)
 
     # ------------------------------------------------------------------ public
 
@@ -274,7 +277,7 @@ class MetaAllocator:
         """
         if self._adding_reserve:
             return self._alloc_from_meta(block_size_for(size))
-        if size in _EXACT_REQUESTS:
+        if size <= _MAX_EXACT_REQUEST and size >= 0:
             bsize, index = _EXACT_FIT[size]
             lst = self._exact[index]
             if lst:  # the list head is its newest entry (LIFO)
@@ -298,8 +301,28 @@ class MetaAllocator:
         reserve = self._newest
         block = reserve.bump
         end = block + bsize
+        if end > reserve.touched_to:  # the block leaves the touched pages: rare
+            return self._bump_touching(reserve, block, bsize)
+        reserve.bump = end
+        self._allocated[block] = bsize
+        return block + HEADER_SIZE
+
+    def _bump_touching(self, reserve: _ReserveState, block: int, bsize: int) -> int | None:
+        """malloc's bump when the block ends past its reserve's touched pages: it may
+        not fit (then older reserves, newest first, then a new one), and its header
+        may need a touch.
+
+        The header write is emalloc's only write; it faults in a page past the
+        committed part. The caller touches the payload bytes it writes, in its
+        own order. Every 8-byte word of a handed-out block holds a written byte,
+        so all memory below a bump pointer has been touched: recycled blocks,
+        split tails and free-list links need no touch. Nor does a header below
+        its reserve's `touched_to`: every page there has been written, so it is
+        committed (metadata pages are never uncommitted), and a touch would do
+        nothing.
+        """
+        end = block + bsize
         if end > reserve.limit:
-            # older reserves (newest first), then a new one: rare
             found = self._reserve_with_room(bsize)
             if found is None:
                 return None
@@ -307,17 +330,9 @@ class MetaAllocator:
             end = block + bsize
         reserve.bump = end
         self._allocated[block] = bsize
-        # The header write is emalloc's only write; it faults in a page past the
-        # committed part. The caller touches the payload bytes it writes, in its
-        # own order. Every 8-byte word of a handed-out block holds a written
-        # byte, so all memory below a bump pointer has been touched: recycled
-        # blocks, split tails and free-list links need no touch. Nor does a header
-        # on the page the previous header touch was on: that touch committed it
-        # (or found no region to commit), and metadata pages are never uncommitted.
-        page = block >> 12  # PAGE_SHIFT
-        if page != self._touched_page:
+        if block >= reserve.touched_to:
             self._host.meta_touch(block, HEADER_SIZE)
-            self._touched_page = page
+            reserve.touched_to = min((block & ~_PAGE_MASK) + PAGE_SIZE, reserve.limit)
         return block + HEADER_SIZE
 
     def bump_pair(self, first: int, second: int, touched_lo: int,
@@ -332,8 +347,8 @@ class MetaAllocator:
         the exact lists of their sizes are empty (freed blocks merge into larger
         ones) and the reserve's committed part holds them.
         """
-        pair_sizes = self._pair_sizes
-        if first not in pair_sizes or second not in pair_sizes:
+        if not self._pairs or first > _MAX_EXACT_REQUEST or second > _MAX_EXACT_REQUEST or (
+                first < 0 or second < 0):
             return None
         size1, index1 = _EXACT_FIT[first]
         size2, index2 = _EXACT_FIT[second]
@@ -350,9 +365,7 @@ class MetaAllocator:
         allocated = self._allocated
         allocated[block] = size1
         allocated[block2] = size2
-        # malloc's header touches: within committed memory they do nothing but
-        # remember the page of the last header
-        self._touched_page = block2 >> 12
+        # malloc's header touches: within committed memory they do nothing
         return block + HEADER_SIZE, block2 + HEADER_SIZE
 
     def free(self, payload: int) -> None:
@@ -547,7 +560,7 @@ class MetaAllocator:
         self._increment = max(self._increment, wanted)
         increment = self._increment
         self._adding_reserve = True
-        pair_sizes, self._pair_sizes = self._pair_sizes, _NO_REQUESTS
+        pairs, self._pairs = self._pairs, False
         try:
             try:
                 base = self._host.meta_alloc_region(None, increment + 2 * GUARD_SIZE,
@@ -563,7 +576,7 @@ class MetaAllocator:
             return True
         finally:
             self._adding_reserve = False
-            self._pair_sizes = pair_sizes
+            self._pairs = pairs
 
     def _new_reserve(self, region: int, increment: int) -> None:
         self._host.meta_touch(region, RESERVE_HEADER_SIZE)
