@@ -126,11 +126,10 @@ def _exact_index(bsize: int) -> int:
 #: The hot paths test `0 <= size <= _MAX_EXACT_REQUEST` with two int comparisons:
 #: a `size in range(...)` test costs three times as much (it also takes a remainder).
 _MAX_EXACT_REQUEST = MAX_EXACT_SIZE - HEADER_SIZE
-#: (block size, exact-list index) of each request up to `_MAX_EXACT_REQUEST`: a
-#: tuple lookup costs less than the rounding, the minimum and the index arithmetic
-#: it replaces on the paths that run for every region record and bitmap.
-_EXACT_FIT: tuple[tuple[int, int], ...] = tuple(
-    (block_size_for(n), _exact_index(block_size_for(n))) for n in range(_MAX_EXACT_REQUEST + 1))
+#: The block size of each request up to `_MAX_EXACT_REQUEST`: a tuple lookup costs
+#: less than the rounding and the minimum it replaces on the paths that run for
+#: every region record and bitmap.
+_EXACT_FIT: tuple[int, ...] = tuple(block_size_for(n) for n in range(_MAX_EXACT_REQUEST + 1))
 
 
 def _round_up(value: int, align: int) -> int:
@@ -218,8 +217,13 @@ class MetaAllocator:
         # back only best-fit blocks, so the leaky model indexes only those; the
         # non-leaky deviation pulls back (and splits) every free block.
         self._free_at_end: dict[int, int] = {}
-        # Exact lists: insertion-ordered dicts whose last key is the list head.
-        self._exact: list[dict[int, None]] = [{} for _ in range(NUM_EXACT_LISTS)]
+        # Exact lists: insertion-ordered dicts whose last key is the list head,
+        # found by block size (no index arithmetic on the hot paths); the sizes
+        # that are no block size share one dict that is never written.
+        never_a_block_size: dict[int, None] = {}
+        self._exact: list[dict[int, None]] = [never_a_block_size] * (MAX_EXACT_SIZE + 1)
+        for bsize in range(MIN_BLOCK_SIZE, MAX_EXACT_SIZE + 1, BLOCK_ALIGN):
+            self._exact[bsize] = {}
         # Bit i set iff exact list i holds a block; kept (and read) only by the
         # non-leaky deviation, which splits the smallest larger exact block.
         self._exact_nonempty = 0
@@ -278,15 +282,15 @@ class MetaAllocator:
         if self._adding_reserve:
             return self._alloc_from_meta(block_size_for(size))
         if size <= _MAX_EXACT_REQUEST and size >= 0:
-            bsize, index = _EXACT_FIT[size]
-            lst = self._exact[index]
+            bsize = _EXACT_FIT[size]
+            lst = self._exact[bsize]
             if lst:  # the list head is its newest entry (LIFO)
                 block = lst.popitem()[0]
                 del self._free_size[block]
                 if not self._leaky:  # the deviation's extra books (see _unlist)
                     del self._free_at_end[block + bsize]
                     if not lst:
-                        self._exact_nonempty &= ~(1 << index)
+                        self._exact_nonempty &= ~(1 << _exact_index(bsize))
                 self._allocated[block] = bsize
                 return block + HEADER_SIZE
             if not self._leaky:
@@ -350,10 +354,10 @@ class MetaAllocator:
         if not self._pairs or first > _MAX_EXACT_REQUEST or second > _MAX_EXACT_REQUEST or (
                 first < 0 or second < 0):
             return None
-        size1, index1 = _EXACT_FIT[first]
-        size2, index2 = _EXACT_FIT[second]
+        size1 = _EXACT_FIT[first]
+        size2 = _EXACT_FIT[second]
         exact = self._exact
-        if exact[index1] or exact[index2]:
+        if exact[size1] or exact[size2]:
             return None  # a block would come from a list
         reserve = self._newest
         block = reserve.bump
@@ -425,11 +429,6 @@ class MetaAllocator:
         else:
             self._free_each(data, struct, record)
             return
-        # `find_used_in_reserve`: the reserve with the highest base <= start
-        reserve = self._by_base[bisect_right(self._bases, start) - 1]
-        bump = reserve.bump
-        if end > bump:  # never: allocated blocks lie below their reserve's bump pointer
-            raise EnclaveAbort(f"efree of block {start + HEADER_SIZE:#x} outside every reserve")
         if not self._legacy_2022:
             # Merge free right neighbours up to the first allocated one or the bump
             # (no free block starts at or past a bump pointer; an 8-byte tail lost
@@ -438,10 +437,13 @@ class MetaAllocator:
             while (right := free_size.get(end)) is not None:
                 self._unlist(end, right)
                 end += right
-        if end == bump:
-            reserve.bump = start
-            self._pull_back_to_reserve(reserve)
-            return
+        if end not in allocated:  # not stopped by a block in use: maybe by a bump pointer
+            # `find_used_in_reserve`: the reserve with the highest base <= start
+            reserve = self._by_base[bisect_right(self._bases, start) - 1]
+            if end == reserve.bump:
+                reserve.bump = start
+                self._pull_back_to_reserve(reserve)
+                return
         self._put_free(start, end - start)
 
     def in_meta_area(self, payload: int) -> bool:
@@ -529,7 +531,7 @@ class MetaAllocator:
         if not candidates:
             return None
         index = first + (candidates & -candidates).bit_length() - 1
-        return next(reversed(self._exact[index]))
+        return next(reversed(self._exact[MIN_BLOCK_SIZE + BLOCK_ALIGN * index]))
 
     def _best_fit_large(self, bsize: int) -> int | None:
         """Smallest fitting block, first from the head on ties (the reference's walk)."""
@@ -601,11 +603,10 @@ class MetaAllocator:
         """`put_free_block`: prepend to its exact list or to the best-fit list."""
         self._free_size[block] = size
         if size <= MAX_EXACT_SIZE:
-            index = (size - MIN_BLOCK_SIZE) >> 3  # _exact_index, as in malloc
-            self._exact[index][block] = None
+            self._exact[size][block] = None
             if not self._leaky:  # the deviation's extra books (see __init__)
                 self._free_at_end[block + size] = block
-                self._exact_nonempty |= 1 << index
+                self._exact_nonempty |= 1 << _exact_index(size)
         else:
             self._large[block] = size
             self._free_at_end[block + size] = block
@@ -614,13 +615,12 @@ class MetaAllocator:
         """Take a free block out of its lists."""
         del self._free_size[block]
         if size <= MAX_EXACT_SIZE:
-            index = (size - MIN_BLOCK_SIZE) >> 3  # _exact_index, as in malloc
-            lst = self._exact[index]
+            lst = self._exact[size]
             del lst[block]
             if not self._leaky:
                 del self._free_at_end[block + size]
                 if not lst:
-                    self._exact_nonempty &= ~(1 << index)
+                    self._exact_nonempty &= ~(1 << _exact_index(size))
         else:
             del self._large[block]
             del self._free_at_end[block + size]
