@@ -54,6 +54,10 @@ SIZEOF_EMA = 72
 SIZEOF_BIT_ARRAY = 24
 #: Offset of `bit_array.data`, written after the data block is allocated.
 _BIT_ARRAY_DATA_OFFSET = 16
+#: One byte of bit data covers 8 pages: bitmap_bytes(size >> PAGE_SHIFT) is
+#: (size + _BITMAP_BYTE_PAGES_LESS_ONE) >> _BITMAP_BYTE_SHIFT for a whole number of pages.
+_BITMAP_BYTE_SHIFT = PAGE_SHIFT + 3
+_BITMAP_BYTE_PAGES_LESS_ONE = 7 * PAGE_SIZE
 
 _REG_RW_PENDING = int(PAGE_TYPE_REG | PROT_READ_WRITE | PENDING)
 _TRIM_MODIFIED = int(PAGE_TYPE_TRIM | MODIFIED)
@@ -127,16 +131,20 @@ class EmaOps:
             root.remove(ema)
             return None
         ema.payload = payload
+        if self.touched_lo <= payload and payload + SIZEOF_EMA <= self.touched_hi:
+            # written memory of a reserve, which is never in the meta area: is_meta
+            # stays False, and the write needs no touch (the common case)
+            return ema
         ema.is_meta = payload in self.meta.meta_payloads  # in_meta_area, without a call
-        if not (self.touched_lo <= payload and payload + SIZEOF_EMA <= self.touched_hi):
-            self.touch(payload, SIZEOF_EMA)
+        self.touch(payload, SIZEOF_EMA)
         return ema
 
     def new_bitmap(self, ema: Ema, full: bool) -> bool:
         """bit_array_new_set / _reset for the whole region; False = ENOMEM."""
         start, end = ema.start, ema.end
-        # bitmap_bytes(pages), without a call: every alloc runs it
-        nbytes = (((end - start) >> PAGE_SHIFT) + 7) >> 3
+        # bitmap_bytes(pages) without a call, and with one shift (a generic BINARY_OP,
+        # ~200 instructions) instead of two: the size is a whole number of pages
+        nbytes = (end - start + _BITMAP_BYTE_PAGES_LESS_ONE) >> _BITMAP_BYTE_SHIFT
         # both blocks from committed metadata in one step (nothing to touch), else
         # the two mallocs with the touches between them
         pair = self.meta.bump_pair(SIZEOF_BIT_ARRAY, nbytes, self.touched_lo, self.touched_hi)
