@@ -409,8 +409,10 @@ class MetaAllocator:
             first = allocated.pop(start, 0)
             mid = allocated.pop(mid_block, 0)
             last = allocated.pop(last_block, 0)
-            if not (first and mid and last and start + first == mid_block
-                    and mid_block + mid == last_block):
+            # back to back: the differences are small ints, whose comparison is
+            # specialized (comparing the addresses themselves is not)
+            if not (first and mid and last and mid_block - start == first
+                    and last_block - mid_block == mid):
                 for block, size in ((start, first), (mid_block, mid), (last_block, last)):
                     if size:  # not one run: put back what was taken
                         allocated[block] = size
