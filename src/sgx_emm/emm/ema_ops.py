@@ -49,7 +49,8 @@ from sgx_emm.flags import (
     secinfo_text,
 )
 
-#: C sizeof of the reference's metadata objects (x86-64).
+#: C sizeof of the reference's metadata objects (x86-64); the sizes the allocator's
+#: `bump_region` takes with a region's bit data.
 SIZEOF_EMA = 72
 SIZEOF_BIT_ARRAY = 24
 #: Offset of `bit_array.data`, written after the data block is allocated.
@@ -81,6 +82,9 @@ class MetaAllocatorLike(Protocol):
                   touched_hi: int) -> tuple[int, int] | None: ...
 
     def free(self, payload: int) -> None: ...
+
+    def bump_region(self, data_size: int, touched_lo: int,
+                    touched_hi: int) -> tuple[int, int, int] | None: ...
 
     def free_region(self, data: int | None, struct: int | None,
                     record: int | None) -> None: ...
@@ -123,9 +127,27 @@ class EmaOps:
         """ema_new: claim the range in the list first, then allocate the record.
 
         A reserve the allocator adds meanwhile therefore lands after this range.
+        A region that will get a bitmap (every one but a RESERVE) usually gets
+        its record, bitmap struct and bit data in one allocator call, here: they
+        come from committed memory at the reserve's bump pointer, where
+        `new_bitmap`'s mallocs would have put them, and need no touch (nor an
+        is_meta test: reserves never hold the meta area). `new_bitmap` then
+        finds them taken; a failed alloc ocall frees them with the record, which
+        leaves the allocator as freeing the record alone did. (Only an exception
+        raised out of the ocall, which leaves the region without a bitmap in any
+        case, now leaves the two blocks taken too.)
         """
         ema = Ema(start, end, alloc_flags, si_flags, handler, private)
         root.insert(ema)
+        if not alloc_flags & RESERVE:
+            # bitmap_bytes(pages) without a call, and with one shift (a generic
+            # BINARY_OP, ~200 instructions) instead of two
+            blocks = self.meta.bump_region(
+                (end - start + _BITMAP_BYTE_PAGES_LESS_ONE) >> _BITMAP_BYTE_SHIFT,
+                self.touched_lo, self.touched_hi)
+            if blocks is not None:
+                ema.payload, ema.map_struct, ema.map_data = blocks
+                return ema
         payload = self.meta.malloc(SIZEOF_EMA)
         if payload is None:
             root.remove(ema)
@@ -142,17 +164,16 @@ class EmaOps:
     def new_bitmap(self, ema: Ema, full: bool) -> bool:
         """bit_array_new_set / _reset for the whole region; False = ENOMEM."""
         start, end = ema.start, ema.end
-        # bitmap_bytes(pages) without a call, and with one shift (a generic BINARY_OP,
-        # ~200 instructions) instead of two: the size is a whole number of pages
-        nbytes = (end - start + _BITMAP_BYTE_PAGES_LESS_ONE) >> _BITMAP_BYTE_SHIFT
-        # both blocks from committed metadata in one step (nothing to touch), else
-        # the two mallocs with the touches between them
-        pair = self.meta.bump_pair(SIZEOF_BIT_ARRAY, nbytes, self.touched_lo, self.touched_hi)
-        if pair is None:
-            pair = self._malloc_bitmap(nbytes)
+        if ema.map_struct is None:  # not taken with the record (see `new`)
+            nbytes = (end - start + _BITMAP_BYTE_PAGES_LESS_ONE) >> _BITMAP_BYTE_SHIFT
+            # both blocks from committed metadata in one step (nothing to touch), else
+            # the two mallocs with the touches between them
+            pair = self.meta.bump_pair(SIZEOF_BIT_ARRAY, nbytes, self.touched_lo, self.touched_hi)
             if pair is None:
-                return False
-        ema.map_struct, ema.map_data = pair
+                pair = self._malloc_bitmap(nbytes)
+                if pair is None:
+                    return False
+            ema.map_struct, ema.map_data = pair
         ema.bitmap = CommitBitmap([start, end] if full and end > start else [])
         return True
 

@@ -132,6 +132,15 @@ _MAX_EXACT_REQUEST = MAX_EXACT_SIZE - HEADER_SIZE
 _EXACT_FIT: tuple[int, ...] = tuple(block_size_for(n) for n in range(_MAX_EXACT_REQUEST + 1))
 
 
+#: The requests of a region's record and bitmap struct (the reference's
+#: sizeof(ema_t) and sizeof(bit_array) on x86-64), which `bump_region` makes
+#: together with the region's bit data, and their block sizes.
+REGION_RECORD_SIZE = 72
+BITMAP_STRUCT_SIZE = 24
+_RECORD_BLOCK = block_size_for(REGION_RECORD_SIZE)
+_STRUCT_BLOCK = block_size_for(BITMAP_STRUCT_SIZE)
+
+
 def _round_up(value: int, align: int) -> int:
     return (value + align - 1) & ~(align - 1)
 
@@ -371,6 +380,41 @@ class MetaAllocator:
         allocated[block2] = size2
         # malloc's header touches: within committed memory they do nothing
         return block + HEADER_SIZE, block2 + HEADER_SIZE
+
+    def bump_region(self, data_size: int, touched_lo: int,
+                    touched_hi: int) -> tuple[int, int, int] | None:
+        """A new region's three blocks in one call: `malloc(REGION_RECORD_SIZE)`,
+        `malloc(BITMAP_STRUCT_SIZE)`, `malloc(data_size)`, when all three come from
+        the newest reserve's bump pointer and lie in [touched_lo, touched_hi),
+        memory the caller knows is committed (so none of the touches of the three
+        mallocs and of the caller's writes can have an effect). Returns the three
+        payloads, or None with nothing changed: the caller then makes the mallocs
+        one by one.
+
+        Taking the bitmap's blocks with the record, before the manager's alloc
+        ocall rather than after it, gives them the same addresses: nothing between
+        the two touches the allocator. A failed ocall frees the three as one run,
+        which leaves the allocator as freeing the record alone would have.
+        """
+        if not self._pairs or data_size > _MAX_EXACT_REQUEST or data_size < 0:
+            return None
+        size3 = _EXACT_FIT[data_size]
+        exact = self._exact
+        if exact[_RECORD_BLOCK] or exact[_STRUCT_BLOCK] or exact[size3]:
+            return None  # a block would come from a list
+        reserve = self._newest
+        block = reserve.bump
+        end = block + (_RECORD_BLOCK + _STRUCT_BLOCK + size3)
+        if end > reserve.limit or block < touched_lo or end > touched_hi:
+            return None
+        reserve.bump = end
+        allocated = self._allocated
+        allocated[block] = _RECORD_BLOCK
+        struct = block + _RECORD_BLOCK
+        allocated[struct] = _STRUCT_BLOCK
+        data = block + (_RECORD_BLOCK + _STRUCT_BLOCK)
+        allocated[data] = size3
+        return block + HEADER_SIZE, struct + HEADER_SIZE, data + HEADER_SIZE
 
     def free(self, payload: int) -> None:
         """`efree(payload)`; EnclaveAbort where the reference aborts.
@@ -630,6 +674,7 @@ class MetaAllocator:
 
 
 __all__ = [
+    "BITMAP_STRUCT_SIZE",
     "BLOCK_ALIGN",
     "GUARD_SIZE",
     "HEADER_SIZE",
@@ -638,6 +683,7 @@ __all__ = [
     "MAX_RESERVE_SIZE",
     "META_AREA_SIZE",
     "MIN_BLOCK_SIZE",
+    "REGION_RECORD_SIZE",
     "RESERVE_HEADER_SIZE",
     "MetaAllocator",
     "MetaHost",
