@@ -66,6 +66,20 @@ _TCS_MODIFIED = int(PAGE_TYPE_TCS | MODIFIED)
 _WX = int(PROT_WRITE | PROT_EXEC)
 
 
+def _permission_steps(prot: int, new_prot: int) -> tuple[int, bool, bool]:
+    """How ema_modify_permissions changes `prot` to `new_prot` page by page:
+    (the SECINFO of its leaves, EMODPE first (it adds permissions), EACCEPT
+    after (it takes some away; RWX needs none))."""
+    return (new_prot | PAGE_TYPE_REG | PR, (new_prot | prot) != prot,
+            (new_prot & _WX) != _WX)
+
+
+#: `_permission_steps` for every pair of R/W/X masks, by [prot][new_prot]: a
+#: permission change runs the same few pairs over and over, and these bit tests
+#: are never specialized by the interpreter.
+_PERMISSION_STEPS = [[_permission_steps(p, n) for n in range(8)] for p in range(8)]
+
+
 def bitmap_bytes(pages: int) -> int:
     """Bytes of bit data the reference allocates for `pages` pages."""
     return (pages + 7) >> 3
@@ -393,11 +407,9 @@ class EmaOps:
                 self.rt, _modify_what(lo, hi - lo, prot | page_type, new_prot | page_type))
             self._reextend(root, ema, lo, hi, prot, prot)
             raise EmmError(errno.EFAULT, problem)
-        secinfo = new_prot | PAGE_TYPE_REG | PR
-        extends = (new_prot | prot) != prot
-        accept = (new_prot & _WX) != _WX
+        secinfo, extends, accept = _PERMISSION_STEPS[prot][new_prot]
         prims = self.prims  # leaves called as methods: no bound method made (one page, mostly)
-        for page in range(lo, hi, PAGE_SIZE):
+        for page in ((lo,) if hi - lo == PAGE_SIZE else range(lo, hi, PAGE_SIZE)):
             if extends:
                 prims.emodpe(secinfo, page)
             if accept:
