@@ -50,6 +50,13 @@ class FailingMeta(MetaAllocator):
             return None
         return super().bump_pair(first, second, touched_lo, touched_hi)
 
+    def bump_region(self, data_size: int, touched_lo: int,
+                    touched_hi: int) -> tuple[int, int, int] | None:
+        """Off while failures are armed, as `bump_pair`."""
+        if self.fail_after is not None:
+            return None
+        return super().bump_region(data_size, touched_lo, touched_hi)
+
 
 def make(*, record: bool = True, leaky: bool = True,
          runtime_cls: Callable[..., NullRuntime] = NullRuntime,

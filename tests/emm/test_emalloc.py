@@ -16,13 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sgx_emm import Enclave
+from sgx_emm.emm.ema_ops import SIZEOF_BIT_ARRAY, SIZEOF_EMA
 from sgx_emm.emm.emalloc import (
+    BITMAP_STRUCT_SIZE,
     GUARD_SIZE,
     HEADER_SIZE,
     INITIAL_RESERVE_SIZE,
     MAX_EXACT_SIZE,
     MAX_RESERVE_SIZE,
     META_AREA_SIZE,
+    REGION_RECORD_SIZE,
     RESERVE_HEADER_SIZE,
     MetaAllocator,
     Reserve,
@@ -582,20 +585,26 @@ def _state(alloc: MetaAllocator, records: list[tuple[int, int, int]]) -> object:
                     max_size=120))
 def test_free_region_and_bump_pair_leave_the_state_the_single_calls_leave(
         leaky: bool, legacy: bool, ops: list[tuple[int, int, int]]) -> None:
-    """Regions made and destroyed with `bump_pair` and `free_region` get the same
-    addresses and leave the same free blocks, reserves and block sizes as with one
-    `malloc` / `free` per block; the header touches `bump_pair` skips all lie in the
-    range the caller said is committed, and no other touch differs."""
+    """Regions made with `bump_region` or `bump_pair` and destroyed with
+    `free_region` get the same addresses and leave the same free blocks, reserves
+    and block sizes as with one `malloc` / `free` per block; the header touches
+    the one-call paths skip all lie in the range the caller said is committed,
+    and no other touch differs."""
     lo, hi = USER_BASE, USER_BASE + 0x28000  # "committed": the first reserve and a bit
     fast, fast_host = make(leaky, legacy_2022=legacy)
     slow, slow_host = make(leaky, legacy_2022=legacy)
     live: list[tuple[tuple[int, int, int], tuple[int, int, int]]] = []
     for kind, pick, size in ops:
         if kind <= 1 or not live:  # a region: record, then bitmap struct and data
-            rec_f, rec_s = fast.malloc(EMA), slow.malloc(EMA)
-            pair = fast.bump_pair(BITMAP, size, lo, hi)
-            if pair is None:
-                pair = (fast.malloc(BITMAP), fast.malloc(size))  # type: ignore[assignment]
+            rec_s = slow.malloc(EMA)
+            blocks = fast.bump_region(size, lo, hi) if kind == 0 else None
+            if blocks is not None:
+                rec_f, *pair = blocks
+            else:
+                rec_f = fast.malloc(EMA)
+                pair = fast.bump_pair(BITMAP, size, lo, hi)  # type: ignore[assignment]
+                if pair is None:
+                    pair = [fast.malloc(BITMAP), fast.malloc(size)]  # type: ignore[list-item]
             got = (slow.malloc(BITMAP), slow.malloc(size))
             assert (rec_f, *pair) == (rec_s, *got)
             if None in got:
@@ -647,6 +656,46 @@ def test_free_region_whose_record_is_already_free_frees_the_bitmap_then_aborts()
         alloc.free_region(data, struct, rec)
     assert alloc.block_size(struct) is None and alloc.block_size(data) is None
     assert alloc.free_blocks() == [(rec - HEADER_SIZE, 80), (struct - HEADER_SIZE, 48)]
+
+
+@pytest.mark.parametrize("listed", [EMA, BITMAP, 1])
+def test_bump_region_declines_when_a_block_would_come_from_a_list(listed: int) -> None:
+    alloc, _ = make()
+    lo, hi = USER_BASE, USER_BASE + 0x40000
+    block = alloc.malloc(listed)
+    assert block and alloc.malloc(EMA)  # keeps the freed block off the bump
+    alloc.free(block)  # an 80-, 32- or 16-byte block heads its exact list
+    used = alloc.reserves()[0].used
+    assert alloc.bump_region(1, lo, hi) is None
+    assert alloc.reserves()[0].used == used and alloc.free_blocks() == [
+        (block - HEADER_SIZE, block_size_for(listed))]
+
+
+def test_bump_region_declines_what_three_mallocs_would_not_take_from_the_bump() -> None:
+    alloc, _ = make()
+    lo, hi = USER_BASE, USER_BASE + 0x40000
+    assert alloc.malloc(EMA)
+    used = alloc.reserves()[0].used
+    assert alloc.bump_region(1, lo, lo + 0x100) is None  # not in committed memory
+    assert alloc.bump_region(-1, lo, hi) is None  # malloc raises ValueError
+    assert alloc.bump_region(MAX_EXACT_SIZE, lo, hi) is None  # from the best-fit list
+    assert alloc.reserves()[0].used == used
+    blocks = alloc.bump_region(1, lo, hi)
+    assert blocks is not None
+    record, struct, data = blocks
+    assert (struct - record, data - struct) == (80, 32)
+    assert [alloc.block_size(p) for p in blocks] == [80, 32, 16]
+    assert alloc.reserves()[0].used == used + 128
+
+
+def test_bump_region_and_bump_pair_decline_in_the_deviation() -> None:
+    alloc, _ = make(leaky=False)
+    assert alloc.bump_region(1, 0, 1 << 64) is None
+    assert alloc.bump_pair(BITMAP, 1, 0, 1 << 64) is None
+
+
+def test_the_region_sizes_the_allocator_takes_are_the_managers() -> None:
+    assert (REGION_RECORD_SIZE, BITMAP_STRUCT_SIZE) == (SIZEOF_EMA, SIZEOF_BIT_ARRAY)
 
 
 def test_bump_pair_declines_what_two_mallocs_would_not_take_from_the_bump() -> None:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from sgx_emm.emm.bitmap import CommitBitmap
 
-LO, HI = 100, 160  # the region's pages (absolute numbers, as the manager uses)
+LO, HI = 100, 160  # positions of one region (any unit: the manager uses byte addresses)
 
 ranges = st.tuples(st.integers(LO, HI), st.integers(LO, HI)).map(sorted)
 ops = st.lists(st.tuples(st.sampled_from(["set", "clear"]), ranges), max_size=30)

@@ -80,9 +80,13 @@ class CommitBitmap:
 
     def set_range(self, lo: int, hi: int) -> None:
         """Mark ``[lo, hi)`` committed, merging with touching runs. O(log r + k)."""
+        b = self._b
+        if not b:  # nothing committed yet (most commits: one page of a fresh region)
+            if lo < hi:
+                b += (lo, hi)
+            return
         if lo >= hi:
             return
-        b = self._b
         i = bisect_left(b, lo)
         j = bisect_right(b, hi)
         # lo opens a run unless one is open there (odd i); hi closes it likewise
@@ -93,9 +97,12 @@ class CommitBitmap:
 
     def clear_range(self, lo: int, hi: int) -> None:
         """Mark ``[lo, hi)`` uncommitted, cutting the runs it crosses. O(log r + k)."""
+        b = self._b
+        if len(b) == 2 and lo <= b[0] and b[1] <= hi:
+            b.clear()  # the range covers the one run (most trims: a one-page region)
+            return
         if lo >= hi:
             return
-        b = self._b
         i = bisect_left(b, lo)  # boundaries below lo; odd: a run is open at lo
         j = bisect_right(b, hi)  # boundaries up to hi; odd: a run is open at hi
         if i & 1:
@@ -121,6 +128,8 @@ class CommitBitmap:
         b = self._b
         if not b or lo >= hi:  # nothing committed (half the trims asked for)
             return []
+        if len(b) == 2 and lo <= b[0] and b[1] <= hi:
+            return [(b[0], b[1])]  # the range covers the one run (a one-page region)
         i = bisect_right(b, lo)
         if i & 1:
             i -= 1

@@ -49,16 +49,35 @@ from sgx_emm.flags import (
     secinfo_text,
 )
 
-#: C sizeof of the reference's metadata objects (x86-64).
+#: C sizeof of the reference's metadata objects (x86-64); the sizes the allocator's
+#: `bump_region` takes with a region's bit data.
 SIZEOF_EMA = 72
 SIZEOF_BIT_ARRAY = 24
 #: Offset of `bit_array.data`, written after the data block is allocated.
 _BIT_ARRAY_DATA_OFFSET = 16
+#: One byte of bit data covers 8 pages: bitmap_bytes(size >> PAGE_SHIFT) is
+#: (size + _BITMAP_BYTE_PAGES_LESS_ONE) >> _BITMAP_BYTE_SHIFT for a whole number of pages.
+_BITMAP_BYTE_SHIFT = PAGE_SHIFT + 3
+_BITMAP_BYTE_PAGES_LESS_ONE = 7 * PAGE_SIZE
 
 _REG_RW_PENDING = int(PAGE_TYPE_REG | PROT_READ_WRITE | PENDING)
 _TRIM_MODIFIED = int(PAGE_TYPE_TRIM | MODIFIED)
 _TCS_MODIFIED = int(PAGE_TYPE_TCS | MODIFIED)
 _WX = int(PROT_WRITE | PROT_EXEC)
+
+
+def _permission_steps(prot: int, new_prot: int) -> tuple[int, bool, bool]:
+    """How ema_modify_permissions changes `prot` to `new_prot` page by page:
+    (the SECINFO of its leaves, EMODPE first (it adds permissions), EACCEPT
+    after (it takes some away; RWX needs none))."""
+    return (new_prot | PAGE_TYPE_REG | PR, (new_prot | prot) != prot,
+            (new_prot & _WX) != _WX)
+
+
+#: `_permission_steps` for every pair of R/W/X masks, by [prot][new_prot]: a
+#: permission change runs the same few pairs over and over, and these bit tests
+#: are never specialized by the interpreter.
+_PERMISSION_STEPS = [[_permission_steps(p, n) for n in range(8)] for p in range(8)]
 
 
 def bitmap_bytes(pages: int) -> int:
@@ -77,6 +96,9 @@ class MetaAllocatorLike(Protocol):
                   touched_hi: int) -> tuple[int, int] | None: ...
 
     def free(self, payload: int) -> None: ...
+
+    def bump_region(self, data_size: int, touched_lo: int,
+                    touched_hi: int) -> tuple[int, int, int] | None: ...
 
     def free_region(self, data: int | None, struct: int | None,
                     record: int | None) -> None: ...
@@ -119,32 +141,53 @@ class EmaOps:
         """ema_new: claim the range in the list first, then allocate the record.
 
         A reserve the allocator adds meanwhile therefore lands after this range.
+        A region that will get a bitmap (every one but a RESERVE) usually gets
+        its record, bitmap struct and bit data in one allocator call, here: they
+        come from committed memory at the reserve's bump pointer, where
+        `new_bitmap`'s mallocs would have put them, and need no touch (nor an
+        is_meta test: reserves never hold the meta area). `new_bitmap` then
+        finds them taken; a failed alloc ocall frees them with the record, which
+        leaves the allocator as freeing the record alone did. (Only an exception
+        raised out of the ocall, which leaves the region without a bitmap in any
+        case, now leaves the two blocks taken too.)
         """
         ema = Ema(start, end, alloc_flags, si_flags, handler, private)
         root.insert(ema)
+        if not alloc_flags & RESERVE:
+            # bitmap_bytes(pages) without a call, and with one shift (a generic
+            # BINARY_OP, ~200 instructions) instead of two
+            blocks = self.meta.bump_region(
+                (end - start + _BITMAP_BYTE_PAGES_LESS_ONE) >> _BITMAP_BYTE_SHIFT,
+                self.touched_lo, self.touched_hi)
+            if blocks is not None:
+                ema.payload, ema.map_struct, ema.map_data = blocks
+                return ema
         payload = self.meta.malloc(SIZEOF_EMA)
         if payload is None:
             root.remove(ema)
             return None
         ema.payload = payload
+        if self.touched_lo <= payload and payload + SIZEOF_EMA <= self.touched_hi:
+            # written memory of a reserve, which is never in the meta area: is_meta
+            # stays False, and the write needs no touch (the common case)
+            return ema
         ema.is_meta = payload in self.meta.meta_payloads  # in_meta_area, without a call
-        if not (self.touched_lo <= payload and payload + SIZEOF_EMA <= self.touched_hi):
-            self.touch(payload, SIZEOF_EMA)
+        self.touch(payload, SIZEOF_EMA)
         return ema
 
     def new_bitmap(self, ema: Ema, full: bool) -> bool:
         """bit_array_new_set / _reset for the whole region; False = ENOMEM."""
         start, end = ema.start, ema.end
-        # bitmap_bytes(pages), without a call: every alloc runs it
-        nbytes = (((end - start) >> PAGE_SHIFT) + 7) >> 3
-        # both blocks from committed metadata in one step (nothing to touch), else
-        # the two mallocs with the touches between them
-        pair = self.meta.bump_pair(SIZEOF_BIT_ARRAY, nbytes, self.touched_lo, self.touched_hi)
-        if pair is None:
-            pair = self._malloc_bitmap(nbytes)
+        if ema.map_struct is None:  # not taken with the record (see `new`)
+            nbytes = (end - start + _BITMAP_BYTE_PAGES_LESS_ONE) >> _BITMAP_BYTE_SHIFT
+            # both blocks from committed metadata in one step (nothing to touch), else
+            # the two mallocs with the touches between them
+            pair = self.meta.bump_pair(SIZEOF_BIT_ARRAY, nbytes, self.touched_lo, self.touched_hi)
             if pair is None:
-                return False
-        ema.map_struct, ema.map_data = pair
+                pair = self._malloc_bitmap(nbytes)
+                if pair is None:
+                    return False
+            ema.map_struct, ema.map_data = pair
         ema.bitmap = CommitBitmap([start, end] if full and end > start else [])
         return True
 
@@ -364,11 +407,9 @@ class EmaOps:
                 self.rt, _modify_what(lo, hi - lo, prot | page_type, new_prot | page_type))
             self._reextend(root, ema, lo, hi, prot, prot)
             raise EmmError(errno.EFAULT, problem)
-        secinfo = new_prot | PAGE_TYPE_REG | PR
-        extends = (new_prot | prot) != prot
-        accept = (new_prot & _WX) != _WX
+        secinfo, extends, accept = _PERMISSION_STEPS[prot][new_prot]
         prims = self.prims  # leaves called as methods: no bound method made (one page, mostly)
-        for page in range(lo, hi, PAGE_SIZE):
+        for page in ((lo,) if hi - lo == PAGE_SIZE else range(lo, hi, PAGE_SIZE)):
             if extends:
                 prims.emodpe(secinfo, page)
             if accept:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sgx_emm.errors import EmmError, EnclaveAbort
-from sgx_emm.flags import COMMIT_ON_DEMAND, FIXED, RESERVE
+from sgx_emm.flags import COMMIT_ON_DEMAND, FIXED, PAGE_SIZE, RESERVE
 
 #: Every block starts with an 8-byte header (size | allocated bit).
 HEADER_SIZE = 8
@@ -52,6 +52,7 @@ MAX_RESERVE_SIZE = 0x10000000
 GUARD_SIZE = 0x8000
 #: `mm_reserve_t` (base, size, used, next) at the start of every reserve region.
 RESERVE_HEADER_SIZE = 32
+_PAGE_MASK = PAGE_SIZE - 1
 
 
 class MetaHost(Protocol):
@@ -87,15 +88,19 @@ class _ReserveState:
 
     `base` is just past its 32-byte header. The reference keeps (base, size,
     used); we keep the two addresses its hot paths compare against instead, so
-    that a malloc or a free adds no offsets to find them.
+    that a malloc or a free adds no offsets to find them. `touched_to` is the end
+    of the last page a block header was touched on (at most `limit`; `base` before
+    the first): memory below it has all been written, so a block that ends below
+    it needs no header touch and fits, and malloc's common case is one comparison.
     """
 
-    __slots__ = ("base", "bump", "limit")
+    __slots__ = ("base", "bump", "limit", "touched_to")
 
     def __init__(self, base: int, size: int) -> None:
         self.base = base
         self.limit = base + size
         self.bump = base
+        self.touched_to = base
 
     def snapshot(self) -> Reserve:
         return Reserve(self.base, self.limit - self.base, self.bump - self.base)
@@ -117,15 +122,23 @@ def _exact_index(bsize: int) -> int:
     return (bsize - MIN_BLOCK_SIZE) >> 3  # BLOCK_ALIGN is 8
 
 
-#: Request sizes whose blocks have an exact-size list (0 .. 2048 bytes).
-_EXACT_REQUESTS = range(MAX_EXACT_SIZE - HEADER_SIZE + 1)
-#: No request size (what `bump_pair` serves while it must decline every pair).
-_NO_REQUESTS = range(0)
-#: (block size, exact-list index) of each request in `_EXACT_REQUESTS`: a tuple
-#: lookup costs less than the rounding, the minimum and the index arithmetic it
-#: replaces on the paths that run for every region record and bitmap.
-_EXACT_FIT: tuple[tuple[int, int], ...] = tuple(
-    (block_size_for(n), _exact_index(block_size_for(n))) for n in _EXACT_REQUESTS)
+#: Largest request whose block has an exact-size list (requests 0 .. 2048 bytes).
+#: The hot paths test `0 <= size <= _MAX_EXACT_REQUEST` with two int comparisons:
+#: a `size in range(...)` test costs three times as much (it also takes a remainder).
+_MAX_EXACT_REQUEST = MAX_EXACT_SIZE - HEADER_SIZE
+#: The block size of each request up to `_MAX_EXACT_REQUEST`: a tuple lookup costs
+#: less than the rounding and the minimum it replaces on the paths that run for
+#: every region record and bitmap.
+_EXACT_FIT: tuple[int, ...] = tuple(block_size_for(n) for n in range(_MAX_EXACT_REQUEST + 1))
+
+
+#: The requests of a region's record and bitmap struct (the reference's
+#: sizeof(ema_t) and sizeof(bit_array) on x86-64), which `bump_region` makes
+#: together with the region's bit data, and their block sizes.
+REGION_RECORD_SIZE = 72
+BITMAP_STRUCT_SIZE = 24
+_RECORD_BLOCK = block_size_for(REGION_RECORD_SIZE)
+_STRUCT_BLOCK = block_size_for(BITMAP_STRUCT_SIZE)
 
 
 def _round_up(value: int, align: int) -> int:
@@ -191,11 +204,10 @@ class MetaAllocator:
         self._leaky = leaky
         self._legacy_2022 = legacy_2022
         self._adding_reserve = False
-        # Request sizes `bump_pair` may serve, none while a reserve is being added
-        # (blocks then come from the meta area) or in the non-leaky deviation (it
-        # splits listed blocks before it bumps): so bump_pair's eligibility, but
-        # for the exact lists, is one range test per size.
-        self._pair_sizes = _EXACT_REQUESTS if leaky else _NO_REQUESTS
+        # Whether `bump_pair` may serve pairs: not while a reserve is being added
+        # (blocks then come from the meta area), nor in the non-leaky deviation (it
+        # splits listed blocks before it bumps).
+        self._pairs = leaky
         self._increment = INITIAL_RESERVE_SIZE
         # Reserves newest first (allocation order), and sorted by base (lookup).
         # Both start with a placeholder that has no room and owns no block, so that
@@ -214,13 +226,17 @@ class MetaAllocator:
         # back only best-fit blocks, so the leaky model indexes only those; the
         # non-leaky deviation pulls back (and splits) every free block.
         self._free_at_end: dict[int, int] = {}
-        # Exact lists: insertion-ordered dicts whose last key is the list head.
-        self._exact: list[dict[int, None]] = [{} for _ in range(NUM_EXACT_LISTS)]
+        # Exact lists: insertion-ordered dicts whose last key is the list head,
+        # found by block size (no index arithmetic on the hot paths); the sizes
+        # that are no block size share one dict that is never written.
+        never_a_block_size: dict[int, None] = {}
+        self._exact: list[dict[int, None]] = [never_a_block_size] * (MAX_EXACT_SIZE + 1)
+        for bsize in range(MIN_BLOCK_SIZE, MAX_EXACT_SIZE + 1, BLOCK_ALIGN):
+            self._exact[bsize] = {}
         # Bit i set iff exact list i holds a block; kept (and read) only by the
         # non-leaky deviation, which splits the smallest larger exact block.
         self._exact_nonempty = 0
         self._large: dict[int, int] = {}  # addr -> size; last item is the head
-        self._touched_page = -1  # the page of the last header touch (see malloc)
 
     # ------------------------------------------------------------------ public
 
@@ -274,16 +290,16 @@ class MetaAllocator:
         """
         if self._adding_reserve:
             return self._alloc_from_meta(block_size_for(size))
-        if size in _EXACT_REQUESTS:
-            bsize, index = _EXACT_FIT[size]
-            lst = self._exact[index]
+        if size <= _MAX_EXACT_REQUEST and size >= 0:
+            bsize = _EXACT_FIT[size]
+            lst = self._exact[bsize]
             if lst:  # the list head is its newest entry (LIFO)
                 block = lst.popitem()[0]
                 del self._free_size[block]
                 if not self._leaky:  # the deviation's extra books (see _unlist)
                     del self._free_at_end[block + bsize]
                     if not lst:
-                        self._exact_nonempty &= ~(1 << index)
+                        self._exact_nonempty &= ~(1 << _exact_index(bsize))
                 self._allocated[block] = bsize
                 return block + HEADER_SIZE
             if not self._leaky:
@@ -298,8 +314,28 @@ class MetaAllocator:
         reserve = self._newest
         block = reserve.bump
         end = block + bsize
+        if end > reserve.touched_to:  # the block leaves the touched pages: rare
+            return self._bump_touching(reserve, block, bsize)
+        reserve.bump = end
+        self._allocated[block] = bsize
+        return block + HEADER_SIZE
+
+    def _bump_touching(self, reserve: _ReserveState, block: int, bsize: int) -> int | None:
+        """malloc's bump when the block ends past its reserve's touched pages: it may
+        not fit (then older reserves, newest first, then a new one), and its header
+        may need a touch.
+
+        The header write is emalloc's only write; it faults in a page past the
+        committed part. The caller touches the payload bytes it writes, in its
+        own order. Every 8-byte word of a handed-out block holds a written byte,
+        so all memory below a bump pointer has been touched: recycled blocks,
+        split tails and free-list links need no touch. Nor does a header below
+        its reserve's `touched_to`: every page there has been written, so it is
+        committed (metadata pages are never uncommitted), and a touch would do
+        nothing.
+        """
+        end = block + bsize
         if end > reserve.limit:
-            # older reserves (newest first), then a new one: rare
             found = self._reserve_with_room(bsize)
             if found is None:
                 return None
@@ -307,17 +343,9 @@ class MetaAllocator:
             end = block + bsize
         reserve.bump = end
         self._allocated[block] = bsize
-        # The header write is emalloc's only write; it faults in a page past the
-        # committed part. The caller touches the payload bytes it writes, in its
-        # own order. Every 8-byte word of a handed-out block holds a written
-        # byte, so all memory below a bump pointer has been touched: recycled
-        # blocks, split tails and free-list links need no touch. Nor does a header
-        # on the page the previous header touch was on: that touch committed it
-        # (or found no region to commit), and metadata pages are never uncommitted.
-        page = block >> 12  # PAGE_SHIFT
-        if page != self._touched_page:
+        if block >= reserve.touched_to:
             self._host.meta_touch(block, HEADER_SIZE)
-            self._touched_page = page
+            reserve.touched_to = min((block & ~_PAGE_MASK) + PAGE_SIZE, reserve.limit)
         return block + HEADER_SIZE
 
     def bump_pair(self, first: int, second: int, touched_lo: int,
@@ -332,13 +360,13 @@ class MetaAllocator:
         the exact lists of their sizes are empty (freed blocks merge into larger
         ones) and the reserve's committed part holds them.
         """
-        pair_sizes = self._pair_sizes
-        if first not in pair_sizes or second not in pair_sizes:
+        if not self._pairs or first > _MAX_EXACT_REQUEST or second > _MAX_EXACT_REQUEST or (
+                first < 0 or second < 0):
             return None
-        size1, index1 = _EXACT_FIT[first]
-        size2, index2 = _EXACT_FIT[second]
+        size1 = _EXACT_FIT[first]
+        size2 = _EXACT_FIT[second]
         exact = self._exact
-        if exact[index1] or exact[index2]:
+        if exact[size1] or exact[size2]:
             return None  # a block would come from a list
         reserve = self._newest
         block = reserve.bump
@@ -350,10 +378,43 @@ class MetaAllocator:
         allocated = self._allocated
         allocated[block] = size1
         allocated[block2] = size2
-        # malloc's header touches: within committed memory they do nothing but
-        # remember the page of the last header
-        self._touched_page = block2 >> 12
+        # malloc's header touches: within committed memory they do nothing
         return block + HEADER_SIZE, block2 + HEADER_SIZE
+
+    def bump_region(self, data_size: int, touched_lo: int,
+                    touched_hi: int) -> tuple[int, int, int] | None:
+        """A new region's three blocks in one call: `malloc(REGION_RECORD_SIZE)`,
+        `malloc(BITMAP_STRUCT_SIZE)`, `malloc(data_size)`, when all three come from
+        the newest reserve's bump pointer and lie in [touched_lo, touched_hi),
+        memory the caller knows is committed (so none of the touches of the three
+        mallocs and of the caller's writes can have an effect). Returns the three
+        payloads, or None with nothing changed: the caller then makes the mallocs
+        one by one.
+
+        Taking the bitmap's blocks with the record, before the manager's alloc
+        ocall rather than after it, gives them the same addresses: nothing between
+        the two touches the allocator. A failed ocall frees the three as one run,
+        which leaves the allocator as freeing the record alone would have.
+        """
+        if not self._pairs or data_size > _MAX_EXACT_REQUEST or data_size < 0:
+            return None
+        size3 = _EXACT_FIT[data_size]
+        exact = self._exact
+        if exact[_RECORD_BLOCK] or exact[_STRUCT_BLOCK] or exact[size3]:
+            return None  # a block would come from a list
+        reserve = self._newest
+        block = reserve.bump
+        end = block + (_RECORD_BLOCK + _STRUCT_BLOCK + size3)
+        if end > reserve.limit or block < touched_lo or end > touched_hi:
+            return None
+        reserve.bump = end
+        allocated = self._allocated
+        allocated[block] = _RECORD_BLOCK
+        struct = block + _RECORD_BLOCK
+        allocated[struct] = _STRUCT_BLOCK
+        data = block + (_RECORD_BLOCK + _STRUCT_BLOCK)
+        allocated[data] = size3
+        return block + HEADER_SIZE, struct + HEADER_SIZE, data + HEADER_SIZE
 
     def free(self, payload: int) -> None:
         """`efree(payload)`; EnclaveAbort where the reference aborts.
@@ -392,8 +453,10 @@ class MetaAllocator:
             first = allocated.pop(start, 0)
             mid = allocated.pop(mid_block, 0)
             last = allocated.pop(last_block, 0)
-            if not (first and mid and last and start + first == mid_block
-                    and mid_block + mid == last_block):
+            # back to back: the differences are small ints, whose comparison is
+            # specialized (comparing the addresses themselves is not)
+            if not (first and mid and last and mid_block - start == first
+                    and last_block - mid_block == mid):
                 for block, size in ((start, first), (mid_block, mid), (last_block, last)):
                     if size:  # not one run: put back what was taken
                         allocated[block] = size
@@ -412,11 +475,6 @@ class MetaAllocator:
         else:
             self._free_each(data, struct, record)
             return
-        # `find_used_in_reserve`: the reserve with the highest base <= start
-        reserve = self._by_base[bisect_right(self._bases, start) - 1]
-        bump = reserve.bump
-        if end > bump:  # never: allocated blocks lie below their reserve's bump pointer
-            raise EnclaveAbort(f"efree of block {start + HEADER_SIZE:#x} outside every reserve")
         if not self._legacy_2022:
             # Merge free right neighbours up to the first allocated one or the bump
             # (no free block starts at or past a bump pointer; an 8-byte tail lost
@@ -425,10 +483,13 @@ class MetaAllocator:
             while (right := free_size.get(end)) is not None:
                 self._unlist(end, right)
                 end += right
-        if end == bump:
-            reserve.bump = start
-            self._pull_back_to_reserve(reserve)
-            return
+        if end not in allocated:  # not stopped by a block in use: maybe by a bump pointer
+            # `find_used_in_reserve`: the reserve with the highest base <= start
+            reserve = self._by_base[bisect_right(self._bases, start) - 1]
+            if end == reserve.bump:
+                reserve.bump = start
+                self._pull_back_to_reserve(reserve)
+                return
         self._put_free(start, end - start)
 
     def in_meta_area(self, payload: int) -> bool:
@@ -516,7 +577,7 @@ class MetaAllocator:
         if not candidates:
             return None
         index = first + (candidates & -candidates).bit_length() - 1
-        return next(reversed(self._exact[index]))
+        return next(reversed(self._exact[MIN_BLOCK_SIZE + BLOCK_ALIGN * index]))
 
     def _best_fit_large(self, bsize: int) -> int | None:
         """Smallest fitting block, first from the head on ties (the reference's walk)."""
@@ -547,7 +608,7 @@ class MetaAllocator:
         self._increment = max(self._increment, wanted)
         increment = self._increment
         self._adding_reserve = True
-        pair_sizes, self._pair_sizes = self._pair_sizes, _NO_REQUESTS
+        pairs, self._pairs = self._pairs, False
         try:
             try:
                 base = self._host.meta_alloc_region(None, increment + 2 * GUARD_SIZE,
@@ -563,7 +624,7 @@ class MetaAllocator:
             return True
         finally:
             self._adding_reserve = False
-            self._pair_sizes = pair_sizes
+            self._pairs = pairs
 
     def _new_reserve(self, region: int, increment: int) -> None:
         self._host.meta_touch(region, RESERVE_HEADER_SIZE)
@@ -588,11 +649,10 @@ class MetaAllocator:
         """`put_free_block`: prepend to its exact list or to the best-fit list."""
         self._free_size[block] = size
         if size <= MAX_EXACT_SIZE:
-            index = (size - MIN_BLOCK_SIZE) >> 3  # _exact_index, as in malloc
-            self._exact[index][block] = None
+            self._exact[size][block] = None
             if not self._leaky:  # the deviation's extra books (see __init__)
                 self._free_at_end[block + size] = block
-                self._exact_nonempty |= 1 << index
+                self._exact_nonempty |= 1 << _exact_index(size)
         else:
             self._large[block] = size
             self._free_at_end[block + size] = block
@@ -601,13 +661,12 @@ class MetaAllocator:
         """Take a free block out of its lists."""
         del self._free_size[block]
         if size <= MAX_EXACT_SIZE:
-            index = (size - MIN_BLOCK_SIZE) >> 3  # _exact_index, as in malloc
-            lst = self._exact[index]
+            lst = self._exact[size]
             del lst[block]
             if not self._leaky:
                 del self._free_at_end[block + size]
                 if not lst:
-                    self._exact_nonempty &= ~(1 << index)
+                    self._exact_nonempty &= ~(1 << _exact_index(size))
         else:
             del self._large[block]
             del self._free_at_end[block + size]
@@ -615,6 +674,7 @@ class MetaAllocator:
 
 
 __all__ = [
+    "BITMAP_STRUCT_SIZE",
     "BLOCK_ALIGN",
     "GUARD_SIZE",
     "HEADER_SIZE",
@@ -623,6 +683,7 @@ __all__ = [
     "MAX_RESERVE_SIZE",
     "META_AREA_SIZE",
     "MIN_BLOCK_SIZE",
+    "REGION_RECORD_SIZE",
     "RESERVE_HEADER_SIZE",
     "MetaAllocator",
     "MetaHost",
