@@ -176,3 +176,23 @@ def test_a_start_freed_and_reused_stays_findable_inside_its_region() -> None:
     assert lst.find(a + 13 * PAGE) is None
     assert lst.first_overlap(a + 13 * PAGE, a + 17 * PAGE) is emas[4]
     assert lst.gaps.items() == [(a + 12 * PAGE, 4 * PAGE)]
+
+
+def test_find_inside_a_region_after_it_is_split_or_replaced() -> None:
+    # an address inside a region (not its start) is answered by the ordered start
+    # index, which must follow splits, removals and a new region at the same start
+    lst = RegionList()
+    a = USER[0]
+    big = Ema(a, a + 8 * PAGE, 4, 0x203)
+    lst.insert(big)
+    assert lst.find(a + 5 * PAGE) is big
+    upper = Ema(0, 0, 4, 0x203)
+    lst.split(big, a + 4 * PAGE, upper, new_lower=False)
+    assert lst.find(a + 5 * PAGE) is upper and lst.find(a + 2 * PAGE) is big
+    assert lst.find(a + 6 * PAGE) is upper
+    lst.remove(upper)
+    assert lst.find(a + 6 * PAGE) is None
+    again = Ema(a + 4 * PAGE, a + 7 * PAGE, 4, 0x203)
+    lst.insert(again)
+    assert lst.find(a + 6 * PAGE) is again and lst.find(a + 7 * PAGE) is None
+    assert lst.find(a + 3 * PAGE) is big
