@@ -452,9 +452,9 @@ class MetaAllocator:
         pointer) runs in this one Python call.
         """
         allocated = self._allocated
-        if data is not None and not self._legacy_2022:
-            # sizes of the blocks taken out of the books; 0: not allocated (or
-            # None: a region whose record or struct is missing is no run either)
+        if data is not None and struct is not None and record is not None and (
+                not self._legacy_2022):
+            # sizes of the blocks taken out of the books; 0: not allocated
             first = allocated.pop(record, 0)
             mid = allocated.pop(struct, 0)
             last = allocated.pop(data, 0)
