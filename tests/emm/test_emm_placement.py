@@ -157,3 +157,22 @@ def test_a_size_class_with_thousands_of_gaps_still_answers_first_fit() -> None:
     for e in emas[1:1400:2]:  # and back
         lst.insert(Ema(e.start, e.end, 4, 0x203))
     check()
+
+
+def test_a_start_freed_and_reused_stays_findable_inside_its_region() -> None:
+    # dealloc + alloc at the same start between two searches of the ordered index
+    lst = RegionList()
+    a = USER[0]
+    emas = [Ema(a + k * 4 * PAGE, a + (k + 1) * 4 * PAGE, 4, 0x203) for k in range(5)]
+    for e in emas:
+        lst.insert(e)
+    assert lst.find(a + 9 * PAGE) is emas[2]  # the index is searched (and caught up)
+    lst.remove(emas[2])
+    assert lst.find(a + 9 * PAGE) is None
+    again = Ema(emas[2].start, emas[2].end, 4, 0x203)
+    lst.remove(emas[3])
+    lst.insert(again)
+    assert lst.find(a + 9 * PAGE) is again
+    assert lst.find(a + 13 * PAGE) is None
+    assert lst.first_overlap(a + 13 * PAGE, a + 17 * PAGE) is emas[4]
+    assert lst.gaps.items() == [(a + 12 * PAGE, 4 * PAGE)]

@@ -219,7 +219,9 @@ class MetaAllocator:
         self._reserves: list[_ReserveState] = []
         self._bases: list[int] = [-1]
         self._by_base: list[_ReserveState] = [no_reserve]  # in the order of _bases
-        # Blocks in reserves: allocated ones, and free ones in exactly one list.
+        # Blocks in reserves: allocated ones (by payload address, the address
+        # callers hold: a free needs no offset to find its block), and free ones
+        # (by block address) in exactly one list.
         self._allocated: dict[int, int] = {}
         self._free_size: dict[int, int] = {}
         # Free blocks by end address, for `_pull_back_to_reserve`. The reference pulls
@@ -300,8 +302,9 @@ class MetaAllocator:
                     del self._free_at_end[block + bsize]
                     if not lst:
                         self._exact_nonempty &= ~(1 << _exact_index(bsize))
-                self._allocated[block] = bsize
-                return block + HEADER_SIZE
+                payload = block + HEADER_SIZE
+                self._allocated[payload] = bsize
+                return payload
             if not self._leaky:
                 taken = self._take_free_block(bsize)
                 if taken is not None:
@@ -317,8 +320,9 @@ class MetaAllocator:
         if end > reserve.touched_to:  # the block leaves the touched pages: rare
             return self._bump_touching(reserve, block, bsize)
         reserve.bump = end
-        self._allocated[block] = bsize
-        return block + HEADER_SIZE
+        payload = block + HEADER_SIZE
+        self._allocated[payload] = bsize
+        return payload
 
     def _bump_touching(self, reserve: _ReserveState, block: int, bsize: int) -> int | None:
         """malloc's bump when the block ends past its reserve's touched pages: it may
@@ -342,11 +346,12 @@ class MetaAllocator:
             reserve, block = found, found.bump
             end = block + bsize
         reserve.bump = end
-        self._allocated[block] = bsize
+        payload = block + HEADER_SIZE
+        self._allocated[payload] = bsize
         if block >= reserve.touched_to:
             self._host.meta_touch(block, HEADER_SIZE)
             reserve.touched_to = min((block & ~_PAGE_MASK) + PAGE_SIZE, reserve.limit)
-        return block + HEADER_SIZE
+        return payload
 
     def bump_pair(self, first: int, second: int, touched_lo: int,
                   touched_hi: int) -> tuple[int, int] | None:
@@ -370,16 +375,17 @@ class MetaAllocator:
             return None  # a block would come from a list
         reserve = self._newest
         block = reserve.bump
-        block2 = block + size1
-        end = block2 + size2
+        end = block + (size1 + size2)
         if end > reserve.limit or block < touched_lo or end > touched_hi:
             return None
         reserve.bump = end
-        allocated = self._allocated
-        allocated[block] = size1
-        allocated[block2] = size2
         # malloc's header touches: within committed memory they do nothing
-        return block + HEADER_SIZE, block2 + HEADER_SIZE
+        first_payload = block + HEADER_SIZE
+        second_payload = first_payload + size1
+        allocated = self._allocated
+        allocated[first_payload] = size1
+        allocated[second_payload] = size2
+        return first_payload, second_payload
 
     def bump_region(self, data_size: int, touched_lo: int,
                     touched_hi: int) -> tuple[int, int, int] | None:
@@ -408,13 +414,14 @@ class MetaAllocator:
         if end > reserve.limit or block < touched_lo or end > touched_hi:
             return None
         reserve.bump = end
+        record = block + HEADER_SIZE
+        struct = record + _RECORD_BLOCK
+        data = record + (_RECORD_BLOCK + _STRUCT_BLOCK)
         allocated = self._allocated
-        allocated[block] = _RECORD_BLOCK
-        struct = block + _RECORD_BLOCK
+        allocated[record] = _RECORD_BLOCK
         allocated[struct] = _STRUCT_BLOCK
-        data = block + (_RECORD_BLOCK + _STRUCT_BLOCK)
         allocated[data] = size3
-        return block + HEADER_SIZE, struct + HEADER_SIZE, data + HEADER_SIZE
+        return record, struct, data
 
     def free(self, payload: int) -> None:
         """`efree(payload)`; EnclaveAbort where the reference aborts.
@@ -447,30 +454,29 @@ class MetaAllocator:
         allocated = self._allocated
         if data is not None and struct is not None and record is not None and (
                 not self._legacy_2022):
-            start, mid_block, last_block = (record - HEADER_SIZE, struct - HEADER_SIZE,
-                                            data - HEADER_SIZE)
             # sizes of the blocks taken out of the books; 0: not allocated
-            first = allocated.pop(start, 0)
-            mid = allocated.pop(mid_block, 0)
-            last = allocated.pop(last_block, 0)
+            first = allocated.pop(record, 0)
+            mid = allocated.pop(struct, 0)
+            last = allocated.pop(data, 0)
             # back to back: the differences are small ints, whose comparison is
             # specialized (comparing the addresses themselves is not)
-            if not (first and mid and last and mid_block - start == first
-                    and last_block - mid_block == mid):
-                for block, size in ((start, first), (mid_block, mid), (last_block, last)):
+            if not (first and mid and last and struct - record == first
+                    and data - struct == mid):
+                for payload, size in ((record, first), (struct, mid), (data, last)):
                     if size:  # not one run: put back what was taken
-                        allocated[block] = size
+                        allocated[payload] = size
                 self._free_each(data, struct, record)
                 return
-            end = last_block + last
+            start = record - HEADER_SIZE
+            end = data + (last - HEADER_SIZE)
         elif data is None and struct is None:  # one block (`free`, or a region without bitmap)
             if record is None:
                 return
-            start = record - HEADER_SIZE
-            size = allocated.pop(start, 0)  # 0: not allocated, as above
+            size = allocated.pop(record, 0)  # 0: not allocated, as above
             if not size:
                 self._free_unallocated(record)
                 return
+            start = record - HEADER_SIZE
             end = start + size
         else:
             self._free_each(data, struct, record)
@@ -483,7 +489,7 @@ class MetaAllocator:
             while (right := free_size.get(end)) is not None:
                 self._unlist(end, right)
                 end += right
-        if end not in allocated:  # not stopped by a block in use: maybe by a bump pointer
+        if end + HEADER_SIZE not in allocated:  # not stopped by a block in use: maybe a bump
             # `find_used_in_reserve`: the reserve with the highest base <= start
             reserve = self._by_base[bisect_right(self._bases, start) - 1]
             if end == reserve.bump:
@@ -511,7 +517,7 @@ class MetaAllocator:
 
     def block_size(self, payload: int) -> int | None:
         """Size of the allocated reserve block at `payload`, or None."""
-        return self._allocated.get(payload - HEADER_SIZE)
+        return self._allocated.get(payload)
 
     def free_blocks(self) -> list[tuple[int, int]]:
         """(address, size) of every free block, by address (diagnostics; O(n log n))."""
@@ -567,7 +573,7 @@ class MetaAllocator:
         elif rest and not self._leaky:
             bsize = have  # deviation 2: keep the short tail inside the block
         # Leaky: a short tail (8 bytes) is left in no block, as the reference does.
-        self._allocated[block] = bsize
+        self._allocated[block + HEADER_SIZE] = bsize
         return block
 
     def _smallest_splittable_exact(self, bsize: int) -> int | None:

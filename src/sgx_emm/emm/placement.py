@@ -55,6 +55,10 @@ _SMALL_CLASS = 2 * LOAD
 
 _ClassList = list[int] | SortedInts
 
+#: Each size class's bit in `GapIndex._mask`, and the mask that clears it.
+_BIT = tuple(1 << cls for cls in range(_NUM_CLASSES))
+_CLEAR = tuple(~bit for bit in _BIT)
+
 
 class GapIndex:
     """Free gaps between neighbouring regions of one root, by size class.
@@ -70,7 +74,7 @@ class GapIndex:
     __slots__ = ("_lists", "_length", "_mask")
 
     def __init__(self) -> None:
-        self._lists: list[_ClassList | None] = [None] * _NUM_CLASSES
+        self._lists: list[_ClassList] = [[] for _ in range(_NUM_CLASSES)]
         self._length: dict[int, int] = {}
         self._mask = 0
 
@@ -95,43 +99,45 @@ class GapIndex:
 
         The neighbour updates of an insert or remove: a gap opens, closes, or
         changes length, mostly within its size class (then only the length is
-        rewritten). Written out in one call, as it runs on every alloc and free.
+        rewritten). Written out in one call, as it runs on every alloc and free;
+        the class mask changes only when a class list empties or stops being
+        empty, through the precomputed bit of the class.
         """
         lengths = self._length
-        old = lengths.get(start)
+        lists = self._lists
         pages = length >> PAGE_SHIFT
+        # the size class (written out: see _size_class); -1 (or less) for no gap
+        cls = pages - 1 if pages <= _EXACT_CLASSES else 57 + (pages - 1).bit_length()
+        old = lengths.get(start)
         if old is not None:
             old_pages = old >> PAGE_SHIFT
-            if pages == old_pages or (
-                    pages > _EXACT_CLASSES and old_pages > _EXACT_CLASSES
-                    and (pages - 1).bit_length() == (old_pages - 1).bit_length()):
+            old_cls = (old_pages - 1 if old_pages <= _EXACT_CLASSES
+                       else 57 + (old_pages - 1).bit_length())
+            if cls == old_cls:
                 lengths[start] = length
                 return
-            del lengths[start]
-            cls = (old_pages - 1 if old_pages <= _EXACT_CLASSES
-                   else 57 + (old_pages - 1).bit_length())
-            lst = self._lists[cls]
-            if isinstance(lst, list):
-                del lst[bisect_left(lst, start)]
-            else:
-                assert lst is not None
+            lst = lists[old_cls]
+            if type(lst) is SortedInts:  # (not isinstance: this runs on every alloc and free)
                 lst.remove(start)
+            else:
+                del lst[bisect_left(lst, start)]
             if not lst:
-                self._mask &= ~(1 << cls)
-        if pages <= 0:
+                self._mask &= _CLEAR[old_cls]
+            if cls < 0:
+                del lengths[start]
+                return
+        elif cls < 0:
             return
         lengths[start] = length
-        cls = pages - 1 if pages <= _EXACT_CLASSES else 57 + (pages - 1).bit_length()
-        lst = self._lists[cls]
-        if isinstance(lst, list):
+        lst = lists[cls]
+        if not lst:
+            self._mask |= _BIT[cls]
+        if type(lst) is SortedInts:
+            lst.add(start)
+        else:
             insort(lst, start)
             if len(lst) > _SMALL_CLASS:
-                self._lists[cls] = SortedInts.from_sorted(lst)
-        elif lst is None:
-            self._lists[cls] = [start]
-        else:
-            lst.add(start)
-        self._mask |= 1 << cls
+                lists[cls] = SortedInts.from_sorted(lst)
 
     def first_fit(self, size: int,
                   accept: Callable[[int, int], int | None] | None = None) -> int | None:
@@ -140,7 +146,7 @@ class GapIndex:
         Without `accept` the lowest such gap's start is the answer (every gap
         that is long enough is accepted).
         """
-        pages = -(-size // PAGE_SIZE)
+        pages = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
         if pages <= _EXACT_CLASSES:  # an exact class: every gap in it fits
             cls = full_from = pages - 1
             partial = False
@@ -149,14 +155,15 @@ class GapIndex:
             partial = _class_floor(cls) < pages  # class `cls` holds smaller and larger gaps
             full_from = cls + 1 if partial else cls
         lists = self._lists
-        fitting = (self._mask >> full_from) << full_from  # classes whose every gap fits
-        if accept is None and not partial and not fitting & (fitting - 1):
+        fitting = self._mask >> full_from  # bit k: class full_from + k, all of whose gaps fit
+        # fitting == 1 (the request's own class, the commonest) spares the bit arithmetic
+        if accept is None and not partial and (fitting == 1 or not fitting & (fitting - 1)):
             # at most one such class (the usual case): its lowest gap is the answer
             if not fitting:
                 return None
-            lst = lists[fitting.bit_length() - 1]
-            assert lst  # the mask names non-empty classes only
-            return lst[0] if isinstance(lst, list) else lst.min()
+            lst = lists[full_from if fitting == 1 else full_from + fitting.bit_length() - 1]
+            return lst.min() if type(lst) is SortedInts else lst[0]
+        fitting <<= full_from
         length = self._length
         after = -1
         while True:
@@ -172,7 +179,6 @@ class GapIndex:
                     best = s
             if partial and (self._mask >> cls) & 1:
                 lst = lists[cls]
-                assert lst is not None
                 for s in _iter_after(lst, after):
                     if best >= 0 and s >= best:
                         break

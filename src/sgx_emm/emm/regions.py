@@ -187,9 +187,14 @@ class RegionList:
     def insert(self, ema: Ema) -> None:
         """Link a region into its address slot (it must overlap nothing)."""
         start, end = ema.start, ema.end
+        gaps = self.gaps
         prev = self.by_end.get(start)
-        if prev is None:
+        if prev is not None:  # it starts where its lower neighbour ends: that gap closes
+            gaps.set(start, 0)
+        else:
             prev = self._floor(start)
+            if prev is not None:  # the gap above `prev` keeps what lies below `start`
+                gaps.set(prev.end, start - prev.end)
         nxt = prev.next if prev is not None else self.first
         if start in self._dropped:
             self._dropped.remove(start)
@@ -199,10 +204,8 @@ class RegionList:
         self.by_end[end] = ema
         ema.prev = prev
         ema.next = nxt
-        gaps = self.gaps
         if prev is not None:
             prev.next = ema
-            gaps.set(prev.end, start - prev.end)
         else:
             self.first = ema
         if nxt is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
+from typing import final
 
 #: Target sublist length: a sublist is split at twice this, merged below half.
 LOAD = 512
@@ -23,6 +24,7 @@ _SPLIT_AT = LOAD << 1
 _MERGE_AT = LOAD >> 1
 
 
+@final  # (exact type tests on hot paths, which mypy narrows for final classes only)
 class SortedInts:
     """Distinct integers in ascending order."""
 
