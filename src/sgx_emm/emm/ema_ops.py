@@ -154,10 +154,13 @@ class EmaOps:
         ema = Ema(start, end, alloc_flags, si_flags, handler, private)
         root.insert(ema)
         if not alloc_flags & RESERVE:
-            # bitmap_bytes(pages) without a call, and with one shift (a generic
-            # BINARY_OP, ~200 instructions) instead of two
+            # bitmap_bytes(pages) without a call: one byte for one page (a small-int
+            # comparison), else with one shift (a generic BINARY_OP, ~200
+            # instructions) instead of two
+            size = end - start
             blocks = self.meta.bump_region(
-                (end - start + _BITMAP_BYTE_PAGES_LESS_ONE) >> _BITMAP_BYTE_SHIFT,
+                1 if size == PAGE_SIZE else
+                (size + _BITMAP_BYTE_PAGES_LESS_ONE) >> _BITMAP_BYTE_SHIFT,
                 self.touched_lo, self.touched_hi)
             if blocks is not None:
                 ema.payload, ema.map_struct, ema.map_data = blocks
