@@ -204,9 +204,9 @@ class MetaAllocator:
         self._leaky = leaky
         self._legacy_2022 = legacy_2022
         self._adding_reserve = False
-        # Whether `bump_pair` may serve pairs: not while a reserve is being added
-        # (blocks then come from the meta area), nor in the non-leaky deviation (it
-        # splits listed blocks before it bumps).
+        # Whether `bump_pair` and `bump_region` may serve: not while a reserve is
+        # being added (blocks then come from the meta area), nor in the non-leaky
+        # deviation (it splits listed blocks before it bumps).
         self._pairs = leaky
         self._increment = INITIAL_RESERVE_SIZE
         # Reserves newest first (allocation order), and sorted by base (lookup).
@@ -361,9 +361,10 @@ class MetaAllocator:
         effect); otherwise None with nothing changed, and the caller makes the two
         mallocs with its touches between them.
 
-        A new region's bitmap struct and bit data are allocated so: under churn
-        the exact lists of their sizes are empty (freed blocks merge into larger
-        ones) and the reserve's committed part holds them.
+        A new region's bitmap struct and bit data are allocated so when its record
+        could not be taken with them (`bump_region`): under churn the exact lists
+        of their sizes are empty (freed blocks merge into larger ones) and the
+        reserve's committed part holds them.
         """
         if not self._pairs or first > _MAX_EXACT_REQUEST or second > _MAX_EXACT_REQUEST or (
                 first < 0 or second < 0):
