@@ -139,6 +139,7 @@ REGION_RECORD_SIZE = 72
 BITMAP_STRUCT_SIZE = 24
 _RECORD_BLOCK = block_size_for(REGION_RECORD_SIZE)
 _STRUCT_BLOCK = block_size_for(BITMAP_STRUCT_SIZE)
+_RECORD_AND_STRUCT_BLOCKS = _RECORD_BLOCK + _STRUCT_BLOCK  # where the bit data starts
 
 
 def _round_up(value: int, align: int) -> int:
@@ -411,13 +412,13 @@ class MetaAllocator:
             return None  # a block would come from a list
         reserve = self._newest
         block = reserve.bump
-        end = block + (_RECORD_BLOCK + _STRUCT_BLOCK + size3)
+        end = block + (_RECORD_AND_STRUCT_BLOCKS + size3)
         if end > reserve.limit or block < touched_lo or end > touched_hi:
             return None
         reserve.bump = end
         record = block + HEADER_SIZE
         struct = record + _RECORD_BLOCK
-        data = record + (_RECORD_BLOCK + _STRUCT_BLOCK)
+        data = record + _RECORD_AND_STRUCT_BLOCKS
         allocated = self._allocated
         allocated[record] = _RECORD_BLOCK
         allocated[struct] = _STRUCT_BLOCK
