@@ -65,6 +65,8 @@ class CommitBitmap:
         if lo >= hi:
             return True
         b = self._b
+        if len(b) == 2:  # one run (a one-page region, mostly): inside it or not
+            return b[0] <= lo and hi <= b[1]
         i = bisect_right(b, lo)
         return i & 1 == 1 and b[i] >= hi
 
