@@ -139,6 +139,7 @@ REGION_RECORD_SIZE = 72
 BITMAP_STRUCT_SIZE = 24
 _RECORD_BLOCK = block_size_for(REGION_RECORD_SIZE)
 _STRUCT_BLOCK = block_size_for(BITMAP_STRUCT_SIZE)
+_RECORD_AND_STRUCT_BLOCKS = _RECORD_BLOCK + _STRUCT_BLOCK  # where the bit data starts
 
 
 def _round_up(value: int, align: int) -> int:
@@ -204,9 +205,9 @@ class MetaAllocator:
         self._leaky = leaky
         self._legacy_2022 = legacy_2022
         self._adding_reserve = False
-        # Whether `bump_pair` may serve pairs: not while a reserve is being added
-        # (blocks then come from the meta area), nor in the non-leaky deviation (it
-        # splits listed blocks before it bumps).
+        # Whether `bump_pair` and `bump_region` may serve: not while a reserve is
+        # being added (blocks then come from the meta area), nor in the non-leaky
+        # deviation (it splits listed blocks before it bumps).
         self._pairs = leaky
         self._increment = INITIAL_RESERVE_SIZE
         # Reserves newest first (allocation order), and sorted by base (lookup).
@@ -361,9 +362,10 @@ class MetaAllocator:
         effect); otherwise None with nothing changed, and the caller makes the two
         mallocs with its touches between them.
 
-        A new region's bitmap struct and bit data are allocated so: under churn
-        the exact lists of their sizes are empty (freed blocks merge into larger
-        ones) and the reserve's committed part holds them.
+        A new region's bitmap struct and bit data are allocated so when its record
+        could not be taken with them (`bump_region`): under churn the exact lists
+        of their sizes are empty (freed blocks merge into larger ones) and the
+        reserve's committed part holds them.
         """
         if not self._pairs or first > _MAX_EXACT_REQUEST or second > _MAX_EXACT_REQUEST or (
                 first < 0 or second < 0):
@@ -410,13 +412,13 @@ class MetaAllocator:
             return None  # a block would come from a list
         reserve = self._newest
         block = reserve.bump
-        end = block + (_RECORD_BLOCK + _STRUCT_BLOCK + size3)
+        end = block + (_RECORD_AND_STRUCT_BLOCKS + size3)
         if end > reserve.limit or block < touched_lo or end > touched_hi:
             return None
         reserve.bump = end
         record = block + HEADER_SIZE
         struct = record + _RECORD_BLOCK
-        data = record + (_RECORD_BLOCK + _STRUCT_BLOCK)
+        data = record + _RECORD_AND_STRUCT_BLOCKS
         allocated = self._allocated
         allocated[record] = _RECORD_BLOCK
         allocated[struct] = _STRUCT_BLOCK
