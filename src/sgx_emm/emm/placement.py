@@ -105,9 +105,11 @@ class GapIndex:
         """
         lengths = self._length
         lists = self._lists
-        pages = length >> PAGE_SHIFT
-        # the size class (written out: see _size_class); -1 (or less) for no gap
-        cls = pages - 1 if pages <= _EXACT_CLASSES else 57 + (pages - 1).bit_length()
+        if length >= PAGE_SIZE:  # the size class, written out (see _size_class)
+            pages = length >> PAGE_SHIFT
+            cls = pages - 1 if pages <= _EXACT_CLASSES else 57 + (pages - 1).bit_length()
+        else:
+            cls = -1  # no gap (a gap closing: no shift)
         old = lengths.get(start)
         if old is not None:
             old_pages = old >> PAGE_SHIFT
