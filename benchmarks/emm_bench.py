@@ -1,7 +1,7 @@
 """The manager benchmark: one fixed call mix, shared with the C reference comparison.
 
     python benchmarks/emm_bench.py N M SEED [--backend null|sim]
-    python benchmarks/emm_bench.py 1000,10000,50000 20000 1 --compare ./cbench --repeat 3
+    python benchmarks/emm_bench.py 1000,10000,50000 20000 1 --compare ./cbench --repeat 9
 
 Setup: N one-page COMMIT_ON_DEMAND allocations; loop: M calls drawn with
 splitmix64 (commit, uncommit, realloc, mprotect, fault). Prints the setup and
