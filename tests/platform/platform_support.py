@@ -73,10 +73,11 @@ class Small:
 
 
 def build_small(*, epc_pages: int = 512, sgx2: bool = True, init: bool = True,
-                eaug_race_sigbus: bool = False, nssa: int = 2) -> Small:
+                eaug_race_sigbus: bool = False, nssa: int = 2,
+                miscselect: int = MISC_EXINFO) -> Small:
     m = Machine(epc_pages, sgx2=sgx2, eaug_race_sigbus=eaug_race_sigbus)
     fd = m.open_enclave()
-    fd.create(SecsImage(BASE, SIZE, ssa_frame_size=1, miscselect=MISC_EXINFO))
+    fd.create(SecsImage(BASE, SIZE, ssa_frame_size=1, miscselect=miscselect))
     fd.add_pages(TCS1, TcsImage(ossa=SSA1, nssa=nssa).to_bytes(), secinfo_flags(0, PT_TCS))
     fd.add_pages(SSA1, bytes(2 * PAGE), secinfo_flags(RW, PT_REG))
     fd.add_pages(TEXT, b"\x90" * PAGE, secinfo_flags(RX, PT_REG))

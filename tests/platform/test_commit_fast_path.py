@@ -16,16 +16,12 @@ from typing import Any
 import pytest
 from platform_support import (
     ACCEPT_AUG,
-    BASE,
     DATA,
     DYN,
-    DYN_END,
     DYN_X,
     PAGE,
     RW,
-    SIZE,
     SSA1,
-    TCS1,
     UNMAPPED,
     Small,
     build_small,
@@ -391,24 +387,11 @@ def test_page_loop_while_a_tracking_cycle_waits_for_two_threads() -> None:
     _run_both(scenario)
 
 
-def _without_exinfo() -> Small:
-    """The small enclave with MISCSELECT 0: AEX reports no #PF in the SSA frame."""
-    m = Machine(512)
-    fd = m.open_enclave()
-    fd.create(SecsImage(BASE, SIZE, ssa_frame_size=1, miscselect=0))
-    fd.add_pages(TCS1, TcsImage(ossa=SSA1, nssa=2).to_bytes(), secinfo_flags(0, PT_TCS))
-    fd.add_pages(SSA1, bytes(2 * PAGE), secinfo_flags(RW, PT_REG))
-    fd.init()
-    m.mmap(BASE, 3 * PAGE, RW, MAP_SHARED | MAP_FIXED, fd)
-    m.mmap(BASE + DYN, DYN_END - DYN, RW, MAP_SHARED | MAP_FIXED, fd)
-    return Small(m, fd, BASE)
-
-
 def test_page_loop_without_exinfo() -> None:
     def scenario(s: Small, t: EnclaveThread) -> list[Any]:
         return _page_loop(s, t, DYN, DYN + 4 * PAGE)
 
-    _run_both(scenario, _without_exinfo)
+    _run_both(scenario, miscselect=0)  # AEX reports no #PF in the SSA frame
 
 
 def test_hooks_installed_during_a_page_loop_see_every_later_page() -> None:
