@@ -16,16 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sgx_emm import Enclave
-from sgx_emm.emm.ema_ops import SIZEOF_BIT_ARRAY, SIZEOF_EMA
 from sgx_emm.emm.emalloc import (
-    BITMAP_STRUCT_SIZE,
     GUARD_SIZE,
     HEADER_SIZE,
     INITIAL_RESERVE_SIZE,
     MAX_EXACT_SIZE,
     MAX_RESERVE_SIZE,
     META_AREA_SIZE,
-    REGION_RECORD_SIZE,
     RESERVE_HEADER_SIZE,
     MetaAllocator,
     Reserve,
@@ -692,10 +689,6 @@ def test_bump_region_and_bump_pair_decline_in_the_deviation() -> None:
     alloc, _ = make(leaky=False)
     assert alloc.bump_region(1, 0, 1 << 64) is None
     assert alloc.bump_pair(BITMAP, 1, 0, 1 << 64) is None
-
-
-def test_the_region_sizes_the_allocator_takes_are_the_managers() -> None:
-    assert (REGION_RECORD_SIZE, BITMAP_STRUCT_SIZE) == (SIZEOF_EMA, SIZEOF_BIT_ARRAY)
 
 
 def test_bump_pair_declines_what_two_mallocs_would_not_take_from_the_bump() -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from sgx_emm.emm.bitmap import CommitBitmap
+from sgx_emm.emm.emalloc import BITMAP_STRUCT_SIZE, REGION_RECORD_SIZE
 from sgx_emm.emm.regions import Ema, RegionList
 from sgx_emm.emm.rt import (
     FaultHandler,
@@ -49,10 +50,10 @@ from sgx_emm.flags import (
     secinfo_text,
 )
 
-#: C sizeof of the reference's metadata objects (x86-64); the sizes the allocator's
-#: `bump_region` takes with a region's bit data.
-SIZEOF_EMA = 72
-SIZEOF_BIT_ARRAY = 24
+#: C sizeof of the reference's metadata objects (x86-64): defined once, by the
+#: allocator model, whose `bump_region` takes both with a region's bit data.
+SIZEOF_EMA = REGION_RECORD_SIZE
+SIZEOF_BIT_ARRAY = BITMAP_STRUCT_SIZE
 #: Offset of `bit_array.data`, written after the data block is allocated.
 _BIT_ARRAY_DATA_OFFSET = 16
 #: One byte of bit data covers 8 pages: bitmap_bytes(size >> PAGE_SHIFT) is
