@@ -357,13 +357,14 @@ class EmaOps:
                       notify_prot: int | None = None) -> None:
         """ema_do_uncommit_real: trim each maximal committed run of [start, end).
 
-        The range need not be clipped to the region: its bitmap holds only its
-        own pages. `notify_prot` (default `prot`) is the prot the trim-notify ocall carries;
-        the untrusted side gives the range that protection afterwards.
+        `ema` is a committing region (every caller has already refused or
+        skipped reservations, which have no bitmap), so the reference's
+        reservation test is not made again here. The range need not be clipped
+        to the region: its bitmap holds only its own pages. `notify_prot`
+        (default `prot`) is the prot the trim-notify ocall carries; the
+        untrusted side gives the range that protection afterwards.
         Raises EmmError(EFAULT) on an ocall failure, aborts on an EACCEPT failure.
         """
-        if ema.alloc_flags & RESERVE:
-            return
         bm = ema.bitmap
         assert bm is not None
         runs = bm.runs_list(start, end)
