@@ -85,15 +85,6 @@ class GapIndex:
         """(start, length) of every gap, ascending; O(n), for tests and dumps."""
         return sorted(self._length.items())
 
-    def add(self, start: int, length: int) -> None:
-        """Record a gap that is not yet recorded (under a page: nothing)."""
-        if length >> PAGE_SHIFT > 0:
-            self.set(start, length)
-
-    def remove(self, start: int) -> None:
-        """Forget the gap at `start`, if one is recorded."""
-        self.set(start, 0)
-
     def set(self, start: int, length: int) -> None:
         """Make the gap at `start` `length` bytes long (under a page: no gap).
 
