@@ -43,16 +43,9 @@ class FailingMeta(MetaAllocator):
             self.fail_after -= 1
         return super().malloc(size)
 
-    def bump_pair(self, first: int, second: int, touched_lo: int,
-                  touched_hi: int) -> tuple[int, int] | None:
-        """Off while failures are armed: every block then goes through `malloc`."""
-        if self.fail_after is not None:
-            return None
-        return super().bump_pair(first, second, touched_lo, touched_hi)
-
     def bump_region(self, data_size: int, touched_lo: int,
                     touched_hi: int) -> tuple[int, int, int] | None:
-        """Off while failures are armed, as `bump_pair`."""
+        """Off while failures are armed: every block then goes through `malloc`."""
         if self.fail_after is not None:
             return None
         return super().bump_region(data_size, touched_lo, touched_hi)

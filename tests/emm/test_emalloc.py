@@ -580,9 +580,9 @@ def _state(alloc: MetaAllocator, records: list[tuple[int, int, int]]) -> object:
 @given(leaky=st.booleans(), legacy=st.booleans(),
        ops=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 50), st.integers(0, 600)),
                     max_size=120))
-def test_free_region_and_bump_pair_leave_the_state_the_single_calls_leave(
+def test_free_region_and_bump_region_leave_the_state_the_single_calls_leave(
         leaky: bool, legacy: bool, ops: list[tuple[int, int, int]]) -> None:
-    """Regions made with `bump_region` or `bump_pair` and destroyed with
+    """Regions made with `bump_region` and destroyed with
     `free_region` get the same addresses and leave the same free blocks, reserves
     and block sizes as with one `malloc` / `free` per block; the header touches
     the one-call paths skip all lie in the range the caller said is committed,
@@ -599,9 +599,7 @@ def test_free_region_and_bump_pair_leave_the_state_the_single_calls_leave(
                 rec_f, *pair = blocks
             else:
                 rec_f = fast.malloc(EMA)
-                pair = fast.bump_pair(BITMAP, size, lo, hi)  # type: ignore[assignment]
-                if pair is None:
-                    pair = [fast.malloc(BITMAP), fast.malloc(size)]  # type: ignore[list-item]
+                pair = [fast.malloc(BITMAP), fast.malloc(size)]  # type: ignore[list-item]
             got = (slow.malloc(BITMAP), slow.malloc(size))
             assert (rec_f, *pair) == (rec_s, *got)
             if None in got:
@@ -685,23 +683,6 @@ def test_bump_region_declines_what_three_mallocs_would_not_take_from_the_bump() 
     assert alloc.reserves()[0].used == used + 128
 
 
-def test_bump_region_and_bump_pair_decline_in_the_deviation() -> None:
+def test_bump_region_declines_in_the_deviation() -> None:
     alloc, _ = make(leaky=False)
     assert alloc.bump_region(1, 0, 1 << 64) is None
-    assert alloc.bump_pair(BITMAP, 1, 0, 1 << 64) is None
-
-
-def test_bump_pair_declines_what_two_mallocs_would_not_take_from_the_bump() -> None:
-    alloc, _ = make()
-    lo, hi = USER_BASE, USER_BASE + 0x40000
-    a, b = alloc.malloc(BITMAP), alloc.malloc(8)
-    assert a and b
-    alloc.free(a)  # a 32-byte block now heads its exact list
-    used = alloc.reserves()[0].used
-    assert alloc.bump_pair(BITMAP, 1, lo, hi) is None  # the struct would be `a`
-    assert alloc.bump_pair(1, 1, lo, lo + 0x100) is None  # not in committed memory
-    assert alloc.bump_pair(1, -1, lo, hi) is None  # malloc raises ValueError
-    assert alloc.bump_pair(MAX_EXACT_SIZE, 1, lo, hi) is None  # from the best-fit list
-    assert alloc.reserves()[0].used == used
-    pair = alloc.bump_pair(1, 1, lo, hi)
-    assert pair is not None and pair[1] == pair[0] + 16

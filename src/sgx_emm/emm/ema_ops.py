@@ -93,9 +93,6 @@ class MetaAllocatorLike(Protocol):
 
     def malloc(self, size: int) -> int | None: ...
 
-    def bump_pair(self, first: int, second: int, touched_lo: int,
-                  touched_hi: int) -> tuple[int, int] | None: ...
-
     def free(self, payload: int) -> None: ...
 
     def bump_region(self, data_size: int, touched_lo: int,
@@ -182,15 +179,11 @@ class EmaOps:
     def new_bitmap(self, ema: Ema, full: bool) -> bool:
         """bit_array_new_set / _reset for the whole region; False = ENOMEM."""
         start, end = ema.start, ema.end
-        if ema.map_struct is None:  # not taken with the record (see `new`)
-            nbytes = (end - start + _BITMAP_BYTE_PAGES_LESS_ONE) >> _BITMAP_BYTE_SHIFT
-            # both blocks from committed metadata in one step (nothing to touch), else
-            # the two mallocs with the touches between them
-            pair = self.meta.bump_pair(SIZEOF_BIT_ARRAY, nbytes, self.touched_lo, self.touched_hi)
+        if ema.map_struct is None:  # not taken with the record (see `new`): rare
+            pair = self._malloc_bitmap(
+                (end - start + _BITMAP_BYTE_PAGES_LESS_ONE) >> _BITMAP_BYTE_SHIFT)
             if pair is None:
-                pair = self._malloc_bitmap(nbytes)
-                if pair is None:
-                    return False
+                return False
             ema.map_struct, ema.map_data = pair
         ema.bitmap = CommitBitmap([start, end] if full and end > start else [])
         return True

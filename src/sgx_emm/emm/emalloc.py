@@ -205,7 +205,7 @@ class MetaAllocator:
         self._leaky = leaky
         self._legacy_2022 = legacy_2022
         self._adding_reserve = False
-        # Whether `bump_pair` and `bump_region` may serve: not while a reserve is
+        # Whether `bump_region` may serve: not while a reserve is
         # being added (blocks then come from the meta area), nor in the non-leaky
         # deviation (it splits listed blocks before it bumps).
         self._pairs = leaky
@@ -353,41 +353,6 @@ class MetaAllocator:
             self._host.meta_touch(block, HEADER_SIZE)
             reserve.touched_to = min((block & ~_PAGE_MASK) + PAGE_SIZE, reserve.limit)
         return payload
-
-    def bump_pair(self, first: int, second: int, touched_lo: int,
-                  touched_hi: int) -> tuple[int, int] | None:
-        """`malloc(first)` then `malloc(second)` in one call, when both come from the
-        newest reserve's bump pointer and lie in [touched_lo, touched_hi), memory the
-        caller knows is committed (so no touch between or after the two can have an
-        effect); otherwise None with nothing changed, and the caller makes the two
-        mallocs with its touches between them.
-
-        A new region's bitmap struct and bit data are allocated so when its record
-        could not be taken with them (`bump_region`): under churn the exact lists
-        of their sizes are empty (freed blocks merge into larger ones) and the
-        reserve's committed part holds them.
-        """
-        if not self._pairs or first > _MAX_EXACT_REQUEST or second > _MAX_EXACT_REQUEST or (
-                first < 0 or second < 0):
-            return None
-        size1 = _EXACT_FIT[first]
-        size2 = _EXACT_FIT[second]
-        exact = self._exact
-        if exact[size1] or exact[size2]:
-            return None  # a block would come from a list
-        reserve = self._newest
-        block = reserve.bump
-        end = block + (size1 + size2)
-        if end > reserve.limit or block < touched_lo or end > touched_hi:
-            return None
-        reserve.bump = end
-        # malloc's header touches: within committed memory they do nothing
-        first_payload = block + HEADER_SIZE
-        second_payload = first_payload + size1
-        allocated = self._allocated
-        allocated[first_payload] = size1
-        allocated[second_payload] = size2
-        return first_payload, second_payload
 
     def bump_region(self, data_size: int, touched_lo: int,
                     touched_hi: int) -> tuple[int, int, int] | None:
