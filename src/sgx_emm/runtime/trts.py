@@ -13,15 +13,18 @@ from __future__ import annotations
 import errno
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from sgx_emm.emm.rt import Mutex, PfHandler, eaccept_each
 from sgx_emm.runtime.dispatcher import ExceptionDispatcher
 from sgx_emm.trace import OCALL, Trace
 
 #: the ocalls' trace keys, for counting them while nobody listens (`Trace.unheard`)
+#: Each ocall's trace key and the names of its arguments in the event's details.
 _ALLOC_OCALL = (OCALL, "alloc_ocall")
+_ALLOC_FIELDS = ("addr", "length", "page_type", "flags")
 _MODIFY_OCALL = (OCALL, "modify_ocall")
+_MODIFY_FIELDS = ("addr", "length", "flags_from", "flags_to")
 
 
 class OcallTarget(Protocol):
@@ -67,25 +70,25 @@ class TrustedRuntime:
         self._untrusted = target
 
     def alloc_ocall(self, addr: int, length: int, page_type: int, alloc_flags: int) -> int:
-        trace = self._trace
-        if trace.listening:
-            trace.emit(OCALL, "alloc_ocall", addr=addr, length=length,
-                       page_type=page_type, flags=alloc_flags)
-        else:
-            trace.unheard(_ALLOC_OCALL)
-        ret = self._bridge(
-            lambda: self._untrusted.alloc_ocall(addr, length, page_type, alloc_flags))
-        return 0 if ret == 0 else errno.EFAULT
+        return self._ocall(_ALLOC_OCALL, _ALLOC_FIELDS, (addr, length, page_type, alloc_flags))
 
     def modify_ocall(self, addr: int, length: int, flags_from: int, flags_to: int) -> int:
+        return self._ocall(_MODIFY_OCALL, _MODIFY_FIELDS, (addr, length, flags_from, flags_to))
+
+    def _ocall(self, key: tuple[str, str], fields: tuple[str, ...],
+               args: tuple[int, ...]) -> int:
+        """Announce an ocall (its details built only while someone listens), bridge
+        it to the untrusted side's method of the same name (looked up when the
+        bridge calls it: the untrusted runtime may be swapped meanwhile), and give
+        the manager 0 or EFAULT."""
         trace = self._trace
         if trace.listening:
-            trace.emit(OCALL, "modify_ocall", addr=addr, length=length,
-                       flags_from=flags_from, flags_to=flags_to)
+            details: dict[str, Any] = dict(zip(fields, args, strict=True))
+            trace.emit(*key, **details)
         else:
-            trace.unheard(_MODIFY_OCALL)
-        ret = self._bridge(
-            lambda: self._untrusted.modify_ocall(addr, length, flags_from, flags_to))
+            trace.unheard(key)
+        name = key[1]
+        ret = self._bridge(lambda: getattr(self._untrusted, name)(*args))
         return 0 if ret == 0 else errno.EFAULT
 
     def last_ocall_failure(self) -> str | None:
