@@ -22,7 +22,7 @@ from emm_support import (
     user_spans,
 )
 
-from sgx_emm.errors import EnclaveAbort
+from sgx_emm.errors import EmmError, EnclaveAbort
 from sgx_emm.flags import (
     COMMIT_NOW,
     COMMIT_ON_DEMAND,
@@ -34,6 +34,7 @@ from sgx_emm.flags import (
     PAGE_TYPE_TCS,
     RESERVE,
     SYSTEM,
+    AllocFlags,
     aligned,
 )
 
@@ -309,3 +310,31 @@ def test_system_flag_is_kept_on_rts_regions() -> None:
     mgr, _ = make()
     a = mgr.mm_alloc(None, PAGE, RESERVE | SYSTEM)
     assert mgr.regions("rts")[0].alloc_flags == 0x81 and a == USER_BASE - PAGE
+
+
+# --------------------------------------------------- the decoded flag word
+
+
+def test_a_flag_word_is_decoded_for_the_root_that_asks() -> None:
+    """The decode of a flag word is cached, but the public call's SYSTEM refusal
+    (which comes before every other flag check) is not shared with mm_alloc, in
+    either order."""
+    mgr, _ = make()
+    word = SYSTEM | COD
+    a = mgr.mm_alloc(None, PAGE, word)
+    with pytest.raises(EmmError, match="SYSTEM is reserved") as info:
+        mgr.alloc(None, PAGE, word)
+    assert info.value.errno == errno.EINVAL
+    with pytest.raises(EmmError, match="SYSTEM is reserved"):
+        mgr.alloc(None, PAGE, SYSTEM)  # also before the missing commit mode
+    with pytest.raises(EmmError, match="no commit mode"):
+        mgr.mm_alloc(None, PAGE, SYSTEM)
+    assert mgr.mm_alloc(None, PAGE, word) != a
+
+
+def test_an_intflag_word_leaves_plain_ints_in_the_region() -> None:
+    mgr, _ = make()
+    a = mgr.alloc(None, PAGE, AllocFlags.COMMIT_ON_DEMAND)
+    region = next(r for r in mgr.regions() if r.start == a)
+    assert type(region.alloc_flags) is int and type(region.si_flags) is int
+    assert (region.alloc_flags, region.si_flags) == (int(COD), 0x203)
