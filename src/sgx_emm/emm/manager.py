@@ -667,7 +667,8 @@ class EnclaveMemoryManager:
     def _alloc(self, rts: bool, addr: int | None, size: int, flags: int,
                handler: FaultHandler | None, private: Any) -> int:
         mode = _decode_alloc_flags(flags, not rts)
-        if size <= 0 or size % PAGE_SIZE:  # Deviation: size 0
+        # (one page, the usual size, passes with one small-int comparison)
+        if size != PAGE_SIZE and (size <= 0 or size % PAGE_SIZE):  # Deviation: size 0
             raise EmmError(errno.EINVAL, f"size {size:#x} is not positive" if size <= 0 else
                            f"size {size:#x} is not a multiple of the page size")
         shift = mode.shift
@@ -691,15 +692,17 @@ class EnclaveMemoryManager:
                                                                        self._user_bounds)
             si_flags = mode.si_flags
             node: Ema | None = None
-            saved: list[_Saved] = []
+            saved: Sequence[_Saved] = ()  # what re-used reserves were (an alloc at an address)
             found: int | None = None
             if start:
+                reused: list[_Saved] = []
+                saved = reused
                 end = start + size
                 overlapped = root.overlapping(start, end)
                 if overlapped:
                     node = self._realloc_from_reserve(root, bounds, overlapped, start, end,
                                                       alloc_flags, si_flags, handler, private,
-                                                      saved)
+                                                      reused)
                     if node is None and alloc_flags & FIXED:
                         raise EmmError(errno.EEXIST,
                                        self._overlap_problem(bounds, overlapped, start, end))
@@ -728,7 +731,7 @@ class EnclaveMemoryManager:
         finally:
             lock.release()
 
-    def _do_alloc(self, root: RegionList, node: Ema, saved: list[_Saved],
+    def _do_alloc(self, root: RegionList, node: Ema, saved: Sequence[_Saved],
                   mode: _AllocMode) -> None:
         """ema_do_alloc for a committing region (`mode`: its flags, decoded): ocall,
         COMMIT_NOW EACCEPTs, bitmap; the region goes on failure."""
@@ -829,7 +832,7 @@ class EnclaveMemoryManager:
             saved.clear()
         return node
 
-    def _restore_reserves(self, root: RegionList, saved: list[_Saved]) -> None:
+    def _restore_reserves(self, root: RegionList, saved: Sequence[_Saved]) -> None:
         """Put back the reserves an alloc carved up before its ocall failed."""
         lo, hi = saved[0][0], saved[-1][1]
         for ema in root.overlapping(lo, hi):

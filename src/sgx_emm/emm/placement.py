@@ -139,16 +139,21 @@ class GapIndex:
         Without `accept` the lowest such gap's start is the answer (every gap
         that is long enough is accepted).
         """
-        pages = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
-        if pages <= _EXACT_CLASSES:  # an exact class: every gap in it fits
-            cls = full_from = pages - 1
+        if size == PAGE_SIZE:  # one page, the usual request: every gap fits
+            cls = full_from = 0
             partial = False
+            fitting = self._mask  # (the bit arithmetic below is never specialized)
         else:
-            cls = _size_class(pages)
-            partial = _class_floor(cls) < pages  # class `cls` holds smaller and larger gaps
-            full_from = cls + 1 if partial else cls
+            pages = (size + PAGE_SIZE - 1) >> PAGE_SHIFT
+            if pages <= _EXACT_CLASSES:  # an exact class: every gap in it fits
+                cls = full_from = pages - 1
+                partial = False
+            else:
+                cls = _size_class(pages)
+                partial = _class_floor(cls) < pages  # class `cls` holds smaller and larger gaps
+                full_from = cls + 1 if partial else cls
+            fitting = self._mask >> full_from  # bit k: class full_from + k, all of whose gaps fit
         lists = self._lists
-        fitting = self._mask >> full_from  # bit k: class full_from + k, all of whose gaps fit
         # fitting == 1 (the request's own class, the commonest) spares the bit arithmetic
         if accept is None and not partial and (fitting == 1 or not fitting & (fitting - 1)):
             # at most one such class (the usual case): its lowest gap is the answer
