@@ -64,6 +64,8 @@ from sgx_emm.flags import (
 )
 
 _PAGE_MASK = PAGE_SIZE - 1
+#: An address's page base is `addr & _PAGE_BASE` (`~` is an interpreted op of its own).
+_PAGE_BASE = ~_PAGE_MASK
 _MODE_BITS = RESERVE | COMMIT_NOW | COMMIT_ON_DEMAND
 _COMMIT_MODES = frozenset((RESERVE, COMMIT_NOW, COMMIT_ON_DEMAND))
 _ALLOC_PAGE_TYPES = frozenset((0, PAGE_TYPE_REG, PAGE_TYPE_SS_FIRST, PAGE_TYPE_SS_REST))
@@ -605,7 +607,7 @@ class EnclaveMemoryManager:
         ops = self._ops
         if ops.touched_lo <= addr and end <= ops.touched_hi:
             return
-        page = addr & ~_PAGE_MASK
+        page = addr & _PAGE_BASE
         while page < end:
             ema = self._user.find(page)
             if ema is not None and ema.bitmap is not None:
@@ -1001,7 +1003,7 @@ class EnclaveMemoryManager:
         lock.acquire()
         held = True
         try:
-            page = pfinfo.maddr & ~_PAGE_MASK
+            page = pfinfo.maddr & _PAGE_BASE
             ema = self._user.find(page) or self._rts.find(page)
             if ema is None:
                 return EXCEPTION_CONTINUE_SEARCH
