@@ -16,7 +16,9 @@ each size in the same run, and prints both per-call times, their ratio and the
 growth of our per-call time from the smallest to the largest N, beside the
 goals (at most 2.5x C at 1,000 regions, at least 10x faster at 50,000, growth
 at most 1.3x). `--repeat K` runs each side K times and keeps the fastest,
-printing the slowest beside it as the noise of the run. The comparison uses
+printing the slowest beside it as the noise of the run; the K rounds each run
+every size in turn, so that the machine's drift falls on all sizes alike
+(garbage of earlier runs is collected before each of ours). The comparison uses
 this process's CPU time for the loop (the machine may be shared; wall time
 counts the other tenants too).
 
@@ -27,6 +29,7 @@ count) and `sim` (the full simulated enclave; plug it in `make_sim_backend`).
 from __future__ import annotations
 
 import argparse
+import gc
 import re
 import shlex
 import subprocess
@@ -231,18 +234,25 @@ def compare(sizes: list[int], m: int, seed: int, backend_name: str, cmd: str,
             repeat: int) -> None:
     """Both implementations per size, fastest of `repeat`, then ratio and growth."""
     ours: dict[int, float] = {}
+    c_runs: dict[int, list[float]] = {n: [] for n in sizes}
+    py_runs: dict[int, list[float]] = {n: [] for n in sizes}
+    # Rounds over all sizes, not all repeats of one size and then the next: a
+    # shared machine's speed drifts over minutes, and drift must not pass for
+    # growth between sizes.
+    for _ in range(repeat):
+        for n in sizes:
+            c_runs[n].append(run_reference(cmd, n, m, seed))
+            backend = BACKENDS[backend_name]()
+            gc.collect()  # an earlier run's garbage is not this run's work
+            _, _, cpu, _ = run_timed(n, m, seed, backend)
+            py_runs[n].append(cpu / m * 1e6)
     print(f"{'regions':>8} {'C us/call':>22} {'sgx-emm us/call':>22} {'ratio':>7}")
     for n in sizes:
-        c_runs, py_runs = [], []
-        for _ in range(repeat):
-            c_runs.append(run_reference(cmd, n, m, seed))
-            _, _, cpu, _ = run_timed(n, m, seed, BACKENDS[backend_name]())
-            py_runs.append(cpu / m * 1e6)
-        c, py = min(c_runs), min(py_runs)
+        c, py = min(c_runs[n]), min(py_runs[n])
         ours[n] = py
         ratio = py / c
         word = f"{ratio:.2f}x C" if ratio >= 1 else f"{1 / ratio:.1f}x faster"
-        print(f"{n:>8} {_spread(c_runs):>22} {_spread(py_runs):>22} {word:>12}")
+        print(f"{n:>8} {_spread(c_runs[n]):>22} {_spread(py_runs[n]):>22} {word:>12}")
     lo, hi = min(sizes), max(sizes)
     if hi != lo:
         print(f"growth {lo} -> {hi}: {ours[hi] / ours[lo]:.2f}x (goal <= 1.3)")
