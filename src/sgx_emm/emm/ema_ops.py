@@ -63,6 +63,8 @@ _BITMAP_BYTE_PAGES_LESS_ONE = 7 * PAGE_SIZE
 
 _REG_RW_PENDING = int(PAGE_TYPE_REG | PROT_READ_WRITE | PENDING)
 _TRIM_MODIFIED = int(PAGE_TYPE_TRIM | MODIFIED)
+#: SECINFO flags without the permission bits (a constant: `~` is an interpreted op).
+_NOT_PROT = ~PROT_MASK
 _TCS_MODIFIED = int(PAGE_TYPE_TCS | MODIFIED)
 _WX = int(PROT_WRITE | PROT_EXEC)
 
@@ -419,7 +421,7 @@ class EmaOps:
                                    prot | new_prot if extends else prot)
                     raise error
         node = self.split_range(root, ema, lo, hi) if lo > s or hi < e else ema
-        node.si_flags = (node.si_flags & ~PROT_MASK) | new_prot
+        node.si_flags = (node.si_flags & _NOT_PROT) | new_prot
         if new_prot == PROT_NONE and modify(lo, hi - lo, page_type | PROT_NONE,
                                             page_type | PROT_NONE):
             raise EmmError(errno.EFAULT, ocall_problem(
@@ -455,7 +457,7 @@ class EmaOps:
                 node = self.split_range(root, ema, lo, hi)
             except EmmError:
                 return  # no metadata for the split: the books keep the old prot
-            node.si_flags = (node.si_flags & ~PROT_MASK) | union
+            node.si_flags = (node.si_flags & _NOT_PROT) | union
 
     def match_region_prot(self, ema: Ema, page: int) -> None:
         """After a fault commit: give the page the region's prot (a deviation).

@@ -66,6 +66,9 @@ from sgx_emm.flags import (
 _PAGE_MASK = PAGE_SIZE - 1
 #: An address's page base is `addr & _PAGE_BASE` (`~` is an interpreted op of its own).
 _PAGE_BASE = ~_PAGE_MASK
+#: The prots modify_permissions takes: R/W/X bits only, and no X without R.
+_MPROTECT_PROTS = frozenset(p for p in range(PROT_MASK + 1)
+                            if not (p & PROT_EXEC and not p & PROT_READ))
 _MODE_BITS = RESERVE | COMMIT_NOW | COMMIT_ON_DEMAND
 _COMMIT_MODES = frozenset((RESERVE, COMMIT_NOW, COMMIT_ON_DEMAND))
 _ALLOC_PAGE_TYPES = frozenset((0, PAGE_TYPE_REG, PAGE_TYPE_SS_FIRST, PAGE_TYPE_SS_REST))
@@ -400,9 +403,9 @@ def _modify_permissions_call(rts: bool, name: str, doc: str) -> Callable[
         end = (addr + PAGE_SIZE if size == PAGE_SIZE and addr in root.by_start
                else _check_range(addr, size))
         prot = int(prot)
-        if prot & ~PROT_MASK:  # Deviation: undefined prot bits
-            raise EmmError(errno.EINVAL, f"prot {prot:#x} has bits other than R/W/X")
-        if prot & PROT_EXEC and not prot & PROT_READ:
+        if prot not in _MPROTECT_PROTS:  # (one set probe instead of three bit tests)
+            if prot & ~PROT_MASK:  # Deviation: undefined prot bits
+                raise EmmError(errno.EINVAL, f"prot {prot:#x} has bits other than R/W/X")
             raise EmmError(errno.EINVAL, f"prot {prot_letters(prot)} has X without R")
         lock = self._api_lock
         lock.acquire()
