@@ -41,6 +41,34 @@ def test_counting_only_mode_keeps_no_list() -> None:
     assert rt.calls == [] and rt.counts["EACCEPT"] == 1
 
 
+def _one_of_each(rt: NullRuntime) -> None:
+    rt.alloc_ocall(0x2000, 0x1000, 0x200, 4)
+    rt.modify_ocall(0x2000, 0x1000, 0x203, 0x201)
+    rt.primitives.eaccept(0x20B, 0x2000)
+    rt.primitives.eacceptcopy(0x201, 0x2000, 0x3000)
+    rt.primitives.emodpe(0x221, 0x2000)
+
+
+def test_counting_only_counts_every_call_across_resets_and_mode_switches() -> None:
+    rt = NullRuntime(0x1000, 0x10000, record=False)
+    _one_of_each(rt)
+    assert rt.counts == dict.fromkeys(
+        ("alloc_ocall", "modify_ocall", "EACCEPT", "EACCEPTCOPY", "EMODPE"), 1)
+    rt.reset()  # new counters: the calls must count on them, not on the old ones
+    assert not rt.counts
+    _one_of_each(rt)
+    _one_of_each(rt)
+    assert set(rt.counts.values()) == {2}
+    rt.record = True  # recorded calls still count, and are listed
+    _one_of_each(rt)
+    assert set(rt.counts.values()) == {3} and len(rt.calls) == 5
+    rt.inject("EACCEPT", 0x1B)
+    rt.record = False  # an injection pending: calls go the recording way, still counted
+    assert rt.primitives.eaccept(0x20B, 0x2000) == 0x1B
+    assert rt.primitives.eaccept(0x20B, 0x2000) == 0
+    assert rt.counts["EACCEPT"] == 5 and len(rt.calls) == 5
+
+
 def test_injection_by_count_and_by_arguments() -> None:
     rt = NullRuntime(0x1000, 0x10000)
     rt.inject("modify_ocall")

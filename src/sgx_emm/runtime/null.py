@@ -82,17 +82,25 @@ class NullRuntime:
         self._injections: dict[str, list[_Injection]] = {}
         self._record_calls = record
         self._trace = trace
-        self._count_only = False
-        self._update_count_only()
         self.register_ok = register_ok
         self.calls: list[Call] = []
         self.pf_handler: PfHandler | None = None
         self._guard = threading.Lock()
+        self.primitives = NullPrimitives(self)
         #: Calls by name: one counter per call, plus what page loops counted at
         #: once (`_bulk`, under `_guard`; a counter cannot be advanced by n).
         self._tally = _tallies()
+        self._bind_tallies()
         self._bulk: dict[str, int] = dict.fromkeys(CALL_NAMES, 0)
-        self.primitives = NullPrimitives(self)
+        self._count_only = False
+        self._update_count_only()
+
+    def _bind_tallies(self) -> None:
+        """Give every call its counter as an attribute (no name lookup per call)."""
+        tally = self._tally
+        self._alloc_ocalls = tally[ALLOC_OCALL]
+        self._modify_ocalls = tally[MODIFY_OCALL]
+        self.primitives._bind(tally)
 
     @property
     def record(self) -> bool:
@@ -119,6 +127,7 @@ class NullRuntime:
         traced or injected: one flag the calls test, kept by whatever changes those."""
         self._count_only = not (self._record_calls or self._injections
                                 or self._trace is not None)
+        self.primitives._count_only = self._count_only
 
     # ---- failure injection ----
 
@@ -148,6 +157,7 @@ class NullRuntime:
         with self._guard:
             self.calls.clear()
             self._tally = _tallies()
+            self._bind_tallies()
             self._bulk = dict.fromkeys(CALL_NAMES, 0)
 
     @property
@@ -196,13 +206,13 @@ class NullRuntime:
 
     def alloc_ocall(self, addr: int, length: int, page_type: int, alloc_flags: int) -> int:
         if self._count_only:
-            next(self._tally[ALLOC_OCALL])
+            next(self._alloc_ocalls)
             return 0
         return self._call(OCALL, ALLOC_OCALL, (addr, length, page_type, alloc_flags))
 
     def modify_ocall(self, addr: int, length: int, flags_from: int, flags_to: int) -> int:
         if self._count_only:
-            next(self._tally[MODIFY_OCALL])
+            next(self._modify_ocalls)
             return 0
         return self._call(OCALL, MODIFY_OCALL, (addr, length, flags_from, flags_to))
 
@@ -225,13 +235,22 @@ class NullPrimitives:
 
     def __init__(self, runtime: NullRuntime) -> None:
         self._rt = runtime
+        #: The runtime's flag and counters, mirrored here by the runtime: a leaf
+        #: that is only counted reads two attributes of its own object.
+        self._count_only = False
+        self._bind(_tallies())
+
+    def _bind(self, tally: dict[str, itertools.count[int]]) -> None:
+        """Count on `tally`'s counters from now on (the runtime's, after a reset)."""
+        self._eaccepts = tally[EACCEPT]
+        self._eacceptcopies = tally[EACCEPTCOPY]
+        self._emodpes = tally[EMODPE]
 
     def eaccept(self, secinfo: int, addr: int) -> int:
-        rt = self._rt
-        if rt._count_only:
-            next(rt._tally[EACCEPT])
+        if self._count_only:
+            next(self._eaccepts)
             return 0
-        return rt._call(LEAF, EACCEPT, (secinfo, addr))
+        return self._rt._call(LEAF, EACCEPT, (secinfo, addr))
 
     def eaccept_pages(self, secinfo: int, pages: range, done: list[int]) -> int:
         """EACCEPT over `pages` (`PagePrimitives`): one leaf per page as `eaccept`
@@ -246,18 +265,16 @@ class NullPrimitives:
         return 0
 
     def eacceptcopy(self, secinfo: int, dest: int, src: int) -> int:
-        rt = self._rt
-        if rt._count_only:
-            next(rt._tally[EACCEPTCOPY])
+        if self._count_only:
+            next(self._eacceptcopies)
             return 0
-        return rt._call(LEAF, EACCEPTCOPY, (secinfo, dest, src))
+        return self._rt._call(LEAF, EACCEPTCOPY, (secinfo, dest, src))
 
     def emodpe(self, secinfo: int, addr: int) -> int:
-        rt = self._rt
-        if rt._count_only:
-            next(rt._tally[EMODPE])
+        if self._count_only:
+            next(self._emodpes)
             return 0
-        return rt._call(LEAF, EMODPE, (secinfo, addr))
+        return self._rt._call(LEAF, EMODPE, (secinfo, addr))
 
 
 __all__ = ["CALL_NAMES", "Call", "NullPrimitives", "NullRuntime"]
