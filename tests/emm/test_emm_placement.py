@@ -196,3 +196,50 @@ def test_find_inside_a_region_after_it_is_split_or_replaced() -> None:
     lst.insert(again)
     assert lst.find(a + 6 * PAGE) is again and lst.find(a + 7 * PAGE) is None
     assert lst.find(a + 3 * PAGE) is big
+
+
+def check_links(lst: RegionList) -> None:
+    """Links in both directions, first/last, the start map and the gap index agree."""
+    nodes = list(lst)
+    assert [(e.start, e.end) for e in nodes] == sorted((e.start, e.end) for e in nodes)
+    assert all(a.end <= b.start for a, b in zip(nodes, nodes[1:], strict=False))
+    assert [e.prev for e in nodes] == [None, *nodes[:-1]][:len(nodes)]
+    assert lst.first is (nodes[0] if nodes else None)
+    assert lst.last is (nodes[-1] if nodes else None)
+    assert lst.by_start == {e.start: e for e in nodes}
+    assert lst.gaps.items() == gaps_of(lst)
+
+
+edits = st.lists(st.tuples(st.sampled_from(["add", "remove", "split_low", "split_high"]),
+                           st.integers(0, 0x3F), st.integers(1, 6)), max_size=80)
+
+
+@settings(max_examples=300)
+@given(edits)
+def test_inserts_find_their_lower_neighbour_after_removes_and_splits(
+        steps: list[tuple[str, int, int]]) -> None:
+    """An insert at a gap's start, past the last region, below the first or inside a
+    gap links to the right neighbours however the list got there (a split hands the
+    gap above a region to its upper part)."""
+    lst = RegionList()
+    base = 0x100000
+    for op, page, pages in steps:
+        start = base + page * PAGE
+        if op == "add":
+            end = start + pages * PAGE
+            if lst.first_overlap(start, end) is None:
+                lst.insert(Ema(start, end, 4, 0x203))
+        else:
+            victim = lst.find(start)
+            if victim is None:
+                continue
+            if op == "remove":
+                lst.remove(victim)
+            elif victim.end - victim.start > PAGE:
+                cut = victim.start + PAGE * max(1, (victim.end - victim.start) // PAGE // 2)
+                lst.split(victim, cut, Ema(0, 0, 4, 0x203), op == "split_low")
+        check_links(lst)
+    for gap_start, length in lst.gaps.items():  # fill every gap from its start
+        lst.insert(Ema(gap_start, gap_start + length, 4, 0x203))
+        check_links(lst)
+    assert not lst.gaps.items()

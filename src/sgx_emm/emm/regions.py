@@ -88,10 +88,14 @@ class RegionList:
     """The regions of one root, ordered by address, with a gap index.
 
     Lookup by address O(log n); insert/remove O(log n); neighbours O(1).
-    `by_start` and `by_end` map each region's first and end address to it
-    (read-only outside this class): most calls name a region's start, and a
-    region placed in a gap starts where its lower neighbour ends, so a dict
-    probe answers before the ordered index is searched.
+    `by_start` maps each region's first address to it (read-only outside
+    this class): most calls name a region's start, so a dict probe answers
+    before the ordered index is searched. A region placed in a gap starts
+    where its lower neighbour ends; `_below_gap` maps each recorded gap's
+    start to that neighbour. It holds one entry per gap, not per region: with
+    many regions packed tight it stays small (and in the cache), where a map
+    of every region's end grew with them and cost a random probe per insert
+    and remove.
 
     The ordered index of starts is brought up to date only when it is
     searched: inserts and removes note the start in `_added` / `_dropped`
@@ -101,7 +105,7 @@ class RegionList:
     the same O(log n) per change as before, once.
     """
 
-    __slots__ = ("_starts", "_added", "_dropped", "by_start", "by_end", "first", "last",
+    __slots__ = ("_starts", "_added", "_dropped", "by_start", "_below_gap", "first", "last",
                  "gaps")
 
     def __init__(self) -> None:
@@ -110,7 +114,8 @@ class RegionList:
         self._added: set[int] = set()
         self._dropped: set[int] = set()
         self.by_start: dict[int, Ema] = {}
-        self.by_end: dict[int, Ema] = {}
+        #: the region below each gap in `gaps`, by the gap's start (that region's end)
+        self._below_gap: dict[int, Ema] = {}
         self.first: Ema | None = None
         self.last: Ema | None = None
         self.gaps = GapIndex()
@@ -188,20 +193,27 @@ class RegionList:
         """Link a region into its address slot (it must overlap nothing)."""
         start, end = ema.start, ema.end
         gaps = self.gaps
-        prev = self.by_end.get(start)
-        if prev is not None:  # it starts where its lower neighbour ends: that gap closes
+        below_gap = self._below_gap
+        prev = below_gap.pop(start, None)
+        if prev is not None:  # it starts where its lower neighbour's gap starts: that closes
             gaps.set(start, 0)
         else:
-            prev = self._floor(start)
+            last = self.last
+            # above the last region (no gap is recorded there), else a search
+            prev = last if last is not None and last.end <= start else self._floor(start)
             if prev is not None:  # the gap above `prev` keeps what lies below `start`
-                gaps.set(prev.end, start - prev.end)
+                below = start - prev.end
+                gaps.set(prev.end, below)
+                if below >= PAGE_SIZE:
+                    below_gap[prev.end] = prev
+                else:
+                    below_gap.pop(prev.end, None)
         nxt = prev.next if prev is not None else self.first
         if start in self._dropped:
             self._dropped.remove(start)
         else:
             self._added.add(start)
         self.by_start[start] = ema
-        self.by_end[end] = ema
         ema.prev = prev
         ema.next = nxt
         if prev is not None:
@@ -212,6 +224,7 @@ class RegionList:
             nxt.prev = ema
             if nxt.start - end >= PAGE_SIZE:  # smaller gaps are not recorded
                 gaps.set(end, nxt.start - end)
+                below_gap[end] = ema
         else:
             self.last = ema
 
@@ -224,20 +237,23 @@ class RegionList:
         else:
             self._dropped.add(start)
         del self.by_start[start]
-        del self.by_end[end]
         gaps = self.gaps
+        below_gap = self._below_gap
         if nxt is not None:
             if nxt.start - end >= PAGE_SIZE:  # a gap is recorded only from a page
                 gaps.set(end, 0)
+                del below_gap[end]
             nxt.prev = prev
         else:
             self.last = prev
         if prev is not None:
             prev.next = nxt
-            if nxt is not None:
+            if nxt is not None:  # the gap above `prev` now reaches `nxt` (a page at least)
                 gaps.set(prev.end, nxt.start - prev.end)
+                below_gap[prev.end] = prev
             else:
                 gaps.set(prev.end, 0)
+                below_gap.pop(prev.end, None)
         else:
             self.first = nxt
         ema.prev = ema.next = None
@@ -258,10 +274,10 @@ class RegionList:
                 self.first = new
             ema.prev = new
             self.by_start[addr] = ema
-            self.by_end[addr] = new
         else:
             new.start, new.end = addr, ema.end
-            self.by_end[ema.end] = new
+            if ema.end in self._below_gap:  # the gap above is now above the upper part
+                self._below_gap[ema.end] = new
             ema.end = addr
             new.prev, new.next = ema, ema.next
             if ema.next is not None:
@@ -270,7 +286,6 @@ class RegionList:
                 self.last = new
             ema.next = new
             self.by_start[addr] = new
-            self.by_end[addr] = ema
         if addr in self._dropped:
             self._dropped.remove(addr)
         else:
