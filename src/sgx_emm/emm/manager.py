@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sgx_emm.emm.bitmap import CommitBitmap
 from sgx_emm.emm.ema_ops import (
@@ -307,19 +308,30 @@ class _NotInitialized:
 # ends below 2^64. The index is read without the lock: whatever a concurrent
 # call changes, an address that was ever a region's start passes the check.
 
-_RangeMethod = Callable[["EnclaveMemoryManager", int, int], None]
-_M = TypeVar("_M", bound=Callable[..., Any])
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _api_method(method: _M, name: str, doc: str) -> _M:
-    """Name a factory-made method as if it had been written in the class."""
-    method.__name__ = name
-    method.__qualname__ = f"EnclaveMemoryManager.{name}"
-    method.__doc__ = doc
-    return method
+def _made_by(factory: Callable[..., Callable[..., Any]], *args: bool) -> Callable[[_F], _F]:
+    """Decorator: the declared method (signature and docstring only) gets the body
+    `factory(*args)` makes, under its own name, docstring and signature.
+
+    Type checkers, `help()`, tracebacks and profiles see the method as declared;
+    a declaration whose parameters differ from the body's fails at import.
+    """
+    def decorate(declared: _F) -> _F:
+        made = factory(*args)
+        shape = [(p.name, p.kind) for p in inspect.signature(declared).parameters.values()]
+        if shape != [(p.name, p.kind) for p in inspect.signature(made).parameters.values()]:
+            raise TypeError(f"{declared.__qualname__} is declared with other parameters "
+                            f"than {factory.__name__} gives it")
+        # tracebacks and profiles name the method, not the factory's inner function
+        made.__code__ = made.__code__.replace(co_name=declared.__name__,
+                                              co_qualname=declared.__qualname__)
+        return cast(_F, functools.update_wrapper(made, declared))
+    return decorate
 
 
-def _commit_call(rts: bool, guard_meta: bool, name: str, doc: str) -> _RangeMethod:
+def _commit_call(rts: bool, guard_meta: bool) -> Callable[..., None]:
     guard = guard_meta and not rts
 
     def call(self: EnclaveMemoryManager, addr: int, size: int) -> None:
@@ -338,10 +350,10 @@ def _commit_call(rts: bool, guard_meta: bool, name: str, doc: str) -> _RangeMeth
         finally:
             lock.release()
 
-    return _api_method(call, name, doc)
+    return call
 
 
-def _uncommit_call(rts: bool, name: str, doc: str) -> _RangeMethod:
+def _uncommit_call(rts: bool) -> Callable[..., None]:
     def call(self: EnclaveMemoryManager, addr: int, size: int) -> None:
         root = self._rts if rts else self._user
         end = (addr + PAGE_SIZE if size == PAGE_SIZE and addr in root.by_start
@@ -364,10 +376,10 @@ def _uncommit_call(rts: bool, name: str, doc: str) -> _RangeMethod:
         finally:
             lock.release()
 
-    return _api_method(call, name, doc)
+    return call
 
 
-def _dealloc_call(rts: bool, name: str, doc: str) -> _RangeMethod:
+def _dealloc_call(rts: bool) -> Callable[..., None]:
     def call(self: EnclaveMemoryManager, addr: int, size: int) -> None:
         root = self._rts if rts else self._user
         end = (addr + PAGE_SIZE if size == PAGE_SIZE and addr in root.by_start
@@ -393,11 +405,10 @@ def _dealloc_call(rts: bool, name: str, doc: str) -> _RangeMethod:
         finally:
             lock.release()
 
-    return _api_method(call, name, doc)
+    return call
 
 
-def _modify_permissions_call(rts: bool, name: str, doc: str) -> Callable[
-        [EnclaveMemoryManager, int, int, int], None]:
+def _modify_permissions_call(rts: bool) -> Callable[..., None]:
     def call(self: EnclaveMemoryManager, addr: int, size: int, prot: int) -> None:
         root = self._rts if rts else self._user
         end = (addr + PAGE_SIZE if size == PAGE_SIZE and addr in root.by_start
@@ -416,7 +427,7 @@ def _modify_permissions_call(rts: bool, name: str, doc: str) -> Callable[
         finally:
             lock.release()
 
-    return _api_method(call, name, doc)
+    return call
 
 
 class EnclaveMemoryManager:
@@ -487,26 +498,29 @@ class EnclaveMemoryManager:
         """sgx_mm_alloc on the user root; returns the region's address."""
         return self._alloc(False, addr, size, flags, handler, private)
 
-    dealloc = _dealloc_call(False, "dealloc", """sgx_mm_dealloc on the user root.
+    @_made_by(_dealloc_call, False)
+    def dealloc(self, addr: int, size: int) -> None:
+        """sgx_mm_dealloc on the user root: trim every committed page of the range and forget its
+        regions. EmmError EINVAL (unaligned, or the range does not start in a region), EACCES
+        (the manager's metadata), EFAULT (the OS refused the trim).
+        """
 
-        Trims every committed page of the range and forgets its regions.
-        EmmError EINVAL (unaligned, or the range does not start in a region),
-        EACCES (the manager's metadata), EFAULT (the OS refused the trim).
-        """)
-    commit = _commit_call(False, True, "commit", """sgx_mm_commit on the user root.
+    @_made_by(_commit_call, False, True)
+    def commit(self, addr: int, size: int) -> None:
+        """sgx_mm_commit on the user root: EACCEPT the range's uncommitted pages. EmmError EINVAL
+        (unaligned, holes, no region), EACCES (a reservation, not writable or not REG), or the
+        SGX code of a failing EACCEPT (named in the reason).
+        """
 
-        EACCEPTs the range's uncommitted pages. EmmError EINVAL (unaligned,
-        holes, no region), EACCES (a reservation, not writable or not REG), or
-        the SGX code of a failing EACCEPT (named in the reason).
-        """)
-    uncommit = _uncommit_call(False, "uncommit", """sgx_mm_uncommit on the user root.
+    @_made_by(_uncommit_call, False)
+    def uncommit(self, addr: int, size: int) -> None:
+        """sgx_mm_uncommit on the user root: trim the range's committed pages. EmmError EINVAL
+        (unaligned, holes), EACCES (a reservation or metadata), EFAULT (the OS refused).
+        """
 
-        Trims the range's committed pages. EmmError EINVAL (unaligned, holes),
-        EACCES (a reservation or metadata), EFAULT (the OS refused).
-        """)
-    #: The manager's own commit of a new metadata reserve (user root, no metadata guard).
-    _commit_unguarded = _commit_call(False, False, "_commit_unguarded",
-                                     "sgx_mm_commit as emalloc makes it on its own reserve.")
+    @_made_by(_commit_call, False, False)
+    def _commit_unguarded(self, addr: int, size: int) -> None:
+        """sgx_mm_commit as emalloc makes it on its own reserve (no metadata guard)."""
 
     def commit_data(self, addr: int, size: int, data_addr: int, prot: int) -> None:
         """sgx_mm_commit_data on the user root: EACCEPTCOPY `data_addr`'s pages into the range's
@@ -523,13 +537,12 @@ class EnclaveMemoryManager:
         """
         self._modify_type(False, addr, size, int(page_type))
 
-    modify_permissions = _modify_permissions_call(
-        False, "modify_permissions", """sgx_mm_modify_permissions on the user root.
-
-        New permissions for committed pages. EmmError EINVAL (unaligned,
-        uncommitted pages, X without R), EACCES (reservation, not REG), EFAULT
-        (the OS refused, e.g. W without R), or an EACCEPT's SGX code.
-        """)
+    @_made_by(_modify_permissions_call, False)
+    def modify_permissions(self, addr: int, size: int, prot: int) -> None:
+        """sgx_mm_modify_permissions on the user root: new permissions for committed pages.
+        EmmError EINVAL (unaligned, uncommitted pages, X without R), EACCES (reservation, not
+        REG), EFAULT (the OS refused, e.g. W without R), or an EACCEPT's SGX code.
+        """
 
     # ------------------------------------------------------------ private API
 
@@ -538,9 +551,17 @@ class EnclaveMemoryManager:
         """mm_alloc: `alloc` on the runtime's (rts) root; SYSTEM allowed."""
         return self._alloc(True, addr, size, flags, handler, private)
 
-    mm_dealloc = _dealloc_call(True, "mm_dealloc", "mm_dealloc: `dealloc` on the rts root.")
-    mm_commit = _commit_call(True, False, "mm_commit", "mm_commit: `commit` on the rts root.")
-    mm_uncommit = _uncommit_call(True, "mm_uncommit", "mm_uncommit: `uncommit` on the rts root.")
+    @_made_by(_dealloc_call, True)
+    def mm_dealloc(self, addr: int, size: int) -> None:
+        """mm_dealloc: `dealloc` on the rts root."""
+
+    @_made_by(_commit_call, True, False)
+    def mm_commit(self, addr: int, size: int) -> None:
+        """mm_commit: `commit` on the rts root."""
+
+    @_made_by(_uncommit_call, True)
+    def mm_uncommit(self, addr: int, size: int) -> None:
+        """mm_uncommit: `uncommit` on the rts root."""
 
     def mm_commit_data(self, addr: int, size: int, data_addr: int, prot: int) -> None:
         """mm_commit_data: `commit_data` on the rts root."""
@@ -550,9 +571,9 @@ class EnclaveMemoryManager:
         """mm_modify_type: `modify_type` on the rts root."""
         self._modify_type(True, addr, size, int(page_type))
 
-    mm_modify_permissions = _modify_permissions_call(
-        True, "mm_modify_permissions",
-        "mm_modify_permissions: `modify_permissions` on the rts root.")
+    @_made_by(_modify_permissions_call, True)
+    def mm_modify_permissions(self, addr: int, size: int, prot: int) -> None:
+        """mm_modify_permissions: `modify_permissions` on the rts root."""
 
     def mm_init_ema(self, addr: int, size: int, flags: int, prot: int,
                     handler: FaultHandler | None = None, private: Any = None) -> None:
