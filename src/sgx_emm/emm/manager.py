@@ -320,8 +320,10 @@ def _made_by(factory: Callable[..., Callable[..., Any]], *args: bool) -> Callabl
     """
     def decorate(declared: _F) -> _F:
         made = factory(*args)
-        shape = [(p.name, p.kind) for p in inspect.signature(declared).parameters.values()]
-        if shape != [(p.name, p.kind) for p in inspect.signature(made).parameters.values()]:
+        shape = [(p.name, p.kind, p.default)
+                 for p in inspect.signature(declared).parameters.values()]
+        if shape != [(p.name, p.kind, p.default)
+                     for p in inspect.signature(made).parameters.values()]:
             raise TypeError(f"{declared.__qualname__} is declared with other parameters "
                             f"than {factory.__name__} gives it")
         # tracebacks and profiles name the method, not the factory's inner function
