@@ -13,12 +13,13 @@ import inspect
 import traceback
 
 import pytest
-from emm_support import PAGE, make
+from emm_support import BASE, META_AREA, PAGE, SIZE, USER_BASE, make
 
 from sgx_emm.emm import EnclaveMemoryManager
 from sgx_emm.emm.manager import _commit_call, _made_by
 from sgx_emm.errors import EmmError
 from sgx_emm.flags import COMMIT_ON_DEMAND, PROT_READ, RESERVE
+from sgx_emm.runtime.null import NullRuntime
 
 RANGE_CALLS = {
     "commit": ["self", "addr", "size"],
@@ -74,3 +75,21 @@ def test_a_declaration_with_other_parameters_fails_at_once() -> None:
         @_made_by(_commit_call, False, True)
         def commit(self: EnclaveMemoryManager, addr: int, length: int) -> None:
             """A misnamed parameter."""
+
+
+@pytest.mark.parametrize("name", [*RANGE_CALLS, *(f"mm_{n}" for n in RANGE_CALLS)])
+def test_the_range_check_comes_before_the_lock(name: str) -> None:
+    """Before `init` the lock refuses every call (EFAULT), but a malformed range is
+    refused first (EINVAL), as the range check runs before the lock is taken."""
+    rt = NullRuntime(BASE, SIZE)
+    mgr = EnclaveMemoryManager(rt, rt.primitives, meta_area_base=META_AREA)
+    method = getattr(mgr, name)
+    extra = (int(PROT_READ),) if name.endswith("modify_permissions") else ()
+    for addr, size, code in ((USER_BASE + 1, PAGE, errno.EINVAL),
+                             (USER_BASE, PAGE + 1, errno.EINVAL),
+                             (USER_BASE, 0, errno.EINVAL),
+                             ((1 << 64) - PAGE, 2 * PAGE, errno.EINVAL),
+                             (USER_BASE, PAGE, errno.EFAULT)):
+        with pytest.raises(EmmError) as info:
+            method(addr, size, *extra)
+        assert info.value.errno == code, (addr, size)
