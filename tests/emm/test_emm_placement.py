@@ -208,6 +208,9 @@ def check_links(lst: RegionList) -> None:
     assert lst.last is (nodes[-1] if nodes else None)
     assert lst.by_start == {e.start: e for e in nodes}
     assert lst.gaps.items() == gaps_of(lst)
+    # each gap keeps the region it follows, and nothing else is kept
+    gap_starts = {start for start, _ in gaps_of(lst)}
+    assert lst.gaps.below == {e.end: e for e in nodes if e.end in gap_starts}
 
 
 edits = st.lists(st.tuples(st.sampled_from(["add", "remove", "split_low", "split_high"]),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from sgx_emm.emm.sorted_ints import LOAD, SortedInts
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE
@@ -54,14 +55,22 @@ def round_down(x: int, align: int) -> int:
 _SMALL_CLASS = 2 * LOAD
 
 _ClassList = list[int] | SortedInts
+#: What lies below a gap (the region list's record of the region the gap follows).
+_Below = TypeVar("_Below")
 
 #: Each size class's bit in `GapIndex._mask`, and the mask that clears it.
 _BIT = tuple(1 << cls for cls in range(_NUM_CLASSES))
 _CLEAR = tuple(~bit for bit in _BIT)
 
 
-class GapIndex:
+class GapIndex(Generic[_Below]):
     """Free gaps between neighbouring regions of one root, by size class.
+
+    Each gap also keeps what lies below it (`below`, by gap start, read-only
+    outside): the region whose end the gap starts at, which a region placed at
+    the gap's start links to. It is kept with the gap, in the one call that
+    opens, resizes and closes gaps, so it holds one entry per gap, few when
+    regions are packed tight.
 
     `first_fit(size, accept)` returns what `accept` makes of the lowest-address
     gap of at least `size` bytes that it accepts. Cost: O(c log n) per gap
@@ -71,12 +80,13 @@ class GapIndex:
     to `_SMALL_CLASS` starts is a plain list: a bounded shift, done in C).
     """
 
-    __slots__ = ("_lists", "_length", "_mask")
+    __slots__ = ("_lists", "_length", "_mask", "below")
 
     def __init__(self) -> None:
         self._lists: list[_ClassList] = [[] for _ in range(_NUM_CLASSES)]
         self._length: dict[int, int] = {}
         self._mask = 0
+        self.below: dict[int, _Below] = {}
 
     def __len__(self) -> int:
         return len(self._length)
@@ -85,8 +95,9 @@ class GapIndex:
         """(start, length) of every gap, ascending; O(n), for tests and dumps."""
         return sorted(self._length.items())
 
-    def set(self, start: int, length: int) -> None:
-        """Make the gap at `start` `length` bytes long (under a page: no gap).
+    def set(self, start: int, length: int, below: _Below | None) -> None:
+        """Make the gap at `start` `length` bytes long (under a page: no gap), above
+        `below` (the region ending at `start`; None where the gap closes).
 
         The neighbour updates of an insert or remove: a gap opens, closes, or
         changes length, mostly within its size class (then only the length is
@@ -118,10 +129,13 @@ class GapIndex:
                 self._mask &= _CLEAR[old_cls]
             if cls < 0:
                 del lengths[start]
+                del self.below[start]
                 return
         elif cls < 0:
             return
         lengths[start] = length
+        assert below is not None, "a gap needs what lies below it"
+        self.below[start] = below
         lst = lists[cls]
         if not lst:
             self._mask |= _BIT[cls]
@@ -131,6 +145,11 @@ class GapIndex:
             insort(lst, start)
             if len(lst) > _SMALL_CLASS:
                 lists[cls] = SortedInts.from_sorted(lst)
+
+    def hand_over(self, start: int, below: _Below) -> None:
+        """The gap at `start`, if any, now lies above `below` (a split region's upper part)."""
+        if start in self.below:
+            self.below[start] = below
 
     def first_fit(self, size: int,
                   accept: Callable[[int, int], int | None] | None = None) -> int | None:
@@ -263,7 +282,7 @@ def _outside(bounds: RootBounds, first_start: int, last_end: int, size: int,
     return None
 
 
-def find_free_region(gaps: GapIndex, first_start: int | None, last_end: int,
+def find_free_region(gaps: GapIndex[Any], first_start: int | None, last_end: int,
                      bounds: RootBounds, size: int, align: int) -> int | None:
     """The reference's address for a region of `size` aligned to `align`, or None.
 

@@ -91,11 +91,10 @@ class RegionList:
     `by_start` maps each region's first address to it (read-only outside
     this class): most calls name a region's start, so a dict probe answers
     before the ordered index is searched. A region placed in a gap starts
-    where its lower neighbour ends; `_below_gap` maps each recorded gap's
-    start to that neighbour. It holds one entry per gap, not per region: with
-    many regions packed tight it stays small (and in the cache), where a map
-    of every region's end grew with them and cost a random probe per insert
-    and remove.
+    where its lower neighbour ends, and the gap index keeps that neighbour
+    with the gap: one entry per gap, not per region, so with many regions
+    packed tight it stays small (and in the cache), where a map of every
+    region's end grew with them and cost a random probe per insert and remove.
 
     The ordered index of starts is brought up to date only when it is
     searched: inserts and removes note the start in `_added` / `_dropped`
@@ -105,8 +104,7 @@ class RegionList:
     the same O(log n) per change as before, once.
     """
 
-    __slots__ = ("_starts", "_added", "_dropped", "by_start", "_below_gap", "first", "last",
-                 "gaps")
+    __slots__ = ("_starts", "_added", "_dropped", "by_start", "first", "last", "gaps")
 
     def __init__(self) -> None:
         self._starts = SortedInts()
@@ -114,11 +112,9 @@ class RegionList:
         self._added: set[int] = set()
         self._dropped: set[int] = set()
         self.by_start: dict[int, Ema] = {}
-        #: the region below each gap in `gaps`, by the gap's start (that region's end)
-        self._below_gap: dict[int, Ema] = {}
         self.first: Ema | None = None
         self.last: Ema | None = None
-        self.gaps = GapIndex()
+        self.gaps: GapIndex[Ema] = GapIndex()
 
     def __len__(self) -> int:
         return len(self.by_start)
@@ -193,21 +189,15 @@ class RegionList:
         """Link a region into its address slot (it must overlap nothing)."""
         start, end = ema.start, ema.end
         gaps = self.gaps
-        below_gap = self._below_gap
-        prev = below_gap.pop(start, None)
+        prev = gaps.below.get(start)
         if prev is not None:  # it starts where its lower neighbour's gap starts: that closes
-            gaps.set(start, 0)
+            gaps.set(start, 0, None)
         else:
             last = self.last
             # above the last region (no gap is recorded there), else a search
             prev = last if last is not None and last.end <= start else self._floor(start)
             if prev is not None:  # the gap above `prev` keeps what lies below `start`
-                below = start - prev.end
-                gaps.set(prev.end, below)
-                if below >= PAGE_SIZE:
-                    below_gap[prev.end] = prev
-                else:
-                    below_gap.pop(prev.end, None)
+                gaps.set(prev.end, start - prev.end, prev)
         nxt = prev.next if prev is not None else self.first
         if start in self._dropped:
             self._dropped.remove(start)
@@ -223,8 +213,7 @@ class RegionList:
         if nxt is not None:
             nxt.prev = ema
             if nxt.start - end >= PAGE_SIZE:  # smaller gaps are not recorded
-                gaps.set(end, nxt.start - end)
-                below_gap[end] = ema
+                gaps.set(end, nxt.start - end, ema)
         else:
             self.last = ema
 
@@ -238,22 +227,18 @@ class RegionList:
             self._dropped.add(start)
         del self.by_start[start]
         gaps = self.gaps
-        below_gap = self._below_gap
         if nxt is not None:
             if nxt.start - end >= PAGE_SIZE:  # a gap is recorded only from a page
-                gaps.set(end, 0)
-                del below_gap[end]
+                gaps.set(end, 0, None)
             nxt.prev = prev
         else:
             self.last = prev
         if prev is not None:
             prev.next = nxt
             if nxt is not None:  # the gap above `prev` now reaches `nxt` (a page at least)
-                gaps.set(prev.end, nxt.start - prev.end)
-                below_gap[prev.end] = prev
+                gaps.set(prev.end, nxt.start - prev.end, prev)
             else:
-                gaps.set(prev.end, 0)
-                below_gap.pop(prev.end, None)
+                gaps.set(prev.end, 0, None)
         else:
             self.first = nxt
         ema.prev = ema.next = None
@@ -276,8 +261,7 @@ class RegionList:
             self.by_start[addr] = ema
         else:
             new.start, new.end = addr, ema.end
-            if ema.end in self._below_gap:  # the gap above is now above the upper part
-                self._below_gap[ema.end] = new
+            self.gaps.hand_over(ema.end, new)  # the gap above is now above the upper part
             ema.end = addr
             new.prev, new.next = ema, ema.next
             if ema.next is not None:
