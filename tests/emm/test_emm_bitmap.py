@@ -72,3 +72,13 @@ def test_run_at_names_the_run_holding_a_page() -> None:
     bm.set_range(30, 31)
     assert bm.run_at(10) == (10, 20) and bm.run_at(19) == (10, 20)
     assert bm.run_at(20) is None and bm.run_at(9) is None and bm.run_at(30) == (30, 31)
+
+
+def test_the_inline_bit_data_size_of_a_region_is_bitmap_bytes() -> None:
+    """`EmaOps.new` sizes a region's bit data from its byte size without a call;
+    it must give what `bitmap_bytes` gives for the region's pages."""
+    from sgx_emm.emm.ema_ops import _BITMAP_BYTE_PAGES_LESS_ONE, _BITMAP_BYTE_SHIFT, bitmap_bytes
+
+    for pages in (*range(1, 70), 4095, 4096, 4097, 1 << 20):
+        size = pages << 12
+        assert (size + _BITMAP_BYTE_PAGES_LESS_ONE) >> _BITMAP_BYTE_SHIFT == bitmap_bytes(pages)

@@ -182,8 +182,7 @@ class EmaOps:
         """bit_array_new_set / _reset for the whole region; False = ENOMEM."""
         start, end = ema.start, ema.end
         if ema.map_struct is None:  # not taken with the record (see `new`): rare
-            pair = self._malloc_bitmap(
-                (end - start + _BITMAP_BYTE_PAGES_LESS_ONE) >> _BITMAP_BYTE_SHIFT)
+            pair = self._malloc_bitmap(bitmap_bytes((end - start) >> PAGE_SHIFT))
             if pair is None:
                 return False
             ema.map_struct, ema.map_data = pair

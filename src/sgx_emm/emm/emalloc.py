@@ -205,10 +205,6 @@ class MetaAllocator:
         self._leaky = leaky
         self._legacy_2022 = legacy_2022
         self._adding_reserve = False
-        # Whether `bump_region` may serve: not while a reserve is
-        # being added (blocks then come from the meta area), nor in the non-leaky
-        # deviation (it splits listed blocks before it bumps).
-        self._pairs = leaky
         self._increment = INITIAL_RESERVE_SIZE
         # Reserves newest first (allocation order), and sorted by base (lookup).
         # Both start with a placeholder that has no room and owns no block, so that
@@ -369,7 +365,10 @@ class MetaAllocator:
         the two touches the allocator. A failed ocall frees the three as one run,
         which leaves the allocator as freeing the record alone would have.
         """
-        if not self._pairs or data_size > _MAX_EXACT_REQUEST or data_size < 0:
+        # not while a reserve is being added (blocks then come from the meta area),
+        # nor in the non-leaky deviation (it splits listed blocks before it bumps)
+        if (self._adding_reserve or not self._leaky or data_size > _MAX_EXACT_REQUEST
+                or data_size < 0):
             return None
         size3 = _EXACT_FIT[data_size]
         exact = self._exact
@@ -581,7 +580,6 @@ class MetaAllocator:
         self._increment = max(self._increment, wanted)
         increment = self._increment
         self._adding_reserve = True
-        pairs, self._pairs = self._pairs, False
         try:
             try:
                 base = self._host.meta_alloc_region(None, increment + 2 * GUARD_SIZE,
@@ -597,7 +595,6 @@ class MetaAllocator:
             return True
         finally:
             self._adding_reserve = False
-            self._pairs = pairs
 
     def _new_reserve(self, region: int, increment: int) -> None:
         self._host.meta_touch(region, RESERVE_HEADER_SIZE)
@@ -643,7 +640,6 @@ class MetaAllocator:
         else:
             del self._large[block]
             del self._free_at_end[block + size]
-
 
 
 __all__ = [
