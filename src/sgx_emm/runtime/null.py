@@ -86,10 +86,10 @@ class NullRuntime:
         self.calls: list[Call] = []
         self.pf_handler: PfHandler | None = None
         self._guard = threading.Lock()
-        self.primitives = NullPrimitives(self)
         #: Calls by name: one counter per call, plus what page loops counted at
         #: once (`_bulk`, under `_guard`; a counter cannot be advanced by n).
         self._tally = _tallies()
+        self.primitives = NullPrimitives(self)
         self._bind_tallies()
         self._bulk: dict[str, int] = dict.fromkeys(CALL_NAMES, 0)
         self._count_only = False
@@ -238,7 +238,7 @@ class NullPrimitives:
         #: The runtime's flag and counters, mirrored here by the runtime: a leaf
         #: that is only counted reads two attributes of its own object.
         self._count_only = False
-        self._bind(_tallies())
+        self._bind(runtime._tally)
 
     def _bind(self, tally: dict[str, itertools.count[int]]) -> None:
         """Count on `tally`'s counters from now on (the runtime's, after a reset)."""

@@ -19,8 +19,8 @@ from sgx_emm.emm.rt import Mutex, PfHandler, eaccept_each
 from sgx_emm.runtime.dispatcher import ExceptionDispatcher
 from sgx_emm.trace import OCALL, Trace
 
-#: the ocalls' trace keys, for counting them while nobody listens (`Trace.unheard`)
-#: Each ocall's trace key and the names of its arguments in the event's details.
+#: Each ocall's trace key (counted by `Trace.unheard` while nobody listens) and the
+#: names of its arguments in the event's details.
 _ALLOC_OCALL = (OCALL, "alloc_ocall")
 _ALLOC_FIELDS = ("addr", "length", "page_type", "flags")
 _MODIFY_OCALL = (OCALL, "modify_ocall")
