@@ -1,7 +1,7 @@
 """Per-region commit bitmap: which pages of an EMA have been EACCEPTed.
 
 Models the reference's `bit_array` (one bit per page) but
-stores *runs* instead of bits: a sorted list of boundaries
+stores *runs* instead of bits: a sorted tuple of boundaries
 ``[s0, e0, s1, e1, ...]`` where every ``[s_i, e_i)`` is a maximal run of
 committed pages. The manager keeps the boundaries as byte addresses (page
 aligned): they are what every caller has in hand, so no call shifts an
@@ -12,8 +12,16 @@ Why runs: memory must not grow with untouched pages, a COMMIT_NOW region of a
 million pages is one run, and the operations the manager needs (test one page,
 test a range all/any, set/clear a range, list the committed runs of a range,
 split) are all O(log r + k) with r runs and k runs touched, independent of the
-region size. Bisect on a Python list runs in C, so the common one-run case
+region size. Bisect on a tuple runs in C, so the common one-run case
 costs about as much as an integer bit test.
+
+Why a tuple, replaced on every change, rather than a list changed in place:
+a tuple holds its items inline, so reading a bitmap touches two objects (the
+bitmap and its tuple) where a list adds a third (its separately allocated item
+array), and an empty bitmap shares the one empty tuple. With tens of thousands
+of regions every call's bitmap is cold in the caches, and each object is one
+more cache miss; a change rebuilds a tuple of a few items, which costs about
+what the in-place slice assignment did.
 
 The C-side *sizes* of the bitmap (for the metadata allocator) are not kept
 here; see `ema_ops`.
@@ -26,7 +34,7 @@ from collections.abc import Iterator
 
 
 class CommitBitmap:
-    """Committed pages of one region as a sorted list of run boundaries.
+    """Committed pages of one region as a sorted tuple of run boundaries.
 
     Invariant: ``_b`` is strictly increasing and of even length; page ``p`` is
     committed iff ``bisect_right(_b, p)`` is odd.
@@ -34,21 +42,21 @@ class CommitBitmap:
 
     __slots__ = ("_b",)
 
-    def __init__(self, bounds: list[int] | None = None) -> None:
-        self._b: list[int] = bounds if bounds is not None else []
+    def __init__(self, bounds: tuple[int, ...] = ()) -> None:
+        self._b = bounds
 
     @classmethod
     def full(cls, lo: int, hi: int) -> CommitBitmap:
         """All pages of ``[lo, hi)`` committed (COMMIT_NOW, mm_init_ema). O(1)."""
-        return cls([lo, hi] if lo < hi else [])
+        return cls((lo, hi) if lo < hi else ())
 
     def copy(self) -> CommitBitmap:
-        return CommitBitmap(list(self._b))
+        return CommitBitmap(self._b)  # (immutable: shared)
 
     @property
     def bounds(self) -> tuple[int, ...]:
-        """The run boundaries (read-only copy), for snapshots."""
-        return tuple(self._b)
+        """The run boundaries, for snapshots."""
+        return self._b
 
     def test(self, page: int) -> bool:
         """Is ``page`` committed? O(log r)."""
@@ -85,7 +93,7 @@ class CommitBitmap:
         b = self._b
         if not b:  # nothing committed yet (most commits: one page of a fresh region)
             if lo < hi:
-                b += (lo, hi)
+                self._b = (lo, hi)
             return
         if lo >= hi:
             return
@@ -93,24 +101,24 @@ class CommitBitmap:
         j = bisect_right(b, hi)
         # lo opens a run unless one is open there (odd i); hi closes it likewise
         if i & 1:
-            b[i:j] = (hi,) if j & 1 == 0 else ()
+            self._b = b[:i] + ((hi,) if j & 1 == 0 else ()) + b[j:]
         else:
-            b[i:j] = (lo, hi) if j & 1 == 0 else (lo,)
+            self._b = b[:i] + ((lo, hi) if j & 1 == 0 else (lo,)) + b[j:]
 
     def clear_range(self, lo: int, hi: int) -> None:
         """Mark ``[lo, hi)`` uncommitted, cutting the runs it crosses. O(log r + k)."""
         b = self._b
         if len(b) == 2 and lo <= b[0] and b[1] <= hi:
-            b.clear()  # the range covers the one run (most trims: a one-page region)
+            self._b = ()  # the range covers the one run (most trims: a one-page region)
             return
         if lo >= hi:
             return
         i = bisect_left(b, lo)  # boundaries below lo; odd: a run is open at lo
         j = bisect_right(b, hi)  # boundaries up to hi; odd: a run is open at hi
         if i & 1:
-            b[i:j] = (lo, hi) if j & 1 else (lo,)
+            self._b = b[:i] + ((lo, hi) if j & 1 else (lo,)) + b[j:]
         else:
-            b[i:j] = (hi,) if j & 1 else ()
+            self._b = b[:i] + ((hi,) if j & 1 else ()) + b[j:]
 
     def runs(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
         """Maximal committed runs inside ``[lo, hi)``, ascending, clipped."""
@@ -200,10 +208,10 @@ class CommitBitmap:
         upper = b[i:]
         if i & 1:  # `page` is inside a run: cut it in two
             if lower[-1] == page:  # the run starts at `page`: nothing stays below
-                lower.pop()
+                lower = lower[:-1]
             else:
-                lower.append(page)
-            upper.insert(0, page)
+                lower += (page,)
+            upper = (page, *upper)
         self._b = lower
         return CommitBitmap(upper)
 
@@ -211,7 +219,7 @@ class CommitBitmap:
         return isinstance(other, CommitBitmap) and self._b == other._b
 
     def __hash__(self) -> int:
-        return hash(tuple(self._b))
+        return hash(self._b)
 
     def __repr__(self) -> str:
         b = self._b

@@ -186,7 +186,7 @@ class EmaOps:
             if pair is None:
                 return False
             ema.map_struct, ema.map_data = pair
-        ema.bitmap = CommitBitmap([start, end] if full and end > start else [])
+        ema.bitmap = CommitBitmap((start, end) if full and end > start else ())
         return True
 
     def _malloc_bitmap(self, nbytes: int) -> tuple[int, int] | None:
@@ -322,7 +322,7 @@ class EmaOps:
         lo = start if start > s else s
         hi = end if end < e else e
         if hi - lo == PAGE_SIZE:  # one page (most calls): its one EACCEPT, no hole list
-            return 0 if bm.test(lo) else self.commit_page(bm, lo)
+            return 0 if bm.test(lo) else self.commit_page(bm, lo, hi)
         holes = bm.holes_list(lo, hi)
         if not holes:
             return 0
@@ -338,13 +338,21 @@ class EmaOps:
             bm.set_range(s, e)
         return 0
 
-    def commit_page(self, bm: CommitBitmap, addr: int) -> int:
-        """do_commit of one uncommitted page: EACCEPT it, then mark it (0 or the code)."""
+    def commit_page(self, bm: CommitBitmap, addr: int, end: int) -> int:
+        """do_commit of the uncommitted page [addr, end): EACCEPT it, then mark it (0 or
+        the code).
+
+        The caller passes the page's end, rather than this adding a page to `addr`,
+        so that a page that is a whole region is marked with the region's own
+        start and end ints: the bitmap then points at objects every call on the
+        region touches anyway, not at a fresh int that would be one more cache
+        miss each time the bitmap is read.
+        """
         rc = self.prims.eaccept(_REG_RW_PENDING, addr)
         if rc:
             self.failed_page = addr
             return rc
-        bm.set_range(addr, addr + PAGE_SIZE)
+        bm.set_range(addr, end)
         return 0
 
     def uncommit_real(self, ema: Ema, start: int, end: int, prot: int,

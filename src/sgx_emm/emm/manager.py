@@ -1058,7 +1058,7 @@ class EnclaveMemoryManager:
         ops = self._ops
         bm = ema.bitmap
         assert bm is not None
-        rc = ops.commit_page(bm, page)
+        rc = ops.commit_page(bm, page, page + PAGE_SIZE)
         if rc:
             raise EnclaveAbort(
                 f"EACCEPT of faulting page {page:#x} failed",
