@@ -1058,7 +1058,9 @@ class EnclaveMemoryManager:
         ops = self._ops
         bm = ema.bitmap
         assert bm is not None
-        rc = ops.commit_page(bm, page, page + PAGE_SIZE)
+        # the region's own ints where the page starts or ends it (see commit_page)
+        start, end, nxt = ema.start, ema.end, page + PAGE_SIZE
+        rc = ops.commit_page(bm, start if page == start else page, end if nxt == end else nxt)
         if rc:
             raise EnclaveAbort(
                 f"EACCEPT of faulting page {page:#x} failed",
