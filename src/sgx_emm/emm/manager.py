@@ -892,24 +892,20 @@ class EnclaveMemoryManager:
         last region is EINVAL once every region has passed.
         """
         first = root.by_start.get(start)
+        overlapped: Sequence[Ema]
         if first is not None and end <= first.end:
             # the usual call: inside the region it names, found without a search;
-            # one region holding the whole range has no hole to look for, so only
-            # the per-region checks of the loop below are left
-            if guard_meta and first.is_meta:
-                raise _metadata_refusal(first)
-            if check is not None:
-                refusal = check(first, start, end)
-                if refusal is not None:
-                    raise EmmError(*refusal)
-            return (first,)
-        overlapped = root.overlapping(start, end)
-        if not overlapped:
-            raise EmmError(errno.EINVAL, f"no region overlaps {start:#x}-{end:#x}")
-        first = overlapped[0]
-        if first.start > start:
-            raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free "
-                           f"space (the first region starts at {first.start:#x})")
+            # one region holding the whole range has no hole to look for
+            overlapped = (first,)
+            holes = False
+        else:
+            overlapped = root.overlapping(start, end)
+            if not overlapped:
+                raise EmmError(errno.EINVAL, f"no region overlaps {start:#x}-{end:#x}")
+            first = overlapped[0]
+            if first.start > start:
+                raise EmmError(errno.EINVAL, f"range {start:#x}-{end:#x} starts in free "
+                               f"space (the first region starts at {first.start:#x})")
         prev_end = first.start
         for ema in overlapped:
             if holes and ema.start != prev_end:
