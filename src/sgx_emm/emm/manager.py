@@ -1054,9 +1054,10 @@ class EnclaveMemoryManager:
         ops = self._ops
         bm = ema.bitmap
         assert bm is not None
-        # the region's own ints where the page starts or ends it (see commit_page)
-        start, end, nxt = ema.start, ema.end, page + PAGE_SIZE
-        rc = ops.commit_page(bm, start if page == start else page, end if nxt == end else nxt)
+        # clipped to the region: its own ints where the page starts or ends it (see
+        # commit_page)
+        lo, hi = _clip(page, page + PAGE_SIZE, ema)
+        rc = ops.commit_page(bm, lo, hi)
         if rc:
             raise EnclaveAbort(
                 f"EACCEPT of faulting page {page:#x} failed",
