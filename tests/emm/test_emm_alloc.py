@@ -338,3 +338,18 @@ def test_an_intflag_word_leaves_plain_ints_in_the_region() -> None:
     region = next(r for r in mgr.regions() if r.start == a)
     assert type(region.alloc_flags) is int and type(region.si_flags) is int
     assert (region.alloc_flags, region.si_flags) == (int(COD), 0x203)
+
+
+@pytest.mark.parametrize("pages", [1, 2, 8, 9, 64, 65, 4097])
+def test_a_regions_bit_data_block_is_sized_by_bitmap_bytes(pages: int) -> None:
+    """`EmaOps.new` sizes the bit data inline (one page without a shift, larger
+    regions with one); either way the block is the one `malloc(bitmap_bytes(pages))`
+    takes."""
+    from sgx_emm.emm.ema_ops import bitmap_bytes
+    from sgx_emm.emm.emalloc import block_size_for
+
+    mgr, _ = make()
+    addr = mgr.alloc(None, pages * PAGE, COD)
+    ema = mgr._user.find(addr)
+    assert ema is not None and ema.map_data is not None
+    assert meta(mgr).block_size(ema.map_data) == block_size_for(bitmap_bytes(pages))
