@@ -388,8 +388,7 @@ def _dealloc_call(rts: bool) -> Callable[..., None]:
             overlapped = self._covered(root, addr, end, False, not rts, None)
             ops = self._ops
             for ema in overlapped:
-                s, e = ema.start, ema.end  # _clip written out: every dealloc runs it
-                lo, hi = (addr if addr > s else s), (end if end < e else e)
+                lo, hi = _clip(addr, end, ema)
                 node = ema
                 if not ema.alloc_flags & RESERVE:
                     if not ema.si_flags & PROT_MASK:
