@@ -545,18 +545,40 @@ def test_freeing_a_meta_block_while_adding_a_reserve_is_ignored() -> None:
     assert len(alloc.reserves()) == 1
 
 
-@pytest.mark.parametrize("where", ["unknown", "twice", "outside", "misaligned"])
+@pytest.mark.parametrize("where", ["unknown", "twice", "outside", "misaligned", "inside",
+                                   "negative", "past the reserve"])
 def test_freeing_an_unknown_block_aborts_and_changes_nothing(where: str) -> None:
     alloc, _ = make()
     a, b = alloc.malloc(EMA), alloc.malloc(EMA)
     assert a and b
-    target = {"unknown": b + 80, "twice": a, "outside": 0x10, "misaligned": b + 8}[where]
+    target = {"unknown": b + 80, "twice": a, "outside": 0x10, "misaligned": b + 4,
+              "inside": b + 8, "negative": -0x1000,
+              "past the reserve": first_reserve_base() + INITIAL_RESERVE_SIZE}[where]
     if where == "twice":
         alloc.free(a)
     before = (alloc.reserves(), alloc.free_blocks())
     with pytest.raises(EnclaveAbort):
         alloc.free(target)
     assert (alloc.reserves(), alloc.free_blocks()) == before
+
+
+def test_a_huge_reserve_costs_memory_for_its_used_part_only() -> None:
+    """The books of a reserve grow with the blocks carved from it, not with its size:
+    a 256 MiB reserve with a few blocks in it takes well under a megabyte."""
+    import tracemalloc
+
+    alloc, _ = make(init=False)
+    tracemalloc.start()
+    try:
+        alloc.init(MAX_RESERVE_SIZE)
+        blocks = [alloc.malloc(EMA) for _ in range(100)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert all(blocks) and alloc.reserves()[0].size >= MAX_RESERVE_SIZE - RESERVE_HEADER_SIZE
+    assert peak < 1 << 20
+    for payload in blocks:  # and every block is still found
+        assert alloc.block_size(payload) == 80
 
 
 @pytest.mark.parametrize(("options", "legacy"), [

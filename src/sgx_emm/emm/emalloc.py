@@ -3,9 +3,18 @@
 The C manager keeps its region records in enclave memory that it carves out of the
 user range with this allocator, so the allocator decides where user regions land.
 We reproduce its address choices byte for byte, as intel/sgx-emm does them at
-commit dc85099 (2025), but hold only bookkeeping: blocks are (address, size)
-entries in dicts, free lists are insertion-ordered dicts, reserves are bump
+commit dc85099 (2025), but hold only bookkeeping: blocks are header slots in a
+table per reserve, free lists are insertion-ordered dicts, reserves are bump
 pointers.
+
+Each reserve keeps its block headers in a table with one slot per 8 bytes (a
+list of ints): the size of the block that starts there, negative while it is free, 0
+where no block starts. That is the reference's own layout (a size word with an
+"allocated" bit in front of every block), and it answers "which block is this, is
+it free, what follows it" with one read of a slot next to its neighbours', where
+a map of every block scattered them over a hash table: with tens of thousands of
+regions each of those probes was a few cache misses, and a region's free and
+alloc make about eight of them.
 
 Block layout as in the reference: an 8-byte header, the caller's payload after it;
 block size = request + 8 rounded up to 8, at least 16. Free blocks of 16..2056 bytes
@@ -53,6 +62,8 @@ GUARD_SIZE = 0x8000
 #: `mm_reserve_t` (base, size, used, next) at the start of every reserve region.
 RESERVE_HEADER_SIZE = 32
 _PAGE_MASK = PAGE_SIZE - 1
+#: Below every address: the reserve lookup's placeholder base.
+_BELOW_ALL = -(1 << 128)
 
 
 class MetaHost(Protocol):
@@ -92,15 +103,38 @@ class _ReserveState:
     of the last page a block header was touched on (at most `limit`; `base` before
     the first): memory below it has all been written, so a block that ends below
     it needs no header touch and fits, and malloc's common case is one comparison.
+
+    `heads` is the header table: slot k stands for address `base + 8k` and holds
+    the size of the block that starts there in 8-byte units (small ints, which
+    Python shares), negated while the block is free, and 0 where no block starts:
+    inside a block, in an 8-byte tail no block owns, at or above `bump`. It has a
+    slot for every address of [base, covered], the last one included, so the slot
+    where a block ends can always be read. `covered` stays at or above both `bump`
+    and `touched_to`, and grows to the end of a page or to twice its distance from
+    `base`, whichever is more: the table's memory follows the reserve's used part,
+    not its size, and a growing table is copied a few times in all rather than
+    once a page. A list and not an `array`: an array converts every int it stores
+    by parsing a format string, a few hundred instructions a write, and a region's
+    free and alloc write seven slots.
     """
 
-    __slots__ = ("base", "bump", "limit", "touched_to")
+    __slots__ = ("base", "bump", "limit", "touched_to", "heads", "covered")
 
     def __init__(self, base: int, size: int) -> None:
         self.base = base
         self.limit = base + size
         self.bump = base
         self.touched_to = base
+        self.heads = [0]
+        self.covered = base
+
+    def cover(self, end: int) -> None:
+        """Give the header table a slot for every address up to `end` (<= limit)."""
+        covered = self.covered
+        want = min(max((end + _PAGE_MASK) & ~_PAGE_MASK, 2 * covered - self.base), self.limit)
+        if want > covered:
+            self.heads += [0] * ((want - covered) >> 3)
+            self.covered = want
 
     def snapshot(self) -> Reserve:
         return Reserve(self.base, self.limit - self.base, self.bump - self.base)
@@ -140,6 +174,10 @@ BITMAP_STRUCT_SIZE = 24
 _RECORD_BLOCK = block_size_for(REGION_RECORD_SIZE)
 _STRUCT_BLOCK = block_size_for(BITMAP_STRUCT_SIZE)
 _RECORD_AND_STRUCT_BLOCKS = _RECORD_BLOCK + _STRUCT_BLOCK  # where the bit data starts
+#: The same in header table slots (8-byte units).
+_RECORD_UNITS = _RECORD_BLOCK >> 3
+_STRUCT_UNITS = _STRUCT_BLOCK >> 3
+_RECORD_AND_STRUCT_UNITS = _RECORD_AND_STRUCT_BLOCKS >> 3
 
 
 def _round_up(value: int, align: int) -> int:
@@ -210,26 +248,26 @@ class MetaAllocator:
         # Both start with a placeholder that has no room and owns no block, so that
         # the hot paths need no "no reserve yet" test: a malloc from it finds no
         # room and takes the slow path, and a block found in it is outside every
-        # reserve. The lookup list's placeholder sorts below every address.
-        no_reserve = _ReserveState(0, 0)
+        # reserve. The placeholder lies below every address, with its bump at its base.
+        no_reserve = _ReserveState(_BELOW_ALL, 0)
         self._newest = no_reserve
         self._reserves: list[_ReserveState] = []
-        self._bases: list[int] = [-1]
+        self._bases: list[int] = [_BELOW_ALL]
         self._by_base: list[_ReserveState] = [no_reserve]  # in the order of _bases
-        # Blocks in reserves: allocated ones (by payload address, the address
-        # callers hold: a free needs no offset to find its block), and free ones
-        # (by block address) in exactly one list.
-        self._allocated: dict[int, int] = {}
-        self._free_size: dict[int, int] = {}
+        # Which blocks are allocated, and the size of each, is in the reserves' header
+        # tables; a free block is also in exactly one list.
         # Free blocks by end address, for `_pull_back_to_reserve`. The reference pulls
         # back only best-fit blocks, so the leaky model indexes only those; the
         # non-leaky deviation pulls back (and splits) every free block.
         self._free_at_end: dict[int, int] = {}
-        # Exact lists: insertion-ordered dicts whose last key is the list head,
-        # found by block size (no index arithmetic on the hot paths); the sizes
-        # that are no block size share one dict that is never written.
-        never_a_block_size: dict[int, None] = {}
-        self._exact: list[dict[int, None]] = [never_a_block_size] * (MAX_EXACT_SIZE + 1)
+        # Exact lists: insertion-ordered dicts whose last key is the list head and
+        # whose values are the blocks' reserves (so that taking the head finds its
+        # header slot without a search), found by block size (no index arithmetic on
+        # the hot paths); the sizes that are no block size share one dict that is
+        # never written.
+        never_a_block_size: dict[int, _ReserveState] = {}
+        self._exact: list[dict[int, _ReserveState]] = (
+            [never_a_block_size] * (MAX_EXACT_SIZE + 1))
         for bsize in range(MIN_BLOCK_SIZE, MAX_EXACT_SIZE + 1, BLOCK_ALIGN):
             self._exact[bsize] = {}
         # Bit i set iff exact list i holds a block; kept (and read) only by the
@@ -293,15 +331,13 @@ class MetaAllocator:
             bsize = _EXACT_FIT[size]
             lst = self._exact[bsize]
             if lst:  # the list head is its newest entry (LIFO)
-                block = lst.popitem()[0]
-                del self._free_size[block]
+                block, owner = lst.popitem()
+                owner.heads[(block - owner.base) >> 3] = bsize >> 3
                 if not self._leaky:  # the deviation's extra books (see _unlist)
                     del self._free_at_end[block + bsize]
                     if not lst:
                         self._exact_nonempty &= ~(1 << _exact_index(bsize))
-                payload = block + HEADER_SIZE
-                self._allocated[payload] = bsize
-                return payload
+                return block + HEADER_SIZE
             if not self._leaky:
                 taken = self._take_free_block(bsize)
                 if taken is not None:
@@ -316,10 +352,9 @@ class MetaAllocator:
         end = block + bsize
         if end > reserve.touched_to:  # the block leaves the touched pages: rare
             return self._bump_touching(reserve, block, bsize)
-        reserve.bump = end
-        payload = block + HEADER_SIZE
-        self._allocated[payload] = bsize
-        return payload
+        reserve.bump = end  # (the table covers the touched pages)
+        reserve.heads[(block - reserve.base) >> 3] = bsize >> 3
+        return block + HEADER_SIZE
 
     def _bump_touching(self, reserve: _ReserveState, block: int, bsize: int) -> int | None:
         """malloc's bump when the block ends past its reserve's touched pages: it may
@@ -343,12 +378,13 @@ class MetaAllocator:
             reserve, block = found, found.bump
             end = block + bsize
         reserve.bump = end
-        payload = block + HEADER_SIZE
-        self._allocated[payload] = bsize
+        # the table runs ahead of the touched pages too, for malloc's fast path
+        reserve.cover(max(end, (block & ~_PAGE_MASK) + PAGE_SIZE))
+        reserve.heads[(block - reserve.base) >> 3] = bsize >> 3
         if block >= reserve.touched_to:
             self._host.meta_touch(block, HEADER_SIZE)
             reserve.touched_to = min((block & ~_PAGE_MASK) + PAGE_SIZE, reserve.limit)
-        return payload
+        return block + HEADER_SIZE
 
     def bump_region(self, data_size: int, touched_lo: int,
                     touched_hi: int) -> tuple[int, int, int] | None:
@@ -380,14 +416,15 @@ class MetaAllocator:
         if end > reserve.limit or block < touched_lo or end > touched_hi:
             return None
         reserve.bump = end
+        if end > reserve.covered:
+            reserve.cover(end)
+        heads = reserve.heads
+        k = (block - reserve.base) >> 3
+        heads[k] = _RECORD_UNITS
+        heads[k + _RECORD_UNITS] = _STRUCT_UNITS
+        heads[k + _RECORD_AND_STRUCT_UNITS] = size3 >> 3
         record = block + HEADER_SIZE
-        struct = record + _RECORD_BLOCK
-        data = record + _RECORD_AND_STRUCT_BLOCKS
-        allocated = self._allocated
-        allocated[record] = _RECORD_BLOCK
-        allocated[struct] = _STRUCT_BLOCK
-        allocated[data] = size3
-        return record, struct, data
+        return record, record + _RECORD_BLOCK, record + _RECORD_AND_STRUCT_BLOCKS
 
     def free(self, payload: int) -> None:
         """`efree(payload)`; EnclaveAbort where the reference aborts.
@@ -415,54 +452,57 @@ class MetaAllocator:
         never-merging legacy model) the blocks are freed one by one, each as a
         run of one block through the same code. The common case (merge with
         free right neighbours, then list the run or give it back to the bump
-        pointer) runs in this one Python call.
+        pointer) runs in this one Python call, on the header slots of one reserve.
         """
-        allocated = self._allocated
-        if data is not None and struct is not None and record is not None and (
-                not self._legacy_2022):
-            # sizes of the blocks taken out of the books; 0: not allocated
-            first = allocated.pop(record, 0)
-            mid = allocated.pop(struct, 0)
-            last = allocated.pop(data, 0)
-            # back to back: the differences are small ints, whose comparison is
-            # specialized (comparing the addresses themselves is not)
-            if not (first and mid and last and struct - record == first
-                    and data - struct == mid):
-                for payload, size in ((record, first), (struct, mid), (data, last)):
-                    if size:  # not one run: put back what was taken
-                        allocated[payload] = size
+        if record is None:
+            if data is not None or struct is not None:
                 self._free_each(data, struct, record)
-                return
-            start = record - HEADER_SIZE
-            end = data + (last - HEADER_SIZE)
-        elif data is None and struct is None:  # one block (`free`, or a region without bitmap)
-            if record is None:
-                return
-            size = allocated.pop(record, 0)  # 0: not allocated, as above
-            if not size:
-                self._free_unallocated(record)
-                return
-            start = record - HEADER_SIZE
-            end = start + size
-        else:
-            self._free_each(data, struct, record)
             return
+        start = record - HEADER_SIZE
+        # `find_used_in_reserve`: the reserve with the highest base <= start
+        reserve = self._by_base[bisect_right(self._bases, start) - 1]
+        heads = reserve.heads
+        end_slot = 0  # the header slot where the freed run ends; 0 until it is known
+        # (a reserve's base is 8-aligned, so an aligned address has a slot of its own)
+        if start < reserve.bump and not start & 7:
+            k = (start - reserve.base) >> 3
+            first = heads[k]
+            if first > 0:
+                if data is None and struct is None:  # one block (`free`, or no bitmap)
+                    heads[k] = 0
+                    end_slot = k + first
+                elif data is not None and struct is not None and not self._legacy_2022:
+                    # back to back: each block's size leads to the next one's slot (the
+                    # table's last slot is past the bump pointer, so every read is in it)
+                    j = k + first
+                    mid = heads[j]
+                    if mid > 0 and struct - record == first << 3:
+                        m = j + mid
+                        last = heads[m]
+                        if last > 0 and data - struct == mid << 3:
+                            heads[k] = heads[j] = heads[m] = 0
+                            end_slot = m + last
+        if not end_slot:
+            if data is None and struct is None:
+                self._free_unallocated(record)
+            else:
+                self._free_each(data, struct, record)
+            return
+        end = start + ((end_slot - k) << 3)
         if not self._legacy_2022:
-            # Merge free right neighbours up to the first allocated one or the bump
-            # (no free block starts at or past a bump pointer; an 8-byte tail lost
-            # by the best-fit list stops the merge too).
-            free_size = self._free_size
-            while (right := free_size.get(end)) is not None:
-                self._unlist(end, right)
-                end += right
-        if end + HEADER_SIZE not in allocated:  # not stopped by a block in use: maybe a bump
-            # `find_used_in_reserve`: the reserve with the highest base <= start
-            reserve = self._by_base[bisect_right(self._bases, start) - 1]
-            if end == reserve.bump:
-                reserve.bump = start
-                self._pull_back_to_reserve(reserve)
-                return
-        self._put_free(start, end - start)
+            # Merge free right neighbours up to the first block in use or the bump
+            # (no block starts at or past a bump pointer, and its slot is 0; an
+            # 8-byte tail lost by the best-fit list has a 0 slot too and stops it).
+            while (right := heads[end_slot]) < 0:
+                heads[end_slot] = 0
+                self._unlist(end, -right << 3)
+                end -= right << 3
+                end_slot -= right
+        if end == reserve.bump:
+            reserve.bump = start
+            self._pull_back_to_reserve(reserve)
+            return
+        self._put_free(reserve, k, start, end - start)
 
     def in_meta_area(self, payload: int) -> bool:
         """`is_emalloc_reserve`: the block lies in the static meta area."""
@@ -483,13 +523,38 @@ class MetaAllocator:
 
     def block_size(self, payload: int) -> int | None:
         """Size of the allocated reserve block at `payload`, or None."""
-        return self._allocated.get(payload)
+        found = self._slot(payload - HEADER_SIZE)
+        if found is None:
+            return None
+        reserve, k = found
+        units = reserve.heads[k]
+        return units << 3 if units > 0 else None
 
     def free_blocks(self) -> list[tuple[int, int]]:
         """(address, size) of every free block, by address (diagnostics; O(n log n))."""
-        return sorted(self._free_size.items())
+        out = [(block, bsize) for bsize in range(MIN_BLOCK_SIZE, MAX_EXACT_SIZE + 1, BLOCK_ALIGN)
+               for block in self._exact[bsize]]
+        out.extend(self._large.items())
+        return sorted(out)
 
     # --------------------------------------------------------------- internals
+
+    def _slot(self, block: int) -> tuple[_ReserveState, int] | None:
+        """The reserve and header slot of an address in a reserve's used part, or None."""
+        reserve = self._by_base[bisect_right(self._bases, block) - 1]
+        offset = block - reserve.base
+        if block >= reserve.bump or offset & 7:
+            return None
+        return reserve, offset >> 3
+
+    def _free_block_size(self, block: int) -> tuple[_ReserveState, int]:
+        """The reserve and size of a listed free block."""
+        found = self._slot(block)
+        assert found is not None, f"listed free block {block:#x} is in no reserve's used part"
+        reserve, k = found
+        units = reserve.heads[k]
+        assert units < 0, f"listed free block {block:#x} is not free in its header table"
+        return reserve, -units << 3
 
     def _free_each(self, data: int | None, struct: int | None, record: int | None) -> None:
         """`free_region`'s blocks freed one by one, in its order (each as a region of
@@ -524,22 +589,25 @@ class MetaAllocator:
         if bsize <= MAX_EXACT_SIZE:
             found = self._smallest_splittable_exact(bsize)
             if found is not None:
-                return self._hand_out(found, self._free_size[found], bsize)
+                return self._hand_out(found, bsize)
         best = self._best_fit_large(bsize)
         if best is None:
             return None
-        return self._hand_out(best, self._free_size[best], bsize)
+        return self._hand_out(best, bsize)
 
-    def _hand_out(self, block: int, have: int, bsize: int) -> int:
-        """Unlist a free block of `have` bytes and allocate `bsize` of it."""
+    def _hand_out(self, block: int, bsize: int) -> int:
+        """Unlist a free block and allocate `bsize` bytes of it."""
+        reserve, have = self._free_block_size(block)
         self._unlist(block, have)
+        k = (block - reserve.base) >> 3
         rest = have - bsize
         if rest >= MIN_BLOCK_SIZE:
-            self._put_free(block + bsize, rest)
+            self._put_free(reserve, k + (bsize >> 3), block + bsize, rest)
         elif rest and not self._leaky:
             bsize = have  # deviation 2: keep the short tail inside the block
-        # Leaky: a short tail (8 bytes) is left in no block, as the reference does.
-        self._allocated[block + HEADER_SIZE] = bsize
+        # Leaky: a short tail (8 bytes) is left in no block (its slot stays 0), as the
+        # reference does.
+        reserve.heads[k] = bsize >> 3
         return block
 
     def _smallest_splittable_exact(self, bsize: int) -> int | None:
@@ -611,15 +679,19 @@ class MetaAllocator:
         Only indexed blocks are found (`_free_at_end`): in the leaky model those of
         the best-fit list, the only ones the reference looks at.
         """
+        heads, base = reserve.heads, reserve.base
         while (block := self._free_at_end.get(reserve.bump)) is not None:
-            self._unlist(block, self._free_size[block])
+            k = (block - base) >> 3
+            self._unlist(block, -heads[k] << 3)
+            heads[k] = 0
             reserve.bump = block
 
-    def _put_free(self, block: int, size: int) -> None:
-        """`put_free_block`: prepend to its exact list or to the best-fit list."""
-        self._free_size[block] = size
+    def _put_free(self, reserve: _ReserveState, k: int, block: int, size: int) -> None:
+        """`put_free_block`: mark the block (header slot `k` of `reserve`) free and
+        prepend it to its exact list or to the best-fit list."""
+        reserve.heads[k] = -(size >> 3)
         if size <= MAX_EXACT_SIZE:
-            self._exact[size][block] = None
+            self._exact[size][block] = reserve
             if not self._leaky:  # the deviation's extra books (see __init__)
                 self._free_at_end[block + size] = block
                 self._exact_nonempty |= 1 << _exact_index(size)
@@ -628,8 +700,8 @@ class MetaAllocator:
             self._free_at_end[block + size] = block
 
     def _unlist(self, block: int, size: int) -> None:
-        """Take a free block out of its lists."""
-        del self._free_size[block]
+        """Take a free block of `size` bytes out of its lists (its header slot is the
+        caller's to rewrite)."""
         if size <= MAX_EXACT_SIZE:
             lst = self._exact[size]
             del lst[block]
