@@ -36,6 +36,7 @@ import contextlib
 import errno
 from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Protocol
 
 from sgx_emm.errors import EmmError, EnclaveAbort
@@ -133,7 +134,8 @@ class _ReserveState:
         covered = self.covered
         want = min(max((end + _PAGE_MASK) & ~_PAGE_MASK, 2 * covered - self.base), self.limit)
         if want > covered:
-            self.heads += [0] * ((want - covered) >> 3)
+            # (no list of zeros built and copied: the table is sized once, then filled)
+            self.heads.extend(repeat(0, (want - covered) >> 3))
             self.covered = want
 
     def snapshot(self) -> Reserve:
