@@ -20,7 +20,12 @@ printing the slowest beside it as the noise of the run; the K rounds each run
 every size in turn, so that the machine's drift falls on all sizes alike
 (garbage of earlier runs is collected before each of ours). The comparison uses
 this process's CPU time for the loop (the machine may be shared; wall time
-counts the other tenants too).
+counts the other tenants too). With `--compare` the process pins itself, and so
+the reference runs it starts, to one CPU (`--cpu`, default the last this process
+may use; `--cpu -1` leaves the scheduler free): on a machine with few CPUs a
+move to another core in mid-run leaves a run's data in the old core's caches,
+and at 50,000 regions, where most of a call's time is cache misses, that alone
+moved the fastest of nine runs by 30%.
 
 Back ends: `null` (the manager over the null runtime: ocalls and leaves only
 count) and `sim` (the full simulated enclave; plug it in `make_sim_backend`).
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import re
 import shlex
 import subprocess
@@ -262,6 +268,20 @@ def compare(sizes: list[int], m: int, seed: int, backend_name: str, cmd: str,
     print("goals: <= 2.5x C at 1,000 regions; >= 10x faster than C at 50,000")
 
 
+def pin_to_one_cpu(cpu: int | None) -> int | None:
+    """Pin this process (and the processes it starts) to `cpu`, or to the last CPU
+    it may use when None; returns the CPU, or None when not pinned (-1, or no
+    affinity call on this system). Raises SystemExit for a CPU it may not use."""
+    if cpu == -1 or not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    chosen = allowed[-1] if cpu is None else cpu
+    if chosen not in allowed:
+        raise SystemExit(f"--cpu {chosen}: this process may run on CPUs {allowed} only")
+    os.sched_setaffinity(0, {chosen})
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("n", help="live regions (setup allocations); a comma list with --compare")
@@ -271,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", metavar="CMD",
                         help="reference command, run as `CMD N M SEED` beside each size")
     parser.add_argument("--repeat", type=int, default=1, help="runs per side, fastest kept")
+    parser.add_argument("--cpu", type=int, default=None,
+                        help="with --compare: the CPU both sides run on (-1: no pinning)")
     args = parser.parse_args(argv)
     try:
         sizes = [int(x) for x in args.n.split(",")]
@@ -281,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         if args.m == 0:
             parser.error("--compare needs M > 0")
+        pinned = pin_to_one_cpu(args.cpu)
+        if pinned is not None:
+            print(f"pinned to CPU {pinned} (the reference runs inherit it)")
         compare(sizes, args.m, args.seed, args.backend, args.compare, args.repeat)
         return 0
     for n in sizes:
