@@ -225,7 +225,9 @@ class MetaAllocator:
     Complexity: exact-size lists O(1); the best-fit list is walked linearly (it
     holds only blocks over 2056 bytes, which are rare); reserves are walked newest
     first as the reference does, and found by address in O(log r). Nothing walks
-    all blocks.
+    all blocks. Memory: a header slot per 8 bytes of each reserve's used part
+    (up to twice that while a table waits to fill), leaked blocks included,
+    since the reference never takes them back.
     """
 
     def __init__(self, host: MetaHost, *, meta_area_base: int, leaky: bool = True,
