@@ -8,11 +8,13 @@ payload's block is reusable.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from sgx_emm.emm.emalloc import HEADER_SIZE, MAX_EXACT_SIZE, MetaAllocator
+from sgx_emm.errors import EnclaveAbort
 
 META_BASE = 0x1000_0000
 
@@ -50,6 +52,7 @@ class AllocatorMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.live: dict[int, int] = {}  # payload -> block size
+        self.freed: set[int] = set()  # payloads freed and not handed out again
         self.alloc: MetaAllocator
 
     @initialize(leaky=st.booleans(), legacy_2022=st.booleans())
@@ -67,6 +70,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         bsize = self.alloc.block_size(payload)
         assert bsize is not None and bsize >= size + HEADER_SIZE
         self.live[payload] = bsize
+        self.freed.discard(payload)
 
     @precondition(lambda self: bool(self.live))
     @rule(data=st.data())
@@ -74,6 +78,24 @@ class AllocatorMachine(RuleBasedStateMachine):
         payload = data.draw(st.sampled_from(sorted(self.live)))
         del self.live[payload]
         self.alloc.free(payload)
+        self.freed.add(payload)
+        assert self.alloc.block_size(payload) is None
+
+    @precondition(lambda self: bool(self.freed))
+    @rule(data=st.data())
+    def free_again(self, data: st.DataObject) -> None:
+        """A payload freed before (now free, merged into a free block, or inside a
+        newer block) is no block to free: the allocator aborts and changes nothing."""
+        payload = data.draw(st.sampled_from(sorted(self.freed)))
+        before = (self.alloc.free_blocks(), self.alloc.reserves())
+        with pytest.raises(EnclaveAbort):
+            self.alloc.free(payload)
+        assert (self.alloc.free_blocks(), self.alloc.reserves()) == before
+
+    @invariant()
+    def live_blocks_keep_their_sizes(self) -> None:
+        for payload, bsize in self.live.items():
+            assert self.alloc.block_size(payload) == bsize
 
     @invariant()
     def blocks_tile_the_used_parts(self) -> None:
