@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sgx_emm.emm.placement import RootBounds, find_free_region, find_free_region_linear
-from sgx_emm.emm.regions import Ema, RegionList
+from sgx_emm.emm.regions import _VACATED_SLACK, Ema, RegionList
 
 PAGE = 0x1000
 ENCLAVE = (0x100000, 0x100000 + 0x400 * PAGE)
@@ -198,6 +198,29 @@ def test_find_inside_a_region_after_it_is_split_or_replaced() -> None:
     assert lst.find(a + 3 * PAGE) is big
 
 
+def test_start_map_sweeps_vacated_starts_and_rewrites_a_reused_one() -> None:
+    """Regions made and removed at ever new addresses leave at most the slack of
+    vacated starts behind; a region at a vacated start takes its entry back, and
+    lookups never take a vacated start for a region."""
+    lst = RegionList()
+    base = 0x4000_0000
+    for k in range(3 * _VACATED_SLACK):
+        ema = Ema(base + 2 * k * PAGE, base + (2 * k + 1) * PAGE, 4, 0x203)
+        lst.insert(ema)
+        lst.remove(ema)
+        assert len(lst.by_start) <= _VACATED_SLACK + 1 and len(lst) == 0
+    gone = base + 2 * (3 * _VACATED_SLACK - 1) * PAGE  # the last one, still vacated
+    assert lst.by_start[gone] is None
+    assert lst.find(gone) is None and lst.overlapping(gone, gone + PAGE) == []
+    assert lst.first_overlap(gone, gone + PAGE) is None
+    keys = len(lst.by_start)
+    again = Ema(gone, gone + 2 * PAGE, 4, 0x203)
+    lst.insert(again)
+    assert len(lst.by_start) == keys and len(lst) == 1
+    assert lst.find(gone + PAGE) is again and lst.overlapping(gone, gone + PAGE) == [again]
+    check_links(lst)
+
+
 def check_links(lst: RegionList) -> None:
     """Links in both directions, first/last, the start map and the gap index agree."""
     nodes = list(lst)
@@ -206,7 +229,12 @@ def check_links(lst: RegionList) -> None:
     assert [e.prev for e in nodes] == [None, *nodes[:-1]][:len(nodes)]
     assert lst.first is (nodes[0] if nodes else None)
     assert lst.last is (nodes[-1] if nodes else None)
-    assert lst.by_start == {e.start: e for e in nodes}
+    # the start map holds every region at its start, and vacated starts (None) at most
+    # one per region beyond a constant slack
+    assert {s: e for s, e in lst.by_start.items() if e is not None} == {
+        e.start: e for e in nodes}
+    assert len(lst) == len(nodes)
+    assert len(lst.by_start) - len(nodes) <= len(nodes) + _VACATED_SLACK
     assert lst.gaps.items() == gaps_of(lst)
     # each gap keeps the region it follows, and nothing else is kept
     gap_starts = {start for start, _ in gaps_of(lst)}

@@ -23,6 +23,9 @@ from sgx_emm.emm.rt import FaultHandler
 from sgx_emm.emm.sorted_ints import SortedInts
 from sgx_emm.flags import PAGE_SHIFT, PAGE_SIZE, PAGE_TYPE_MASK, PROT_MASK
 
+#: Vacated starts allowed in a region list's start map beyond one per region.
+_VACATED_SLACK = 1024
+
 
 class Ema:
     """One enclave memory area: the mutable record the manager works on.
@@ -92,7 +95,16 @@ class RegionList:
     Lookup by address O(log n); insert/remove O(log n); neighbours O(1).
     `by_start` maps each region's first address to it (read-only outside
     this class): most calls name a region's start, so a dict probe answers
-    before the ordered index is searched. A region placed in a gap starts
+    before the ordered index is searched. A removed region's start stays in
+    it, mapped to None (a vacated start): a freed range is usually handed out
+    again at the same address, and then its entry is rewritten in place,
+    where a delete and a new insert would use up the dict's entry array and
+    make it rebuild its whole table every few tens of thousands of
+    changes, a walk over every entry that with many regions misses the
+    caches all the way. Vacated starts are swept out when they outnumber the
+    regions (amortized O(1) per remove), so the map stays within twice the
+    regions plus a constant. Every key was once a region's start, which the
+    range check's lock-free fast path relies on. A region placed in a gap starts
     where its lower neighbour ends, and the gap index keeps that neighbour
     with the gap: one entry per gap, not per region, so with many regions
     packed tight it stays small (and in the cache), where a map of every
@@ -106,20 +118,22 @@ class RegionList:
     the same O(log n) per change as before, once.
     """
 
-    __slots__ = ("_starts", "_added", "_dropped", "by_start", "first", "last", "gaps")
+    __slots__ = ("_starts", "_added", "_dropped", "by_start", "_count", "first", "last",
+                 "gaps")
 
     def __init__(self) -> None:
         self._starts = SortedInts()
         #: starts not yet in `_starts`, and starts in `_starts` no longer in the list
         self._added: set[int] = set()
         self._dropped: set[int] = set()
-        self.by_start: dict[int, Ema] = {}
+        self.by_start: dict[int, Ema | None] = {}
+        self._count = 0  # regions; by_start also holds vacated starts
         self.first: Ema | None = None
         self.last: Ema | None = None
         self.gaps: GapIndex[Ema] = GapIndex()
 
     def __len__(self) -> int:
-        return len(self.by_start)
+        return self._count
 
     def __iter__(self) -> Iterator[Ema]:
         node = self.first
@@ -138,7 +152,7 @@ class RegionList:
         if node is not None:
             return node
         start = self._sorted_starts().floor(addr)
-        return None if start is None else by_start[start]
+        return None if start is None else by_start[start]  # (a live start: never None)
 
     def _sorted_starts(self) -> SortedInts:
         """The ordered index of starts, with the pending changes applied."""
@@ -156,11 +170,13 @@ class RegionList:
         """The region holding `addr`, or None."""
         by_start = self.by_start
         node = by_start.get(addr)  # the usual case, without a call
-        if node is None:  # not a start: the index (`_floor` would probe the dict again)
+        if node is None:  # not a live start: the index (`_floor` would probe the dict again)
             start = self._sorted_starts().floor(addr)
             if start is None:
                 return None
             node = by_start[start]
+            if node is None:  # (the index holds live starts only)
+                return None
         return node if addr < node.end else None
 
     def first_overlap(self, start: int, end: int) -> Ema | None:
@@ -205,7 +221,8 @@ class RegionList:
             self._dropped.remove(start)
         else:
             self._added.add(start)
-        self.by_start[start] = ema
+        self.by_start[start] = ema  # (rewrites a vacated start in place)
+        self._count += 1
         ema.prev = prev
         ema.next = nxt
         if prev is not None:
@@ -227,7 +244,11 @@ class RegionList:
             self._added.remove(start)
         else:
             self._dropped.add(start)
-        del self.by_start[start]
+        by_start = self.by_start
+        by_start[start] = None  # vacated, not deleted (see the class docstring)
+        count = self._count = self._count - 1
+        if len(by_start) > (count << 1) + _VACATED_SLACK:
+            self._sweep_vacated()
         gaps = self.gaps
         if nxt is not None:
             if nxt.start - end >= PAGE_SIZE:  # a gap is recorded only from a page
@@ -244,6 +265,13 @@ class RegionList:
         else:
             self.first = nxt
         ema.prev = ema.next = None
+
+    def _sweep_vacated(self) -> None:
+        """Drop the vacated starts from `by_start`, in place (lock-free readers of the
+        map keep reading the same dict)."""
+        by_start = self.by_start
+        for start in [s for s, node in by_start.items() if node is None]:
+            del by_start[start]
 
     def split(self, ema: Ema, addr: int, new: Ema, new_lower: bool) -> None:
         """Cut `ema` at `addr`; `new` takes the lower part if `new_lower`, else the upper.
@@ -276,6 +304,7 @@ class RegionList:
             self._dropped.remove(addr)
         else:
             self._added.add(addr)
+        self._count += 1
 
 
 class CommittedView:
