@@ -463,29 +463,28 @@ class MetaAllocator:
                 self._free_each(data, struct, record)
             return
         start = record - HEADER_SIZE
-        # `find_used_in_reserve`: the reserve with the highest base <= start
-        reserve = self._by_base[bisect_right(self._bases, start) - 1]
-        heads = reserve.heads
         end_slot = 0  # the header slot where the freed run ends; 0 until it is known
-        # (a reserve's base is 8-aligned, so an aligned address has a slot of its own)
-        if start < reserve.bump and not start & 7:
-            k = (start - reserve.base) >> 3
-            first = heads[k]
-            if first > 0:
-                if data is None and struct is None:  # one block (`free`, or no bitmap)
+        found = self._slot(start)
+        if found is not None:
+            reserve, k = found
+            heads = reserve.heads
+            first = heads[k]  # > 0: allocated
+            if data is None and struct is None:  # one block (`free`, or no bitmap)
+                if first > 0:
                     heads[k] = 0
                     end_slot = k + first
-                elif data is not None and struct is not None and not self._legacy_2022:
-                    # back to back: each block's size leads to the next one's slot (the
-                    # table's last slot is past the bump pointer, so every read is in it)
-                    j = k + first
-                    mid = heads[j]
-                    if mid > 0 and struct - record == first << 3:
-                        m = j + mid
-                        last = heads[m]
-                        if last > 0 and data - struct == mid << 3:
-                            heads[k] = heads[j] = heads[m] = 0
-                            end_slot = m + last
+            elif (data is not None and struct is not None and not self._legacy_2022
+                    and first > 0 and struct - record == first << 3):
+                # back to back: each block's size leads to the next one's slot (the
+                # table's last slot is past the bump pointer, so every read is in it)
+                j = k + first
+                mid = heads[j]
+                if mid > 0 and data - struct == mid << 3:
+                    m = j + mid
+                    last = heads[m]
+                    if last > 0:
+                        heads[k] = heads[j] = heads[m] = 0
+                        end_slot = m + last
         if not end_slot:
             if data is None and struct is None:
                 self._free_unallocated(record)
@@ -544,12 +543,13 @@ class MetaAllocator:
     # --------------------------------------------------------------- internals
 
     def _slot(self, block: int) -> tuple[_ReserveState, int] | None:
-        """The reserve and header slot of an address in a reserve's used part, or None."""
+        """The reserve and header slot of an address in a reserve's used part, or None
+        (`find_used_in_reserve`: the reserve with the highest base <= the address;
+        a reserve's base is 8-aligned, so an aligned address has a slot of its own)."""
         reserve = self._by_base[bisect_right(self._bases, block) - 1]
-        offset = block - reserve.base
-        if block >= reserve.bump or offset & 7:
+        if block >= reserve.bump or block & 7:
             return None
-        return reserve, offset >> 3
+        return reserve, (block - reserve.base) >> 3
 
     def _free_block_size(self, block: int) -> tuple[_ReserveState, int]:
         """The reserve and size of a listed free block."""
