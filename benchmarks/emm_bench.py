@@ -221,18 +221,18 @@ def run_sequence(n: int, seq: list[tuple[int, int, int]],
     return t_setup - t0, t2 - t1, c2 - c1, backend.region_count()
 
 
-_PER_CALL = re.compile(r"per_call_us=([0-9.eE+-]+)")
-_CPU_PER_CALL = re.compile(r"cpu_us_per_call=([0-9.eE+-]+)")
+def _reported(argv: list[str], key: str) -> float:
+    """Run `argv` to completion and read the last `key=<float>` it printed."""
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    found = re.findall(rf"(?<![a-z_]){key}=([0-9.eE+-]+)", out)
+    if not found:
+        raise SystemExit(f"{shlex.join(argv)!r} printed no {key}= line:\n{out}")
+    return float(found[-1])
 
 
 def run_reference(cmd: str, n: int, m: int, seed: int) -> float:
     """Per-call microseconds the reference command reports for one size."""
-    argv = [*shlex.split(cmd), str(n), str(m), str(seed)]
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-    found = _PER_CALL.findall(out)
-    if not found:
-        raise SystemExit(f"{cmd!r} printed no per_call_us= line:\n{out}")
-    return float(found[-1])
+    return _reported([*shlex.split(cmd), str(n), str(m), str(seed)], "per_call_us")
 
 
 def run_ours(backend_name: str, n: int, m: int, seed: int) -> float:
@@ -241,12 +241,8 @@ def run_ours(backend_name: str, n: int, m: int, seed: int) -> float:
     with their heap and with code the interpreter specialized for them, and in
     one process the fastest of nine 1,000-region runs moved by 40% from one
     compare run to the next, while fresh processes repeat."""
-    argv = [sys.executable, __file__, str(n), str(m), str(seed), "--backend", backend_name]
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-    found = _CPU_PER_CALL.findall(out)
-    if not found:
-        raise SystemExit(f"{argv!r} printed no cpu_us_per_call= line:\n{out}")
-    return float(found[-1])
+    return _reported([sys.executable, __file__, str(n), str(m), str(seed),
+                      "--backend", backend_name], "cpu_us_per_call")
 
 
 def _spread(values: list[float]) -> str:
