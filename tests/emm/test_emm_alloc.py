@@ -22,16 +22,19 @@ from emm_support import (
     user_spans,
 )
 
+from sgx_emm.emm.rt import PfInfo
 from sgx_emm.errors import EmmError, EnclaveAbort
 from sgx_emm.flags import (
     COMMIT_NOW,
     COMMIT_ON_DEMAND,
+    EXCEPTION_CONTINUE_SEARCH,
     FIXED,
     GROWSDOWN,
     GROWSUP,
     PAGE_TYPE_REG,
     PAGE_TYPE_SS_FIRST,
     PAGE_TYPE_TCS,
+    PROT_READ,
     RESERVE,
     SYSTEM,
     AllocFlags,
@@ -353,3 +356,33 @@ def test_a_regions_bit_data_block_is_sized_by_bitmap_bytes(pages: int) -> None:
     ema = mgr._user.find(addr)
     assert ema is not None and ema.map_data is not None
     assert meta(mgr).block_size(ema.map_data) == block_size_for(bitmap_bytes(pages))
+
+
+# ------------------------------------------------- a freed region's start address
+
+
+def test_a_freed_start_is_free_space_to_every_call_until_reused() -> None:
+    """After a dealloc the region's first page answers as free space (range calls
+    EINVAL, a fault not ours), from the region below's end too; the next alloc of
+    that size takes the address again, and a larger freed region's inner pages do
+    not come back with a smaller region at its start."""
+    mgr, rt = make()
+    below = mgr.alloc(None, PAGE, COD)
+    a = mgr.alloc(None, 2 * PAGE, COD)
+    above = mgr.alloc(None, PAGE, COD)
+    count = mgr.region_count()
+    mgr.dealloc(a, 2 * PAGE)
+    assert mgr.region_count() == count - 1
+    for addr in (a, a + PAGE):
+        rejects(mgr, rt, errno.EINVAL, mgr.commit, addr, PAGE)
+        rejects(mgr, rt, errno.EINVAL, mgr.uncommit, addr, PAGE)
+        rejects(mgr, rt, errno.EINVAL, mgr.modify_permissions, addr, PAGE, PROT_READ)
+        rejects(mgr, rt, errno.EINVAL, mgr.dealloc, addr, PAGE)
+        assert mgr.handle_page_fault(PfInfo(addr, 0x2)) == EXCEPTION_CONTINUE_SEARCH
+    rejects(mgr, rt, errno.EINVAL, mgr.commit, below, 2 * PAGE)  # runs into the hole
+    assert mgr.alloc(None, PAGE, COD) == a  # the lowest gap: the freed start
+    assert mgr.region_count() == count
+    assert mgr.handle_page_fault(PfInfo(a + PAGE, 0x2)) == EXCEPTION_CONTINUE_SEARCH
+    rejects(mgr, rt, errno.EINVAL, mgr.commit, a + PAGE, PAGE)
+    mgr.commit(a, PAGE)  # the new region at the old start is a region like any other
+    assert [r.start for r in mgr.regions() if r.start in (below, a, above)] == [below, a, above]
